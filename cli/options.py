@@ -1,0 +1,26 @@
+"""Option types shared by several commands, so each flag reads the same everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", metavar="FILE", help="TOML or YAML run configuration.")
+]
+BackboneSpec = Annotated[
+    str | None, typer.Option("--backbone", metavar="SPEC", help="Backbone spec, e.g. 'flux' or 'sd2'.")
+]
+RewardSpec = Annotated[
+    str | None, typer.Option("--reward", metavar="SPEC", help="Reward spec, e.g. 'hybrid'.")
+]
+SelectorSpec = Annotated[
+    str | None, typer.Option("--selector", metavar="SPEC", help="Pair selector spec, e.g. 'ratio=0.25'.")
+]
+WeightingSpec = Annotated[
+    str | None,
+    typer.Option("--weighting", metavar="SPEC", help="Pair weighting spec, e.g. 'hierarchical'."),
+]
+Seed = Annotated[int | None, typer.Option("--seed", help="Base seed of the run.")]

@@ -1,0 +1,39 @@
+"""dp2o's core: the interfaces plugins implement, the plugin machinery, specs and config.
+
+Plugin authors need three names from here: an interface (:class:`Backbone`,
+:class:`RewardModel`, :class:`PairSelector` or :class:`Weighting`), :class:`PluginOptions`
+for their options and :data:`hookimpl` to mark their ``register_<kind>s`` hook. See
+docs/plugins.md. Importing this package imports no torch.
+"""
+
+from dp2o_core.hookspecs import hookimpl
+from dp2o_core.interfaces import (
+    Backbone,
+    GroupPairs,
+    Implementation,
+    MetricInfo,
+    PairSelector,
+    PairWeights,
+    RewardModel,
+    SampleResult,
+    Weighting,
+)
+from dp2o_core.options import PluginOptions
+from dp2o_core.registry import dp2o_version
+
+__version__ = dp2o_version()
+
+__all__ = [
+    "Backbone",
+    "GroupPairs",
+    "Implementation",
+    "MetricInfo",
+    "PairSelector",
+    "PairWeights",
+    "PluginOptions",
+    "RewardModel",
+    "SampleResult",
+    "Weighting",
+    "__version__",
+    "hookimpl",
+]

@@ -1,0 +1,192 @@
+"""The run configuration: file (TOML or YAML), then CLI flags, then a resolved record.
+
+A config file sets any field of :class:`RunConfig`; a component may be a spec string or
+a table whose ``name`` key picks the implementation and whose other keys are options::
+
+    # dp2o.toml
+    seed = 7
+    backbone = "flux"
+    selector = "ratio=0.25"
+
+    [reward]
+    name = "hybrid"
+    balance = 0.5
+
+CLI flags are layered over the file with the same rules as :meth:`Spec.merged_over`.
+:func:`write_resolved_config` records every option's final value, the plugins'
+distributions and versions, and the seeds, as JSON beside a run's results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dp2o_core.errors import UsageError
+from dp2o_core.specs import Resolved, Spec, parse_spec, resolve_spec
+
+#: The component kinds a run configures, with the implementation used when none is named.
+COMPONENT_DEFAULTS: dict[str, str | None] = {
+    "backbone": None,
+    "reward": "hybrid",
+    "selector": "ratio",
+    "weighting": "hierarchical",
+}
+
+
+class RunConfig(BaseModel):
+    """Everything a run is configured by; later stages add their own fields here."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    run: Path | None = Field(None, description="Run directory that holds every stage's output.")
+    backbone: Spec = Field(Spec(None), description="SR generator spec, e.g. 'flux' or 'sd2:steps=20'.")
+    reward: Spec = Field(Spec(None), description="Reward spec, e.g. 'hybrid'.")
+    selector: Spec = Field(Spec(None), description="Pair selector spec, e.g. 'ratio=0.25'.")
+    weighting: Spec = Field(Spec(None), description="Pair weighting spec, e.g. 'hierarchical'.")
+    seed: int = Field(0, ge=0, description="Base seed from which every random choice of the run derives.")
+
+    @field_validator("backbone", "reward", "selector", "weighting", mode="before")
+    @classmethod
+    def _coerce_spec(cls, value: Any, info: Any) -> Spec:
+        return coerce_spec(value, info.field_name)
+
+    def with_overrides(self, **overrides: Any) -> RunConfig:
+        """A copy with CLI values layered on top; None means 'not given'."""
+        updates: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key not in RunConfig.model_fields:
+                raise UsageError(f"unknown configuration field {key!r}")
+            if key in COMPONENT_DEFAULTS:
+                value = coerce_spec(value, key).merged_over(getattr(self, key))
+            updates[key] = value
+        try:
+            return RunConfig.model_validate({**self.model_dump(), **updates})
+        except ValidationError as error:
+            raise UsageError(_format_config_error("command line", error)) from None
+
+    def resolve(
+        self, manager: Any, kinds: tuple[str, ...] = tuple(COMPONENT_DEFAULTS)
+    ) -> dict[str, Resolved]:
+        """Resolve the named component kinds against the registered plugins."""
+        resolved = {}
+        for kind in kinds:
+            resolved[kind] = resolve_spec(manager, kind, getattr(self, kind), COMPONENT_DEFAULTS[kind])
+        return resolved
+
+
+def coerce_spec(value: Any, kind: str) -> Spec:
+    """A Spec from a spec string, a ``{name: …, KEY: VALUE}`` table or a Spec."""
+    if isinstance(value, Spec):
+        return value
+    if isinstance(value, str):
+        return parse_spec(value, kind)
+    if isinstance(value, Mapping):
+        table = dict(value)
+        name = table.pop("name", None)
+        if "options" in table and isinstance(table["options"], Mapping) and len(table) == 1:
+            table = dict(table["options"])
+        return Spec(name, {key.replace("-", "_"): v for key, v in table.items()})
+    raise UsageError(f"{kind} must be a spec string or a table, got {value!r}")
+
+
+def load_config(path: Path | None) -> RunConfig:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file; None gives the defaults."""
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot read config file {path}: {error.strerror or error}") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            data = _toml_loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise UsageError(f"config file {path} must end in .toml, .yaml or .yml")
+    except UsageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - tomllib and yaml raise their own types
+        raise UsageError(f"config file {path} is not valid {suffix[1:].upper()}: {error}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a table of settings, not {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise UsageError(_format_config_error(str(path), error)) from None
+
+
+def _toml_loads(text: str) -> Any:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def _format_config_error(where: str, error: ValidationError) -> str:
+    problems = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem.get("loc", ()))
+        if problem["type"] == "extra_forbidden":
+            known = ", ".join(RunConfig.model_fields)
+            problems.append(f"unknown setting {key!r} (known: {known})")
+        else:
+            problems.append(f"{key}: {problem['msg']} (given {problem.get('input')!r})")
+    return f"invalid configuration in {where}: " + "; ".join(problems)
+
+
+def resolved_config_record(config: RunConfig, resolved: Mapping[str, Resolved]) -> dict[str, Any]:
+    """The JSON-ready record of a run's configuration with every final value."""
+    return {
+        "dp2o_version": _version("dp2o"),
+        "python": platform.python_version(),
+        "packages": {name: _version(name) for name in ("torch", "diffusers", "pyiqa", "accelerate")},
+        "seed": config.seed,
+        "run": str(config.run) if config.run is not None else None,
+        "components": {kind: item.as_record() for kind, item in resolved.items()},
+    }
+
+
+def write_resolved_config(path: Path, config: RunConfig, resolved: Mapping[str, Resolved]) -> Path:
+    """Write :func:`resolved_config_record` as JSON to ``path`` atomically."""
+    record = resolved_config_record(config, resolved)
+    write_text_atomic(Path(path), json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,50 @@
+"""Exceptions that carry a message a person can act on.
+
+The CLI prints ``Error: <message>`` for every :class:`Dp2oError` and exits with its
+``exit_code`` — 2 for usage errors (a wrong option, an unknown name), 1 for failures —
+without a traceback. Library users catch them like any exception.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class Dp2oError(Exception):
+    """A failure dp2o can explain; the CLI exits with status 1."""
+
+    exit_code = 1
+
+
+class UsageError(Dp2oError):
+    """The user asked for something that cannot work as given; the CLI exits with status 2."""
+
+    exit_code = 2
+
+
+class UnknownNameError(UsageError):
+    """A name (implementation, option, kind) that is not among the available ones."""
+
+    def __init__(self, what: str, given: str, available: Iterable[str], hint: str = "") -> None:
+        choices = sorted(set(available))
+        self.given = given
+        self.available = choices
+        message = f"unknown {what} {given!r}."
+        close = did_you_mean(given, choices)
+        if close:
+            message += f" Did you mean {close!r}?"
+        message += f" Available: {', '.join(choices) if choices else '(none)'}."
+        if hint:
+            message += f" {hint}"
+        super().__init__(message)
+
+
+class PluginError(Dp2oError):
+    """A plugin could not be loaded or is ambiguous; names the distribution at fault."""
+
+
+def did_you_mean(given: str, choices: Iterable[str]) -> str | None:
+    """The closest of ``choices`` to ``given``, or None when nothing is close."""
+    matches = difflib.get_close_matches(given, list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None

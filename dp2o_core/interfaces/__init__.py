@@ -1,0 +1,28 @@
+"""The four extension points of dp2o, one module each."""
+
+from dp2o_core.interfaces.backbone import Backbone, SampleResult
+from dp2o_core.interfaces.base import Implementation
+from dp2o_core.interfaces.reward import MetricInfo, RewardModel
+from dp2o_core.interfaces.selector import PairSelector
+from dp2o_core.interfaces.weighting import GroupPairs, PairWeights, Weighting
+
+#: The interface class of each kind, keyed by kind name.
+INTERFACES: dict[str, type[Implementation]] = {
+    "backbone": Backbone,
+    "reward": RewardModel,
+    "selector": PairSelector,
+    "weighting": Weighting,
+}
+
+__all__ = [
+    "INTERFACES",
+    "Backbone",
+    "GroupPairs",
+    "Implementation",
+    "MetricInfo",
+    "PairSelector",
+    "PairWeights",
+    "RewardModel",
+    "SampleResult",
+    "Weighting",
+]

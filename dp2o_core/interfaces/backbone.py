@@ -1,0 +1,140 @@
+"""The Backbone interface: an SR generator that can be sampled and preference-tuned."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dp2o_core.interfaces.base import Implementation
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class SampleResult:
+    """What one call to :meth:`Backbone.sample` produced.
+
+    ``images`` is B×M×3×H×W, RGB in [0, 1]: M candidates for each of B LR inputs.
+    ``latents`` (B×M×…) are the model-space samples the images were decoded from, kept so
+    that training never re-encodes them; None for pixel-space models with nothing to cache.
+    ``seeds`` repeats the seeds used, one list per input.
+    """
+
+    images: torch.Tensor
+    seeds: Sequence[Sequence[int]]
+    latents: torch.Tensor | None = None
+
+
+class Backbone(Implementation):
+    """A stochastic SR generator: sampled for candidates, then tuned with Diffusion-DPO.
+
+    Sampling side — :meth:`sample` makes M candidates per LR input in batched calls, one
+    explicit seed per candidate, reproducible by seed.
+
+    Training side — the DPO objective in the core only needs per-sample errors, which it
+    gets from these pieces: :meth:`encode` (images → x₀, a VAE or the identity),
+    :meth:`encode_condition` and :meth:`encode_prompts` (computed once and cached),
+    :meth:`sample_timesteps`, :meth:`noisy` (x_t and the regression target: ε, v or the
+    flow velocity ε − x₀, per the model's own scheduler config), :meth:`predict` for the
+    policy or the frozen reference, and :meth:`trainable_parameters`. The reference holds
+    only a frozen copy of the trained part (or is the policy with LoRA adapters off).
+
+    Checkpoints — :meth:`save` writes what the backbone's own ecosystem loads without
+    dp2o (diffusers ``save_pretrained``, or a single ``model.safetensors``).
+
+    Example skeleton::
+
+        from dp2o_core import Backbone, PluginOptions, SampleResult, hookimpl
+        from pydantic import Field
+
+        class MyBackbone(Backbone):
+            \"\"\"My SR diffusion model.\"\"\"
+
+            name = "my-sr"
+
+            class Options(PluginOptions):
+                weights: str = Field("org/my-sr", description="Hub id or local folder.")
+
+            def __init__(self, options=None):
+                super().__init__(options)
+                import torch  # heavy imports happen here, not at module level
+                ...
+
+            def sample(self, lr, seeds, prompts=None): ...
+            def encode(self, images): ...
+            # … and the other abstract methods
+
+        @hookimpl
+        def register_backbones(register):
+            register(MyBackbone, aliases=("my",))
+    """
+
+    kind: ClassVar[str] = "backbone"
+    #: False for one-step deterministic models, which cannot give seed-diverse candidates.
+    stochastic: ClassVar[bool] = True
+    #: Upscaling factor from LR to HR.
+    scale: ClassVar[int] = 4
+
+    # -- sampling -----------------------------------------------------------------
+    @abstractmethod
+    def sample(
+        self,
+        lr: torch.Tensor,
+        seeds: Sequence[Sequence[int]],
+        prompts: Sequence[str] | None = None,
+    ) -> SampleResult:
+        """Super-resolve each LR image (B×3×h×w in [0, 1]) once per seed in ``seeds[b]``."""
+
+    # -- training -----------------------------------------------------------------
+    @abstractmethod
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (N×3×H×W in [0, 1]) → x₀ in the space the model denoises."""
+
+    @abstractmethod
+    def encode_condition(self, lr: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        """The conditioning derived from LR images, cacheable per group."""
+
+    def encode_prompts(self, prompts: Sequence[str]) -> Mapping[str, torch.Tensor]:
+        """Prompt embeddings (and pooled embeddings where the model uses them); cacheable.
+
+        Backbones without text conditioning keep this default, which returns nothing.
+        """
+        return {}
+
+    @abstractmethod
+    def sample_timesteps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` training timesteps drawn from the backbone's training distribution."""
+
+    @abstractmethod
+    def noisy(
+        self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_t, target) for the model's prediction type, from its scheduler config."""
+
+    @abstractmethod
+    def predict(
+        self,
+        x_t: torch.Tensor,
+        timesteps: torch.Tensor,
+        condition: Mapping[str, torch.Tensor],
+        *,
+        reference: bool = False,
+    ) -> torch.Tensor:
+        """The policy's prediction, or the frozen reference's when ``reference`` is True."""
+
+    @abstractmethod
+    def trainable_parameters(self) -> Iterable[torch.nn.Parameter]:
+        """The parameters preference tuning updates (the ControlNet by default)."""
+
+    # -- checkpoints ----------------------------------------------------------------
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write the tuned weights in a format the backbone's ecosystem loads without dp2o."""
+
+    def describe(self) -> Mapping[str, Any]:
+        """Facts worth recording with a run (model ids, prediction type, dtype)."""
+        return {}

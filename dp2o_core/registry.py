@@ -1,0 +1,294 @@
+"""Loads plugins and answers which implementation a name means.
+
+:class:`PluginManager` is the typed facade over pluggy: it registers the built-ins, then
+each ``dp2o`` entry point on its own inside a guard, then modules named with
+``dp2o -p MODULE``; it calls every plugin's ``register_<kind>s`` hook and keeps what each
+registered, so that a failure is pinned on the distribution at fault and everything else
+keeps working.
+
+Environment variables:
+
+* ``DP2O_LOAD_PLUGINS`` — comma-separated allow-list of entry-point or distribution
+  names; set but empty loads no third-party plugin.
+* ``DP2O_DISABLE_PLUGINS`` — comma-separated block-list, applied before import.
+* ``DP2O_PLUGIN_ERRORS=raise`` — re-raise a plugin's error with its traceback instead of
+  recording it (for plugin authors).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Literal
+
+import pluggy
+
+from dp2o_core import hookspecs
+from dp2o_core.errors import PluginError, UnknownNameError, UsageError
+from dp2o_core.interfaces import INTERFACES, Backbone, Implementation, PairSelector, RewardModel, Weighting
+from dp2o_core.validation import implementation_problems
+
+KINDS: tuple[str, ...] = tuple(INTERFACES)
+ENTRY_POINT_GROUP = "dp2o"
+BUILTIN_MODULES: tuple[str, ...] = ("dp2o_plugins.selectors",)
+
+#: Plugins added with :func:`dp2o_core.testing` fixtures; every new manager registers them.
+IN_PROCESS_PLUGINS: list[tuple[str, object]] = []
+
+Status = Literal["ok", "failed", "disabled", "conflict"]
+Origin = Literal["builtin", "entry-point", "module", "in-process"]
+
+
+@dataclass
+class PluginSource:
+    """One loaded (or refused) plugin: where it came from and what it provides."""
+
+    key: str
+    distribution: str
+    version: str | None
+    origin: Origin
+    status: Status = "ok"
+    error: str | None = None
+    provides: dict[str, list[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
+
+    @property
+    def label(self) -> str:
+        """``distribution version`` — how messages name the plugin."""
+        return f"{self.distribution} {self.version}" if self.version else self.distribution
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registered implementation class and the plugin that provided it."""
+
+    kind: str
+    name: str
+    aliases: tuple[str, ...]
+    cls: type[Implementation]
+    source: PluginSource
+
+    @property
+    def summary(self) -> str:
+        """The first line of the class docstring."""
+        return (self.cls.__doc__ or "").strip().splitlines()[0]
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+def _names_from_env(value: str | None) -> set[str] | None:
+    if value is None:
+        return None
+    return {_normalise(part) for part in value.split(",") if part.strip()}
+
+
+class PluginManager:
+    """Built-ins, installed entry points and ``-p`` modules, registered and indexed by kind.
+
+    Example::
+
+        manager = PluginManager()
+        ratio = manager.selector("ratio")      # Registration; .cls is RatioSelector
+        manager.implementations("selector")   # {"best-worst": …, "ratio": …}
+    """
+
+    def __init__(
+        self,
+        *,
+        entry_points: bool = True,
+        modules: Iterable[str] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self._raise = env.get("DP2O_PLUGIN_ERRORS", "").strip().lower() == "raise"
+        self._allow = _names_from_env(env.get("DP2O_LOAD_PLUGINS"))
+        self._block = _names_from_env(env.get("DP2O_DISABLE_PLUGINS")) or set()
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        self._sources: list[PluginSource] = []
+        self._plugins: dict[str, object] = {}
+        self._by_name: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
+        self._conflicts: dict[tuple[str, str], list[Registration]] = {}
+
+        version = dp2o_version()
+        for module_name in BUILTIN_MODULES:
+            source = PluginSource(module_name, "dp2o", version, "builtin")
+            self._add(source, lambda name=module_name: importlib.import_module(name))
+        if entry_points:
+            for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+                self._add_entry_point(entry_point)
+        for module_name in modules:
+            self._add_module(module_name)
+        for name, plugin in IN_PROCESS_PLUGINS:
+            self.add_plugin(plugin, name)
+
+    # -- loading --------------------------------------------------------------------
+    def _add_entry_point(self, entry_point: metadata.EntryPoint) -> None:
+        dist = entry_point.dist
+        dist_name = dist.metadata["Name"] if dist is not None else entry_point.value
+        source = PluginSource(
+            key=entry_point.name,
+            distribution=dist_name,
+            version=dist.version if dist is not None else None,
+            origin="entry-point",
+        )
+        names = {_normalise(entry_point.name), _normalise(dist_name)}
+        if names & self._block:
+            source.status, source.error = "disabled", "disabled by DP2O_DISABLE_PLUGINS"
+        elif self._allow is not None and not names & self._allow:
+            source.status, source.error = "disabled", "not listed in DP2O_LOAD_PLUGINS"
+        if source.status == "disabled":
+            self._sources.append(source)
+            return
+        self._add(source, entry_point.load)
+
+    def _add_module(self, module_name: str) -> None:
+        if any(s.key == module_name for s in self._sources):
+            return
+        try:
+            importlib.import_module(module_name)
+        except Exception as error:
+            if self._raise:
+                raise
+            raise UsageError(
+                f"could not import plugin module {module_name!r} given with -p: "
+                f"{type(error).__name__}: {error}. Check the module name and that it is on "
+                "PYTHONPATH."
+            ) from None
+        source = PluginSource(module_name, module_name, None, "module")
+        self._add(source, lambda: importlib.import_module(module_name))
+
+    def add_plugin(self, plugin: object, name: str = "in-process") -> PluginSource:
+        """Register an object or module with hook implementations (tests, notebooks)."""
+        source = PluginSource(name, name, None, "in-process")
+        self._add(source, lambda: plugin)
+        return source
+
+    def _add(self, source: PluginSource, load: Any) -> None:
+        self._sources.append(source)
+        try:
+            plugin = load()
+            if plugin in self._plugins.values():
+                raise PluginError(f"plugin object {plugin!r} is already registered")
+            self._pm.register(plugin, name=f"{source.distribution}:{source.key}")
+            unknown = [
+                caller.name for caller in self._pm.get_hookcallers(plugin) or [] if not caller.has_spec()
+            ]
+            if unknown:
+                self._pm.unregister(plugin)
+                raise PluginError(f"implements unknown hooks: {', '.join(unknown)}")
+        except Exception as error:  # noqa: BLE001 - any plugin failure is recorded, never fatal
+            self._fail(source, error)
+            return
+        self._plugins[source.key] = plugin
+        try:
+            registrations = [reg for kind in KINDS for reg in self._collect(source, plugin, kind)]
+        except Exception as error:  # noqa: BLE001 - any plugin failure is recorded, never fatal
+            self._fail(source, error)
+            return
+        for registration in registrations:
+            self._index(registration)
+
+    def _collect(self, source: PluginSource, plugin: object, kind: str) -> list[Registration]:
+        """Call ``plugin``'s hook for ``kind`` and return what it registered, checked."""
+        caller = getattr(self._pm.hook, f"register_{kind}s")
+        added: list[Registration] = []
+
+        def register(cls: type, aliases: tuple[str, ...] = ()) -> None:
+            aliases = tuple(aliases)
+            problems = implementation_problems(cls, kind, aliases)
+            if problems:
+                raise PluginError(f"cannot register {kind} {cls!r}: " + "; ".join(problems))
+            added.append(Registration(kind, cls.name, aliases, cls, source))
+
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin:
+                impl.function(register=register)
+        return added
+
+    def _index(self, registration: Registration) -> None:
+        kind, table = registration.kind, self._by_name[registration.kind]
+        registration.source.provides[kind].append(registration.name)
+        for key in (registration.name, *registration.aliases):
+            existing = table.get(key)
+            if existing is None or existing.cls is registration.cls:
+                table[key] = registration
+                continue
+            clash = self._conflicts.setdefault((kind, key), [existing])
+            clash.append(registration)
+            message = (
+                f"{kind} {key!r} is provided by both {existing.source.label} and {registration.source.label}"
+            )
+            if self._raise:
+                raise PluginError(message)
+            for reg in clash:
+                if reg.source.origin != "builtin":
+                    reg.source.status = "conflict"
+                    reg.source.error = message
+
+    def _fail(self, source: PluginSource, error: BaseException) -> None:
+        if self._raise:
+            raise error
+        source.status = "failed"
+        source.error = f"{type(error).__name__}: {error}"
+        for kind in KINDS:
+            source.provides[kind].clear()
+
+    # -- queries ----------------------------------------------------------------------
+    def sources(self) -> list[PluginSource]:
+        """Every plugin seen, built-ins first, with its status."""
+        return list(self._sources)
+
+    def implementations(self, kind: str) -> dict[str, Registration]:
+        """Registered implementations of ``kind`` by their own name (aliases left out)."""
+        self._check_kind(kind)
+        return {name: reg for name, reg in sorted(self._by_name[kind].items()) if name == reg.name}
+
+    def lookup(self, kind: str, name: str) -> Registration:
+        """The implementation of ``kind`` called ``name`` (or an alias of it)."""
+        self._check_kind(kind)
+        clash = self._conflicts.get((kind, name))
+        if clash:
+            labels = " and ".join(reg.source.label for reg in clash)
+            raise PluginError(
+                f"{kind} {name!r} is provided by both {labels}. Uninstall one of them or "
+                "disable it with DP2O_DISABLE_PLUGINS=<distribution>."
+            )
+        table = self._by_name[kind]
+        if name not in table:
+            raise UnknownNameError(
+                kind, name, table, hint=f"Run `dp2o plugins --all --kind {kind}` to list them."
+            )
+        return table[name]
+
+    def backbone(self, name: str) -> type[Backbone]:
+        """The Backbone class registered as ``name``."""
+        return self.lookup("backbone", name).cls  # type: ignore[return-value]
+
+    def reward(self, name: str) -> type[RewardModel]:
+        """The RewardModel class registered as ``name``."""
+        return self.lookup("reward", name).cls  # type: ignore[return-value]
+
+    def selector(self, name: str) -> type[PairSelector]:
+        """The PairSelector class registered as ``name``."""
+        return self.lookup("selector", name).cls  # type: ignore[return-value]
+
+    def weighting(self, name: str) -> type[Weighting]:
+        """The Weighting class registered as ``name``."""
+        return self.lookup("weighting", name).cls  # type: ignore[return-value]
+
+    @staticmethod
+    def _check_kind(kind: str) -> None:
+        if kind not in KINDS:
+            raise UnknownNameError("plugin kind", kind, KINDS)
+
+
+def dp2o_version() -> str:
+    try:
+        return metadata.version("dp2o")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

@@ -1,0 +1,12 @@
+"""Built-in pair selectors (PAPER.md §3), registered through the ``register_selectors`` hook."""
+
+from dp2o_plugins.selectors.ratio import BestWorstSelector, RatioSelector
+
+from dp2o_core import hookimpl
+
+
+@hookimpl
+def register_selectors(register):
+    """Register ``ratio`` and ``best-worst``."""
+    register(RatioSelector)
+    register(BestWorstSelector)

@@ -1,0 +1,1 @@
+"""Built-in pair weightings are added here, each registered with ``register_weightings``."""

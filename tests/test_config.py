@@ -1,0 +1,75 @@
+"""Run configuration: TOML and YAML files, CLI overrides, the resolved-config record."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dp2o_core.config import RunConfig, load_config, write_resolved_config
+from dp2o_core.errors import UsageError
+from dp2o_core.specs import Spec
+
+
+def test_toml_and_yaml_give_the_same_configuration(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('seed = 3\nselector = "ratio:n=2"\n[weighting]\nname = "uniform"\n')
+    yaml = tmp_path / "run.yaml"
+    yaml.write_text("seed: 3\nselector: ratio:n=2\nweighting: {name: uniform}\n")
+    assert load_config(toml) == load_config(yaml)
+    config = load_config(toml)
+    assert config.seed == 3
+    assert config.selector == Spec("ratio", {"n": "2"})
+    assert config.weighting == Spec("uniform")
+
+
+def test_no_file_gives_defaults():
+    assert load_config(None) == RunConfig()
+
+
+def test_cli_overrides_layer_over_the_file(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('selector = "ratio:ratio=0.125"\nseed = 1\n')
+    config = load_config(path).with_overrides(selector="n=2", seed=None, reward="hybrid")
+    assert config.selector == Spec("ratio", {"ratio": "0.125", "n": "2"})
+    assert config.seed == 1
+    assert config.reward == Spec("hybrid")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("bad.toml", "seed = [", "is not valid TOML"),
+        ("bad.yaml", "seed: [1", "is not valid YAML"),
+        ("list.yaml", "- 1\n- 2\n", "must hold a table of settings"),
+        ("extra.toml", "sede = 1\n", "unknown setting 'sede'"),
+        ("type.toml", 'seed = "many"\n', "seed: Input should be a valid integer"),
+        ("run.ini", "seed = 1\n", "must end in .toml, .yaml or .yml"),
+    ],
+)
+def test_bad_config_files_name_the_file_and_problem(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(UsageError) as error:
+        load_config(path)
+    assert str(path) in str(error.value)
+    assert message in str(error.value)
+
+
+def test_resolved_config_records_every_final_value_and_version(tmp_path, dp2o_plugin_manager):
+    config = RunConfig(seed=11, selector="ratio=0.125")
+    resolved = config.resolve(dp2o_plugin_manager, ("selector",))
+    path = write_resolved_config(tmp_path / "run" / "config.json", config, resolved)
+    record = json.loads(path.read_text())
+    assert record["seed"] == 11
+    assert record["dp2o_version"]
+    assert record["packages"]["torch"]
+    selector = record["components"]["selector"]
+    assert selector == {
+        "name": "ratio",
+        "class": "dp2o_plugins.selectors.ratio.RatioSelector",
+        "distribution": "dp2o",
+        "version": record["dp2o_version"],
+        "options": {"ratio": 0.125, "n": None},
+    }
+    assert [p.name for p in path.parent.iterdir()] == ["config.json"]  # no temporary file left
