@@ -6,7 +6,7 @@ import sys
 from typing import Annotated
 
 import typer
-from dp2o_cli import config_cmd, plugins_cmd
+from dp2o_cli import config_cmd, plugins_cmd, prepare_cmd, status_cmd
 from dp2o_cli.output import print_error
 from dp2o_cli.state import CliState
 
@@ -52,6 +52,8 @@ def root(
 
 app.command("plugins")(plugins_cmd.plugins)
 app.command("config")(config_cmd.config)
+app.command("prepare")(prepare_cmd.prepare)
+app.command("status")(status_cmd.status)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import typer
-from dp2o_cli.options import BackboneSpec, ConfigFile, RewardSpec, Seed, SelectorSpec, WeightingSpec
+from dp2o_cli.options import (
+    BackboneSpec,
+    ConfigFile,
+    DataSpec,
+    DegradationSpec,
+    RewardSpec,
+    Seed,
+    SelectorSpec,
+    WeightingSpec,
+)
 from dp2o_cli.output import print_json
 from dp2o_cli.state import CliState
 
-from dp2o_core.config import COMPONENT_DEFAULTS, load_config, resolved_config_record
+from dp2o_core.config import COMPONENTS, load_config, resolved_config_record
 
 
 def config(
     ctx: typer.Context,
     config_file: ConfigFile = None,
+    data: DataSpec = None,
+    degradation: DegradationSpec = None,
     backbone: BackboneSpec = None,
     reward: RewardSpec = None,
     selector: SelectorSpec = None,
@@ -25,13 +36,19 @@ def config(
     """
     manager = ctx.ensure_object(CliState).manager
     run_config = load_config(config_file).with_overrides(
-        backbone=backbone, reward=reward, selector=selector, weighting=weighting, seed=seed
+        data=data,
+        degradation=degradation,
+        backbone=backbone,
+        reward=reward,
+        selector=selector,
+        weighting=weighting,
+        seed=seed,
     )
-    kinds = tuple(
-        kind
-        for kind, default in COMPONENT_DEFAULTS.items()
-        if getattr(run_config, kind).name
-        or getattr(run_config, kind).options
+    keys = tuple(
+        key
+        for key, (kind, default) in COMPONENTS.items()
+        if getattr(run_config, key).name
+        or getattr(run_config, key).options
         or (default is not None and default in manager.implementations(kind))
     )
-    print_json(resolved_config_record(run_config, run_config.resolve(manager, kinds)))
+    print_json(resolved_config_record(run_config, run_config.resolve(manager, keys)))

@@ -24,3 +24,18 @@ WeightingSpec = Annotated[
     typer.Option("--weighting", metavar="SPEC", help="Pair weighting spec, e.g. 'hierarchical'."),
 ]
 Seed = Annotated[int | None, typer.Option("--seed", help="Base seed of the run.")]
+DataSpec = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        metavar="SPEC",
+        help="Data set spec, e.g. 'hr:path=images,crop=512' or 'paired:path=RealSR'.",
+    ),
+]
+DegradationSpec = Annotated[
+    str | None,
+    typer.Option(
+        "--degradation", metavar="SPEC", help="How LR is made from HR: 'realesrgan' (default) or 'bicubic'."
+    ),
+]
+RunDir = Annotated[Path, typer.Argument(metavar="RUN", help="Run directory.")]

@@ -9,6 +9,10 @@ docs/plugins.md. Importing this package imports no torch.
 from dp2o_core.hookspecs import hookimpl
 from dp2o_core.interfaces import (
     Backbone,
+    DataItem,
+    DataSample,
+    Dataset,
+    Degradation,
     GroupPairs,
     Implementation,
     MetricInfo,
@@ -25,6 +29,10 @@ __version__ = dp2o_version()
 
 __all__ = [
     "Backbone",
+    "DataItem",
+    "DataSample",
+    "Dataset",
+    "Degradation",
     "GroupPairs",
     "Implementation",
     "MetricInfo",

@@ -20,9 +20,7 @@ distributions and versions, and the seeds, as JSON beside a run's results.
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -30,15 +28,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dp2o_core.atomic import write_text_atomic
 from dp2o_core.errors import UsageError
 from dp2o_core.specs import Resolved, Spec, parse_spec, resolve_spec
 
-#: The component kinds a run configures, with the implementation used when none is named.
-COMPONENT_DEFAULTS: dict[str, str | None] = {
-    "backbone": None,
-    "reward": "hybrid",
-    "selector": "ratio",
-    "weighting": "hierarchical",
+#: The components a run configures: config key (= CLI flag) → (plugin kind, default name).
+COMPONENTS: dict[str, tuple[str, str | None]] = {
+    "data": ("dataset", None),
+    "degradation": ("degradation", "realesrgan"),
+    "backbone": ("backbone", None),
+    "reward": ("reward", "hybrid"),
+    "selector": ("selector", "ratio"),
+    "weighting": ("weighting", "hierarchical"),
 }
 
 
@@ -48,13 +49,17 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     run: Path | None = Field(None, description="Run directory that holds every stage's output.")
+    data: Spec = Field(Spec(None), description="Data set spec, e.g. 'hr:path=images,crop=512'.")
+    degradation: Spec = Field(
+        Spec(None), description="How LR is made from HR, e.g. 'realesrgan' or 'bicubic'."
+    )
     backbone: Spec = Field(Spec(None), description="SR generator spec, e.g. 'flux' or 'sd2:steps=20'.")
     reward: Spec = Field(Spec(None), description="Reward spec, e.g. 'hybrid'.")
     selector: Spec = Field(Spec(None), description="Pair selector spec, e.g. 'ratio=0.25'.")
     weighting: Spec = Field(Spec(None), description="Pair weighting spec, e.g. 'hierarchical'.")
     seed: int = Field(0, ge=0, description="Base seed from which every random choice of the run derives.")
 
-    @field_validator("backbone", "reward", "selector", "weighting", mode="before")
+    @field_validator(*COMPONENTS, mode="before")
     @classmethod
     def _coerce_spec(cls, value: Any, info: Any) -> Spec:
         return coerce_spec(value, info.field_name)
@@ -67,7 +72,7 @@ class RunConfig(BaseModel):
                 continue
             if key not in RunConfig.model_fields:
                 raise UsageError(f"unknown configuration field {key!r}")
-            if key in COMPONENT_DEFAULTS:
+            if key in COMPONENTS:
                 value = coerce_spec(value, key).merged_over(getattr(self, key))
             updates[key] = value
         try:
@@ -75,13 +80,12 @@ class RunConfig(BaseModel):
         except ValidationError as error:
             raise UsageError(_format_config_error("command line", error)) from None
 
-    def resolve(
-        self, manager: Any, kinds: tuple[str, ...] = tuple(COMPONENT_DEFAULTS)
-    ) -> dict[str, Resolved]:
-        """Resolve the named component kinds against the registered plugins."""
+    def resolve(self, manager: Any, keys: tuple[str, ...] = tuple(COMPONENTS)) -> dict[str, Resolved]:
+        """Resolve the named components (config keys) against the registered plugins."""
         resolved = {}
-        for kind in kinds:
-            resolved[kind] = resolve_spec(manager, kind, getattr(self, kind), COMPONENT_DEFAULTS[kind])
+        for key in keys:
+            kind, default = COMPONENTS[key]
+            resolved[key] = resolve_spec(manager, kind, getattr(self, key), default)
         return resolved
 
 
@@ -168,21 +172,6 @@ def write_resolved_config(path: Path, config: RunConfig, resolved: Mapping[str, 
     record = resolved_config_record(config, resolved)
     write_text_atomic(Path(path), json.dumps(record, indent=2, sort_keys=True) + "\n")
     return Path(path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _version(distribution: str) -> str | None:

@@ -51,3 +51,13 @@ def register_selectors(register: Register) -> None:
 @hookspec
 def register_weightings(register: Register) -> None:
     """Register Weighting subclasses: per-pair weights over the whole data set."""
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register Dataset subclasses: sources of LR inputs and their HR references."""
+
+
+@hookspec
+def register_degradations(register: Register) -> None:
+    """Register Degradation subclasses: ways to synthesise LR inputs from HR images."""

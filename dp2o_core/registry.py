@@ -33,7 +33,11 @@ from dp2o_core.validation import implementation_problems
 
 KINDS: tuple[str, ...] = tuple(INTERFACES)
 ENTRY_POINT_GROUP = "dp2o"
-BUILTIN_MODULES: tuple[str, ...] = ("dp2o_plugins.selectors",)
+BUILTIN_MODULES: tuple[str, ...] = (
+    "dp2o_plugins.selectors",
+    "dp2o_plugins.datasets",
+    "dp2o_plugins.degradations",
+)
 
 #: Plugins added with :func:`dp2o_core.testing` fixtures; every new manager registers them.
 IN_PROCESS_PLUGINS: list[tuple[str, object]] = []
@@ -114,10 +118,9 @@ class PluginManager:
         self._by_name: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
         self._conflicts: dict[tuple[str, str], list[Registration]] = {}
 
-        version = dp2o_version()
+        builtins = PluginSource("dp2o", "dp2o", dp2o_version(), "builtin")
         for module_name in BUILTIN_MODULES:
-            source = PluginSource(module_name, "dp2o", version, "builtin")
-            self._add(source, lambda name=module_name: importlib.import_module(name))
+            self._add(builtins, lambda name=module_name: importlib.import_module(name))
         if entry_points:
             for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
                 self._add_entry_point(entry_point)
@@ -169,12 +172,13 @@ class PluginManager:
         return source
 
     def _add(self, source: PluginSource, load: Any) -> None:
-        self._sources.append(source)
+        if source not in self._sources:
+            self._sources.append(source)
         try:
             plugin = load()
             if plugin in self._plugins.values():
                 raise PluginError(f"plugin object {plugin!r} is already registered")
-            self._pm.register(plugin, name=f"{source.distribution}:{source.key}")
+            self._pm.register(plugin, name=f"{source.distribution}:{getattr(plugin, '__name__', source.key)}")
             unknown = [
                 caller.name for caller in self._pm.get_hookcallers(plugin) or [] if not caller.has_spec()
             ]
@@ -184,7 +188,7 @@ class PluginManager:
         except Exception as error:  # noqa: BLE001 - any plugin failure is recorded, never fatal
             self._fail(source, error)
             return
-        self._plugins[source.key] = plugin
+        self._plugins[f"{source.key}:{id(plugin)}"] = plugin
         try:
             registrations = [reg for kind in KINDS for reg in self._collect(source, plugin, kind)]
         except Exception as error:  # noqa: BLE001 - any plugin failure is recorded, never fatal

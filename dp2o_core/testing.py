@@ -13,15 +13,16 @@ Fixtures:
     manager so the plugin can be looked up at once.
 
 ``dp2o_cli``
-    ``dp2o_cli("plugins", "--json")`` runs the CLI in-process and returns a
-    :class:`CliResult` with ``exit_code``, ``stdout`` and ``stderr``.
+    ``dp2o_cli("plugins", "--json")`` runs the CLI in-process (rich output 200 columns
+    wide) and returns a :class:`CliResult` with ``exit_code``, ``stdout`` and ``stderr``.
 
 Contract check:
 
 ``check_implementation(cls)``
     Fails with every problem found: name syntax, docstring, abstract methods left,
     ``Options`` not a :class:`~dp2o_core.PluginOptions`, options without a description,
-    ``Options()`` failing with its defaults. Run it on each class a plugin registers::
+    ``Options()`` failing with its defaults (when no option is required). Run it on each
+    class a plugin registers::
 
         from dp2o_core.testing import check_implementation
         from my_plugin import MySelector
@@ -83,11 +84,17 @@ def dp2o_add_plugin() -> Iterator[Callable[..., registry.PluginManager]]:
 @pytest.fixture
 def dp2o_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
     """Run ``dp2o ARGS…`` in-process and capture its exit status and output."""
+    from dp2o_cli import output
     from dp2o_cli.app import run
 
     def invoke(*args: str) -> CliResult:
         capsys.readouterr()
-        code = run(list(args))
+        widths = output.console.width, output.error_console.width
+        output.console.width = output.error_console.width = 200  # no wrapping inside asserted text
+        try:
+            code = run(list(args))
+        finally:
+            output.console.width, output.error_console.width = widths
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 

@@ -44,7 +44,14 @@ def test_plugins_json_has_stable_keys(dp2o_cli):
             "error",
             "provides",
         }
-        assert set(plugin["provides"]) == {"backbone", "reward", "selector", "weighting"}
+        assert set(plugin["provides"]) == {
+            "backbone",
+            "reward",
+            "selector",
+            "weighting",
+            "dataset",
+            "degradation",
+        }
     for impl in data["implementations"]:
         assert set(impl) == {"kind", "name", "aliases", "summary", "class", "distribution", "options"}
     ratio = next(i for i in data["implementations"] if i["name"] == "ratio")

@@ -14,6 +14,8 @@ def test_every_hook_is_documented_with_its_signature():
     hooks = [name for name in dir(hookspecs) if name.startswith("register_")]
     assert sorted(hooks) == [
         "register_backbones",
+        "register_datasets",
+        "register_degradations",
         "register_rewards",
         "register_selectors",
         "register_weightings",

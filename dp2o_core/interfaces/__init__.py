@@ -2,6 +2,8 @@
 
 from dp2o_core.interfaces.backbone import Backbone, SampleResult
 from dp2o_core.interfaces.base import Implementation
+from dp2o_core.interfaces.dataset import DataItem, DataSample, Dataset
+from dp2o_core.interfaces.degradation import Degradation
 from dp2o_core.interfaces.reward import MetricInfo, RewardModel
 from dp2o_core.interfaces.selector import PairSelector
 from dp2o_core.interfaces.weighting import GroupPairs, PairWeights, Weighting
@@ -12,11 +14,17 @@ INTERFACES: dict[str, type[Implementation]] = {
     "reward": RewardModel,
     "selector": PairSelector,
     "weighting": Weighting,
+    "dataset": Dataset,
+    "degradation": Degradation,
 }
 
 __all__ = [
     "INTERFACES",
     "Backbone",
+    "DataItem",
+    "DataSample",
+    "Dataset",
+    "Degradation",
     "GroupPairs",
     "Implementation",
     "MetricInfo",

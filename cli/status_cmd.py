@@ -1,0 +1,41 @@
+"""``dp2o status``: every stage of a run directory — state, counts, fingerprints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from dp2o_cli.options import RunDir
+from dp2o_cli.output import console, print_json
+from rich.table import Table
+
+from dp2o_core.errors import UsageError
+from dp2o_core.store import RunStore
+
+STATE_STYLE = {"done": "green", "partial": "yellow", "stale": "red", "missing": "dim"}
+
+
+def status(
+    run: RunDir,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON with stable keys, not a table.")
+    ] = False,
+) -> None:
+    """Show each stage of RUN: done, partial, stale or missing, with counts and fingerprints."""
+    if not run.is_dir():
+        raise UsageError(f"run directory {run} does not exist")
+    statuses = RunStore(run).statuses()
+    if as_json:
+        print_json({"run": str(run), "stages": [s.as_record() for s in statuses]})
+        return
+    table = Table(title=f"run {run}", title_justify="left")
+    for column in ("Stage", "State", "Groups", "Rows", "Fingerprint", "Inputs", "Updated"):
+        table.add_column(column)
+    for s in statuses:
+        style = STATE_STYLE[s.state]
+        state = f"[{style}]{s.state}[/]" + (f"\n{s.reason}" if s.reason else "")
+        groups = f"{s.groups_done}/{s.groups_total}" if s.groups_total is not None else "-"
+        rows = "\n".join(f"{name}: {count}" for name, count in sorted(s.rows.items())) or "-"
+        inputs = "\n".join(f"{name}: {fp}" for name, fp in s.inputs.items()) or "-"
+        table.add_row(s.stage, state, groups, rows, s.fingerprint or "-", inputs, s.updated or "-")
+    console.print(table)

@@ -1,0 +1,137 @@
+"""Reading and writing images, in one place, with one set of conversion rules.
+
+Every image dp2o reads becomes 8-bit RGB (an H×W×3 ``uint8`` array) by these rules:
+
+* EXIF orientation is applied first, so the pixels are upright as a viewer shows them.
+* Greyscale (``L``, ``1``) is copied to the three channels.
+* 16- and 32-bit integer greyscale (``I;16``, ``I``) is scaled linearly from its type's
+  full range (0–65535) to 0–255 and rounded; 16-bit RGB PNGs are reduced to 8 bits by
+  Pillow on load.
+* Floating-point greyscale (``F``) is read as 0–1 when its maximum is at most 1, else as
+  0–255, then clipped and rounded.
+* Alpha (``RGBA``, ``LA``, palette images with transparency) is composited onto white:
+  transparent pixels must not leak their hidden colour into an SR target.
+* Palette (``P``), ``CMYK``, ``YCbCr`` and other modes are converted by Pillow.
+
+A file that cannot become such an array raises :class:`BadImageError`, which names the
+file and the reason (missing, empty, not an image, truncated, too small, unreadable).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dp2o_core.atomic import atomic_path
+from dp2o_core.errors import Dp2oError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: File suffixes dp2o reads as images.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+class BadImageError(Dp2oError):
+    """An input image that cannot be used; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(
+            f"bad image {self.path}: {reason}. Fix or remove the file, or pass --on-bad-image skip "
+            "to skip such files and list them at the end."
+        )
+
+
+def read_image(path: Path | str, min_size: int = 1) -> np.ndarray:
+    """The image at ``path`` as an H×W×3 ``uint8`` RGB array (rules in the module docstring).
+
+    ``min_size`` is the smallest allowed height and width in pixels.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise BadImageError(path, "file not found") from None
+    except OSError as error:
+        raise BadImageError(path, f"cannot access the file ({error.strerror})") from None
+    if size == 0:
+        raise BadImageError(path, "the file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                array = _to_rgb8(image)
+    except UnidentifiedImageError:
+        raise BadImageError(path, "not an image file Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImageError(path, f"too many pixels ({error})") from None
+    except PermissionError:
+        raise BadImageError(path, "permission denied") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        message = str(error)
+        if "truncated" in message or "broken data stream" in message or "EOF" in message:
+            raise BadImageError(path, f"the file is truncated ({message})") from None
+        raise BadImageError(path, f"cannot decode the image ({message})") from None
+    height, width = array.shape[:2]
+    if height < min_size or width < min_size:
+        raise BadImageError(
+            path, f"too small: {width}×{height} pixels, at least {min_size}×{min_size} needed"
+        )
+    return array
+
+
+def _to_rgb8(image) -> np.ndarray:
+    import numpy as np
+    from PIL import Image
+
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        data = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or data.max(initial=0) <= 65535 else 2**32 - 1
+        grey = np.clip(np.rint(data / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "F":
+        data = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if np.nanmax(data, initial=0) <= 1.0 else 1.0
+        grey = np.clip(np.rint(np.nan_to_num(data) * scale), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in ("LA", "PA") or (mode in ("L", "RGB") and "transparency" in image.info):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def write_png(path: Path | str, array: np.ndarray) -> None:
+    """Write an H×W×3 ``uint8`` array as PNG atomically (temporary file, then rename)."""
+    import numpy as np
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG", compress_level=1)
+
+
+def list_images(root: Path, patterns: tuple[str, ...] = ("*",)) -> list[Path]:
+    """Image files under ``root`` (recursively) matching any glob pattern, sorted by path.
+
+    Hidden files and folders (name starting with '.') are left out.
+    """
+    found: set[Path] = set()
+    for pattern in patterns:
+        for path in root.rglob(pattern):
+            relative = path.relative_to(root)
+            if any(part.startswith(".") for part in relative.parts):
+                continue
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                found.add(path)
+    return sorted(found)

@@ -1,0 +1,111 @@
+"""The ``data`` stage: list the data set, load each item once, store LR (and HR) images.
+
+Every later stage reads its inputs from here, so the degradation runs once per item and
+the run keeps exactly the LR/HR images it was trained and scored on. Groups are sharded
+over processes, committed in batches and skipped on a rerun when already committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dp2o_core.imageio import BadImageError, write_png
+from dp2o_core.interfaces import DataSample, Dataset, Degradation
+from dp2o_core.store import ProcessInfo, RunStore
+
+OnBadImage = Literal["error", "skip"]
+
+
+@dataclass
+class DataStageResult:
+    """What this process did: groups written, bad images skipped, groups already done."""
+
+    written: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    already_done: int = 0
+    total: int = 0
+
+
+def data_stage_config(
+    dataset: Dataset,
+    dataset_record: Mapping[str, Any],
+    degradation_record: Mapping[str, Any] | None,
+    seed: int,
+) -> dict[str, Any]:
+    """What decides the stage's output: the data set, its files, the degradation, the seed."""
+    return {
+        "dataset": dict(dataset_record),
+        "items": dataset.fingerprint(),
+        "degradation": dict(degradation_record) if degradation_record and dataset.synthesises_lr else None,
+        "seed": seed,
+    }
+
+
+def run_data_stage(
+    store: RunStore,
+    dataset: Dataset,
+    config: Mapping[str, Any],
+    *,
+    degradation: Degradation | None,
+    seed: int,
+    process: ProcessInfo | None = None,
+    on_bad_image: OnBadImage = "error",
+    batch_size: int = 16,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> DataStageResult:
+    """Write this process's share of the data set into ``store`` (see module docstring).
+
+    With ``on_bad_image="error"`` the first unusable file stops the stage with a
+    :class:`BadImageError` (groups finished before it stay committed); with ``"skip"`` it
+    is listed in the ``bad_images`` table and the stage goes on.
+    """
+    items = dataset.items()
+    by_id = {item.id: item for item in items}
+    result = DataStageResult(total=len(items))
+    with store.open_stage("data", config=config, group_ids=list(by_id), process=process) as writer:
+        result.already_done = writer.share_total - len(writer.todo)
+        todo = [by_id[group_id] for group_id in writer.todo]
+        if on_start is not None:
+            on_start(len(todo))
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            for item, loaded in zip(batch, dataset.load(batch, seed, degradation=degradation), strict=True):
+                if isinstance(loaded, BadImageError):
+                    if on_bad_image == "error":
+                        raise loaded
+                    writer.add_group(
+                        item.id, bad_images=[{"path": str(loaded.path), "reason": loaded.reason}]
+                    )
+                    result.skipped.append((str(loaded.path), loaded.reason))
+                else:
+                    writer.add_group(item.id, groups=[_store_sample(store, loaded)])
+                    result.written += 1
+            if on_progress is not None:
+                on_progress(len(batch))
+    return result
+
+
+def _store_sample(store: RunStore, sample: DataSample) -> dict[str, Any]:
+    group_id = sample.item.id
+    lr_path = store.group_path("data", "lr", group_id).with_suffix(".png")
+    write_png(lr_path, sample.lr)
+    hr_rel = None
+    if sample.hr is not None:
+        hr_path = store.group_path("data", "hr", group_id).with_suffix(".png")
+        write_png(hr_path, sample.hr)
+        hr_rel = store.relative(hr_path)
+    return {
+        "lr": store.relative(lr_path),
+        "hr": hr_rel,
+        "source_lr": str(sample.item.lr) if sample.item.lr else None,
+        "source_hr": str(sample.item.hr) if sample.item.hr else None,
+        "prompt": sample.item.prompt,
+        "crop_top": sample.crop[0],
+        "crop_left": sample.crop[1],
+        "lr_height": sample.lr.shape[0],
+        "lr_width": sample.lr.shape[1],
+        "seed": sample.seed,
+    }

@@ -1,0 +1,497 @@
+"""The run directory: stages, their parquet tables, fingerprints, status and resume.
+
+A stage (``data``, ``sample``, ``score``, ``pairs``, ``train``) writes rows keyed by
+group. Rows reach disk in *commits*: every table's part file for a batch of groups is
+written to a temporary name and renamed, then a commit record naming those files and
+groups is renamed into place. Readers use committed parts only, so a process killed at
+any moment leaves nothing half-written that is later read as complete; a rerun finds
+which groups are committed and does only the rest.
+
+Each process writes under its own ``parts/p<index>/`` folder (no two writers on one
+file); readers see the union. A stage records a fingerprint of its configuration and of
+the stages it reads (``stage.json``); it is ``done`` once process 0 has seen every
+process finish and every group committed (``complete.json``), ``partial`` before,
+``stale`` when its configuration or an upstream stage changed, ``missing`` when never run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dp2o_core.atomic import atomic_path, write_text_atomic
+from dp2o_core.errors import Dp2oError
+from dp2o_core.store.fingerprint import fingerprint
+from dp2o_core.store.lock import StageLock
+from dp2o_core.store.schemas import arrow_schema, to_arrow
+from dp2o_core.store.sharding import ProcessInfo
+
+#: Every stage and the stages whose output it reads, in pipeline order.
+STAGES: dict[str, tuple[str, ...]] = {
+    "data": (),
+    "sample": ("data",),
+    "score": ("sample",),
+    "pairs": ("score",),
+    "train": ("pairs",),
+}
+
+State = Literal["missing", "partial", "done", "stale"]
+PARTS_PER_FOLDER = 1000
+_PART = re.compile(r"part-(\d+)\.commit\.json$")
+
+
+@dataclass
+class StageStatus:
+    """What ``dp2o status`` shows for one stage."""
+
+    stage: str
+    state: State
+    fingerprint: str | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    groups_done: int = 0
+    groups_total: int | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    updated: str | None = None
+    reason: str = ""
+
+    def as_record(self) -> dict[str, Any]:
+        """JSON-ready form with stable keys."""
+        return {
+            "stage": self.stage,
+            "state": self.state,
+            "fingerprint": self.fingerprint,
+            "inputs": self.inputs,
+            "groups_done": self.groups_done,
+            "groups_total": self.groups_total,
+            "rows": self.rows,
+            "updated": self.updated,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One committed batch of groups and the part file of each table."""
+
+    path: Path
+    process: int
+    sequence: int
+    groups: tuple[str, ...]
+    tables: dict[str, str]
+    rows: dict[str, int]
+
+
+class RunStore:
+    """A run directory. ``RunStore(path).status("sample")``, ``.read_table("data", "groups")``."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    # -- paths ------------------------------------------------------------------------
+    def stage_dir(self, stage: str) -> Path:
+        """The folder holding everything ``stage`` wrote."""
+        _check_stage(stage)
+        return self.root / stage
+
+    def group_path(self, stage: str, subdir: str, group_id: str, filename: str | None = None) -> Path:
+        """Where a stage keeps a file of one group, spread over 256 bucket folders.
+
+        Without ``filename``: ``<stage>/<subdir>/<bucket>/<group>`` (add a suffix to it);
+        with it: ``<stage>/<subdir>/<bucket>/<group>/<filename>``.
+        """
+        base = self.stage_dir(stage) / subdir / _bucket(group_id) / safe_name(group_id)
+        return base / filename if filename else base
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the run directory, with '/' separators (as tables store it)."""
+        return Path(path).relative_to(self.root).as_posix()
+
+    # -- reading ------------------------------------------------------------------------
+    def record(self, stage: str) -> dict[str, Any] | None:
+        """The stage's ``stage.json`` (configuration, fingerprint, inputs), or None."""
+        return _read_json(self.stage_dir(stage) / "stage.json")
+
+    def commits(self, stage: str) -> list[Commit]:
+        """Every committed batch of ``stage``, ordered by process and sequence."""
+        found = []
+        for path in (self.stage_dir(stage) / "parts").glob("p*/*/part-*.commit.json"):
+            data = _read_json(path)
+            if data is None:
+                continue
+            found.append(
+                Commit(
+                    path=path,
+                    process=int(path.parent.parent.name[1:]),
+                    sequence=int(_PART.search(path.name).group(1)),
+                    groups=tuple(data["groups"]),
+                    tables=dict(data["tables"]),
+                    rows=dict(data.get("rows", {})),
+                )
+            )
+        return sorted(found, key=lambda c: (c.process, c.sequence))
+
+    def done_groups(self, stage: str) -> set[str]:
+        """Groups of ``stage`` that are committed."""
+        return {g for commit in self.commits(stage) for g in commit.groups}
+
+    def read_table(self, stage: str, table: str, columns: Sequence[str] | None = None) -> Any:
+        """The union of ``table``'s committed parts as one pyarrow Table.
+
+        Reads only the columns asked for; never touches images. Should a group have been
+        committed twice, only its first commit's rows are kept.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
+
+        wanted = list(columns) if columns else None
+        seen: set[str] = set()
+        files, repeats = [], []
+        for commit in self.commits(stage):
+            repeated = seen.intersection(commit.groups)
+            seen.update(commit.groups)
+            name = commit.tables.get(table)
+            if name is not None:
+                files.append(commit.path.parent / name)
+                repeats.append(repeated)
+        if not files:
+            raise Dp2oError(f"stage {stage!r} of run {self.root} has no {table!r} table yet")
+        schema = arrow_schema(table)
+        if schema is not None and not any(repeats):
+            # Fixed schema, no duplicates: one multi-threaded scan over every part.
+            return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table(
+                columns=wanted
+            )
+        pieces = []
+        for path, repeated in zip(files, repeats, strict=True):
+            piece = pq.read_table(path, columns=wanted)
+            if repeated:
+                ids = pq.read_table(path, columns=["group_id"]).column("group_id")
+                piece = piece.filter(pc.invert(pc.is_in(ids, pa.array(sorted(repeated)))))
+            pieces.append(piece)
+        return pa.concat_tables(pieces, promote_options="default")
+
+    def status(self, stage: str, expected: str | None = None) -> StageStatus:
+        """The state of ``stage``; ``expected`` is the fingerprint a rerun would have."""
+        record = self.record(stage)
+        if record is None:
+            return StageStatus(stage, "missing")
+        commits = self.commits(stage)
+        rows: dict[str, int] = {}
+        for commit in commits:
+            for table, count in commit.rows.items():
+                rows[table] = rows.get(table, 0) + count
+        status = StageStatus(
+            stage,
+            "partial",
+            fingerprint=record["fingerprint"],
+            inputs=dict(record.get("inputs", {})),
+            groups_done=len({g for c in commits for g in c.groups}),
+            groups_total=record.get("groups_total"),
+            rows=rows,
+            updated=_mtime(self.stage_dir(stage)),
+        )
+        reason = self._stale_reason(stage, record, expected)
+        if reason:
+            status.state, status.reason = "stale", reason
+            return status
+        complete = _read_json(self.stage_dir(stage) / "complete.json")
+        if complete is not None and complete.get("fingerprint") == record["fingerprint"]:
+            status.state = "done"
+        return status
+
+    def statuses(self) -> list[StageStatus]:
+        """The status of every stage, in pipeline order."""
+        return [self.status(stage) for stage in STAGES]
+
+    def _stale_reason(self, stage: str, record: Mapping[str, Any], expected: str | None) -> str:
+        if expected is not None and record["fingerprint"] != expected:
+            return "its configuration or inputs changed"
+        for upstream in STAGES[stage]:
+            upstream_status = self.status(upstream)
+            if upstream_status.state != "done":
+                return f"upstream stage {upstream!r} is {upstream_status.state}"
+            if record.get("inputs", {}).get(upstream) != upstream_status.fingerprint:
+                return f"upstream stage {upstream!r} changed"
+        return ""
+
+    # -- writing -------------------------------------------------------------------------
+    def open_stage(
+        self,
+        stage: str,
+        *,
+        config: Mapping[str, Any],
+        group_ids: Sequence[str],
+        process: ProcessInfo | None = None,
+        flush_every: int = 16,
+        wait_timeout: float | None = None,
+    ) -> StageWriter:
+        """Start (or continue) writing ``stage``: use as ``with store.open_stage(...) as w``.
+
+        ``config`` is everything that determines the stage's output besides its inputs
+        (options, plugin versions, seeds); with the upstream fingerprints it makes the
+        stage's fingerprint. A stale stage is cleared first; a partial one continues.
+        """
+        return StageWriter(
+            self,
+            stage,
+            dict(config),
+            list(group_ids),
+            process or ProcessInfo.detect(),
+            flush_every,
+            wait_timeout,
+        )
+
+    def expected_fingerprint(self, stage: str, config: Mapping[str, Any]) -> str:
+        """The fingerprint ``stage`` gets with ``config`` over the current upstream stages."""
+        return fingerprint({"stage": stage, "config": config, "inputs": self._upstream_fingerprints(stage)})
+
+    def _upstream_fingerprints(self, stage: str) -> dict[str, str]:
+        inputs = {}
+        for upstream in STAGES[stage]:
+            status = self.status(upstream)
+            if status.state != "done":
+                raise Dp2oError(
+                    f"stage {stage!r} reads stage {upstream!r} of run {self.root}, which is "
+                    f"{status.state}{f' ({status.reason})' if status.reason else ''}. Run {upstream!r} first."
+                )
+            inputs[upstream] = status.fingerprint
+        return inputs
+
+    def clear(self, stage: str) -> None:
+        """Remove everything ``stage`` wrote (renamed aside first, so readers never see half)."""
+        directory = self.stage_dir(stage)
+        if not directory.exists():
+            return
+        trash = self.root / f".trash-{stage}-{os.getpid()}-{time.time_ns()}"
+        os.replace(directory, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+class StageWriter:
+    """Writes one process's share of a stage; made by :meth:`RunStore.open_stage`.
+
+    Inside ``with``: :attr:`todo` lists this process's groups not yet committed;
+    :meth:`add_group` buffers a finished group's rows (table name → list of row dicts)
+    and commits every ``flush_every`` groups. On a clean exit the process marks its share
+    finished; process 0 then waits for the others and marks the stage done. On an error the
+    groups already finished are committed, so a rerun continues after them.
+    """
+
+    def __init__(
+        self,
+        store: RunStore,
+        stage: str,
+        config: dict[str, Any],
+        group_ids: list[str],
+        process: ProcessInfo,
+        flush_every: int,
+        wait_timeout: float | None,
+    ) -> None:
+        duplicates = sorted(g for g, n in Counter(group_ids).items() if n > 1)
+        if duplicates:
+            raise Dp2oError(f"stage {stage!r}: group ids are not unique: {', '.join(duplicates[:5])}")
+        self.store = store
+        self.stage = stage
+        self.config = config
+        self.group_ids = group_ids
+        self.process = process
+        self.flush_every = max(1, flush_every)
+        self.wait_timeout = wait_timeout
+        self.directory = store.stage_dir(stage)
+        self.todo: list[str] = []
+        self.share_total = 0
+        self.fingerprint = ""
+        self._lock = StageLock(
+            store.root / "locks" / f"{stage}.p{process.index:03d}.lock",
+            f"stage {stage!r} of run {store.root}",
+        )
+        self._buffer: list[tuple[str, dict[str, list[dict[str, Any]]]]] = []
+        self._sequence = 0
+        self.committed_groups = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def __enter__(self) -> StageWriter:
+        self._lock.__enter__()
+        try:
+            self.fingerprint = self.store.expected_fingerprint(self.stage, self.config)
+            if self.process.is_main:
+                self._prepare()
+            else:
+                self._wait_for(
+                    lambda: (self.store.record(self.stage) or {}).get("fingerprint") == self.fingerprint,
+                    "process 0 to prepare the stage",
+                )
+            marker = self._marker_path(self.process.index)
+            marker.unlink(missing_ok=True)
+            done = self.store.done_groups(self.stage)
+            self.share_total = len(self.process.share(self.group_ids))
+            self.todo = self.process.share(self.group_ids, done)
+            own = [c.sequence for c in self.store.commits(self.stage) if c.process == self.process.index]
+            self._sequence = max(own, default=-1) + 1
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        try:
+            self.flush()
+            if exc_type is None:
+                write_text_atomic(
+                    self._marker_path(self.process.index),
+                    json.dumps(
+                        {
+                            "index": self.process.index,
+                            "count": self.process.count,
+                            "fingerprint": self.fingerprint,
+                        }
+                    ),
+                )
+                if self.process.is_main:
+                    self._finish()
+        finally:
+            self._lock.__exit__(None, None, None)
+
+    def _prepare(self) -> None:
+        status = self.store.status(self.stage, expected=self.fingerprint)
+        if status.state == "stale":
+            self.store.clear(self.stage)
+        if status.state in ("stale", "missing"):
+            record = {
+                "stage": self.stage,
+                "fingerprint": self.fingerprint,
+                "inputs": self.store._upstream_fingerprints(self.stage),
+                "config": self.config,
+                "groups_total": len(self.group_ids),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+            write_text_atomic(self.directory / "stage.json", json.dumps(record, indent=2, default=str) + "\n")
+
+    def _finish(self) -> None:
+        def all_finished() -> bool:
+            for index in range(self.process.count):
+                marker = _read_json(self._marker_path(index))
+                if (
+                    not marker
+                    or marker.get("fingerprint") != self.fingerprint
+                    or marker.get("count") != self.process.count
+                ):
+                    return False
+            return True
+
+        self._wait_for(all_finished, f"all {self.process.count} processes to finish their share")
+        missing = set(self.group_ids) - self.store.done_groups(self.stage)
+        if missing:
+            raise Dp2oError(
+                f"stage {self.stage!r}: every process finished but {len(missing)} groups are not committed "
+                f"(e.g. {sorted(missing)[0]!r}); run the stage again to complete it"
+            )
+        write_text_atomic(
+            self.directory / "complete.json",
+            json.dumps(
+                {
+                    "fingerprint": self.fingerprint,
+                    "groups": len(self.group_ids),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
+            )
+            + "\n",
+        )
+
+    def _wait_for(self, condition: Callable[[], bool], what: str) -> None:
+        start = time.monotonic()
+        while not condition():
+            if self.wait_timeout is not None and time.monotonic() - start > self.wait_timeout:
+                raise Dp2oError(
+                    f"stage {self.stage!r}: gave up after {self.wait_timeout:.0f} s waiting for {what}"
+                )
+            time.sleep(0.2)
+
+    def _marker_path(self, index: int) -> Path:
+        return self.directory / "processes" / f"p{index:03d}.json"
+
+    # -- rows ----------------------------------------------------------------------------
+    def add_group(self, group_id: str, **tables: Iterable[Mapping[str, Any]]) -> None:
+        """Buffer one finished group's rows; committed with the next flush."""
+        self._buffer.append((group_id, {name: [dict(row) for row in rows] for name, rows in tables.items()}))
+        if len(self._buffer) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the buffered groups: part files first, then the commit record."""
+        if not self._buffer:
+            return
+        import pyarrow.parquet as pq
+
+        folder = (
+            self.directory
+            / "parts"
+            / f"p{self.process.index:03d}"
+            / f"{self._sequence // PARTS_PER_FOLDER:04d}"
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"part-{self._sequence:07d}"
+        merged: dict[str, list[dict[str, Any]]] = {}
+        for group_id, tables in self._buffer:
+            for name, rows in tables.items():
+                for row in rows:
+                    row.setdefault("group_id", group_id)
+                merged.setdefault(name, []).extend(rows)
+        files, counts = {}, {}
+        for name, rows in merged.items():
+            file_name = f"{stem}.{name}.parquet"
+            with atomic_path(folder / file_name) as tmp:
+                pq.write_table(to_arrow(name, rows), tmp)
+            files[name], counts[name] = file_name, len(rows)
+        groups = [group_id for group_id, _ in self._buffer]
+        write_text_atomic(
+            folder / f"{stem}.commit.json",
+            json.dumps({"groups": groups, "tables": files, "rows": counts}) + "\n",
+        )
+        self.committed_groups += len(groups)
+        self._sequence += 1
+        self._buffer.clear()
+
+
+def safe_name(group_id: str) -> str:
+    """A file-name-safe, readable form of a group id ('/' → '__'; long ids shortened with a hash)."""
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", group_id.replace("/", "__"))
+    if len(name) > 120:
+        name = name[:100] + "-" + hashlib.sha1(group_id.encode()).hexdigest()[:16]
+    return name
+
+
+def _bucket(group_id: str) -> str:
+    return hashlib.sha1(group_id.encode("utf-8")).hexdigest()[:2]
+
+
+def _check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        from dp2o_core.errors import UnknownNameError
+
+        raise UnknownNameError("stage", stage, STAGES)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _mtime(path: Path) -> str | None:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(path.stat().st_mtime))
+    except OSError:
+        return None

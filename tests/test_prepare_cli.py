@@ -1,0 +1,117 @@
+"""``dp2o prepare`` and ``dp2o status`` on real photographs, bad files, reruns and two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from conftest import run_dp2o
+from images import write_photos
+
+from dp2o_core.imageio import read_image
+from dp2o_core.store import RunStore
+
+
+def _folder(tmp_path):
+    folder = tmp_path / "imgs"
+    write_photos(folder, ("astronaut", "chelsea", "coffee", "rocket"), size=96)
+    return folder
+
+
+def test_prepare_writes_lr_and_hr_and_status_reports_done(dp2o_cli, tmp_path):
+    folder, run = _folder(tmp_path), tmp_path / "run"
+    result = dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64", "--seed", "3")
+    assert result.exit_code == 0, result.stderr
+    assert "data: done — 4/4 items" in result.stdout
+    store = RunStore(run)
+    rows = store.read_table("data", "groups").to_pylist()
+    assert sorted(r["group_id"] for r in rows) == ["astronaut", "chelsea", "coffee", "rocket"]
+    for row in rows:
+        assert read_image(run / row["lr"]).shape == (16, 16, 3)
+        assert read_image(run / row["hr"]).shape == (64, 64, 3)
+        assert row["source_hr"].startswith(str(folder))
+    config = json.loads((run / "config.json").read_text())
+    assert config["seed"] == 3
+    assert config["components"]["degradation"]["name"] == "realesrgan"
+    assert config["components"]["data"]["options"]["crop"] == 64
+
+    status = json.loads(dp2o_cli("status", str(run), "--json").stdout)
+    data = status["stages"][0]
+    assert data["stage"] == "data" and data["state"] == "done"
+    assert data["groups_done"] == data["groups_total"] == 4
+    assert [s["state"] for s in status["stages"][1:]] == ["missing"] * 4
+    assert "done" in dp2o_cli("status", str(run)).stdout
+
+
+def test_rerun_skips_and_changed_degradation_redoes(dp2o_cli, tmp_path):
+    folder, run = _folder(tmp_path), tmp_path / "run"
+    dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64")
+    lr_before = read_image(RunStore(run).group_path("data", "lr", "coffee").with_suffix(".png"))
+    again = dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64")
+    assert "0 written now, 4 already done" in again.stdout
+    changed = dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64", "--degradation", "bicubic")
+    assert "4 written now, 0 already done" in changed.stdout
+    lr_after = read_image(RunStore(run).group_path("data", "lr", "coffee").with_suffix(".png"))
+    assert not np.array_equal(lr_before, lr_after)
+
+
+def test_bad_image_stops_with_its_name_then_skip_lists_it(dp2o_cli, tmp_path):
+    folder, run = _folder(tmp_path), tmp_path / "run"
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    failed = dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64", "--batch-size", "1")
+    assert failed.exit_code == 1
+    assert f"Error: bad image {folder / 'broken.png'}" in failed.stderr
+    assert "--on-bad-image skip" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert RunStore(run).status("data").state == "partial"
+    assert RunStore(run).status("data").groups_done == 1  # astronaut; broken (next by id) stopped it
+
+    skipped = dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64", "--on-bad-image", "skip")
+    assert skipped.exit_code == 0, skipped.stderr
+    assert "1 skipped images" in skipped.stdout and "broken.png" in skipped.stdout
+    store = RunStore(run)
+    assert store.status("data").state == "done"
+    assert store.read_table("data", "bad_images").to_pylist()[0]["path"] == str(folder / "broken.png")
+    assert store.read_table("data", "groups").num_rows == 4
+
+
+def test_missing_data_option_is_a_usage_error(dp2o_cli, tmp_path):
+    result = dp2o_cli("prepare", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    assert "no data set given: pass --data SPEC" in result.stderr
+    result = dp2o_cli("status", str(tmp_path / "nowhere"))
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_two_processes_give_the_same_tables_as_one(plugin_env, tmp_path):
+    folder = _folder(tmp_path)
+    spec = f"hr:path={folder},crop=64,crop_mode=random"
+    single = run_dp2o("prepare", str(tmp_path / "single"), "--data", spec, env=plugin_env)
+    assert single.returncode == 0, single.stderr
+    script = os.fspath(os.path.join(os.path.dirname(sys.executable), "dp2o"))
+    processes = [
+        subprocess.Popen(
+            [script, "prepare", str(tmp_path / "double"), "--data", spec],
+            env={**plugin_env, "RANK": str(rank), "WORLD_SIZE": "2"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    one, two = RunStore(tmp_path / "single"), RunStore(tmp_path / "double")
+    assert two.status("data").state == "done"
+    assert {c.process for c in two.commits("data")} == {0, 1}
+    rows_one = sorted(one.read_table("data", "groups").to_pylist(), key=lambda r: r["group_id"])
+    rows_two = sorted(two.read_table("data", "groups").to_pylist(), key=lambda r: r["group_id"])
+    assert rows_one == rows_two
+    for row in rows_one:
+        assert np.array_equal(
+            read_image(tmp_path / "single" / row["lr"]), read_image(tmp_path / "double" / row["lr"])
+        )
