@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 import typer
 from dp2o_cli.options import ConfigFile, DataSpec, DegradationSpec, RunDir, Seed
 from dp2o_cli.output import console
+from dp2o_cli.progress import stage_progress
 from dp2o_cli.run_config import load_run_config, write_run_config
 from dp2o_cli.state import CliState
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from dp2o_core.errors import UsageError
@@ -49,23 +49,7 @@ def prepare(
     )
     if process.is_main:
         write_run_config(store, config, resolved)
-    with Progress(
-        TextColumn("[bold]data[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not process.is_main,
-        transient=False,
-    ) as progress:
-        task = progress.add_task("data", total=None)
-
-        def start(total: int) -> None:
-            progress.update(task, total=total)
-
-        def advance(count: int) -> None:
-            progress.advance(task, count)
-
+    with stage_progress("data", process.is_main) as (start, advance):
         result = run_data_stage(
             store,
             dataset,

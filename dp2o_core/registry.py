@@ -37,6 +37,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "dp2o_plugins.selectors",
     "dp2o_plugins.datasets",
     "dp2o_plugins.degradations",
+    "dp2o_plugins.rewards",
+    "dp2o_plugins.weightings",
 )
 
 #: Plugins added with :func:`dp2o_core.testing` fixtures; every new manager registers them.

@@ -19,7 +19,7 @@ def photo(name: str, size: int | None = None) -> np.ndarray:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if size is not None:
         image = np.asarray(Image.fromarray(image[:, :, :3]).resize((size, size), Image.BICUBIC))
-    return image[:, :, :3]
+    return np.ascontiguousarray(image[:, :, :3])
 
 
 def write_photos(folder: Path, names=PHOTOS, size: int | None = 128, suffix: str = ".png") -> list[Path]:

@@ -217,6 +217,8 @@ class RunStore:
     def _stale_reason(self, stage: str, record: Mapping[str, Any], expected: str | None) -> str:
         if expected is not None and record["fingerprint"] != expected:
             return "its configuration or inputs changed"
+        if record.get("imported"):
+            return ""
         for upstream in STAGES[stage]:
             upstream_status = self.status(upstream)
             if upstream_status.state != "done":
@@ -235,12 +237,15 @@ class RunStore:
         process: ProcessInfo | None = None,
         flush_every: int = 16,
         wait_timeout: float | None = None,
+        imported: bool = False,
     ) -> StageWriter:
         """Start (or continue) writing ``stage``: use as ``with store.open_stage(...) as w``.
 
         ``config`` is everything that determines the stage's output besides its inputs
         (options, plugin versions, seeds); with the upstream fingerprints it makes the
         stage's fingerprint. A stale stage is cleared first; a partial one continues.
+        ``imported`` marks a stage brought in from outside (e.g. a scores table another
+        tool wrote): it does not depend on the stages before it.
         """
         return StageWriter(
             self,
@@ -250,11 +255,13 @@ class RunStore:
             process or ProcessInfo.detect(),
             flush_every,
             wait_timeout,
+            imported,
         )
 
-    def expected_fingerprint(self, stage: str, config: Mapping[str, Any]) -> str:
+    def expected_fingerprint(self, stage: str, config: Mapping[str, Any], imported: bool = False) -> str:
         """The fingerprint ``stage`` gets with ``config`` over the current upstream stages."""
-        return fingerprint({"stage": stage, "config": config, "inputs": self._upstream_fingerprints(stage)})
+        inputs = {} if imported else self._upstream_fingerprints(stage)
+        return fingerprint({"stage": stage, "config": config, "inputs": inputs})
 
     def _upstream_fingerprints(self, stage: str) -> dict[str, str]:
         inputs = {}
@@ -297,6 +304,7 @@ class StageWriter:
         process: ProcessInfo,
         flush_every: int,
         wait_timeout: float | None,
+        imported: bool = False,
     ) -> None:
         duplicates = sorted(g for g, n in Counter(group_ids).items() if n > 1)
         if duplicates:
@@ -308,6 +316,7 @@ class StageWriter:
         self.process = process
         self.flush_every = max(1, flush_every)
         self.wait_timeout = wait_timeout
+        self.imported = imported
         self.directory = store.stage_dir(stage)
         self.todo: list[str] = []
         self.share_total = 0
@@ -324,7 +333,7 @@ class StageWriter:
     def __enter__(self) -> StageWriter:
         self._lock.__enter__()
         try:
-            self.fingerprint = self.store.expected_fingerprint(self.stage, self.config)
+            self.fingerprint = self.store.expected_fingerprint(self.stage, self.config, self.imported)
             if self.process.is_main:
                 self._prepare()
             else:
@@ -371,7 +380,8 @@ class StageWriter:
             record = {
                 "stage": self.stage,
                 "fingerprint": self.fingerprint,
-                "inputs": self.store._upstream_fingerprints(self.stage),
+                "inputs": {} if self.imported else self.store._upstream_fingerprints(self.stage),
+                "imported": self.imported,
                 "config": self.config,
                 "groups_total": len(self.group_ids),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -1,4 +1,14 @@
-"""Built-in rewards (pyiqa metrics, the hybrid reward) are added here.
+"""Built-in rewards: any pyiqa metric, the paper's hybrid reward, and its offline preset."""
 
-Each is registered with the ``register_rewards`` hook.
-"""
+from dp2o_plugins.rewards.hybrid import HybridReward, OfflineHybridReward
+from dp2o_plugins.rewards.pyiqa_metric import PyiqaReward
+
+from dp2o_core import hookimpl
+
+
+@hookimpl
+def register_rewards(register):
+    """Register ``pyiqa`` (alias ``iqa``), ``hybrid`` and ``hybrid-offline``."""
+    register(PyiqaReward, aliases=("iqa",))
+    register(HybridReward)
+    register(OfflineHybridReward)

@@ -1,1 +1,12 @@
-"""Built-in pair weightings are added here, each registered with ``register_weightings``."""
+"""Built-in pair weightings: hierarchical (PAPER.md §4) and uniform."""
+
+from dp2o_plugins.weightings.hierarchical import HierarchicalWeighting, UniformWeighting
+
+from dp2o_core import hookimpl
+
+
+@hookimpl
+def register_weightings(register):
+    """Register ``hierarchical`` and ``uniform``."""
+    register(HierarchicalWeighting)
+    register(UniformWeighting)

@@ -1,0 +1,72 @@
+"""``dp2o pairs``: rewards, preference pairs and their weights from a scores table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from dp2o_cli.options import ConfigFile, RewardSpec, RunDir, SelectorSpec, WeightingSpec
+from dp2o_cli.output import console
+from dp2o_cli.run_config import load_run_config, write_run_config
+from dp2o_cli.state import CliState
+from rich.table import Table
+
+from dp2o_core.stages.pairs import PairsSummary, compute_pairs, import_scores, run_pairs_stage
+from dp2o_core.store import ProcessInfo, RunStore
+
+
+def pairs(
+    ctx: typer.Context,
+    run: RunDir,
+    reward: RewardSpec = None,
+    selector: SelectorSpec = None,
+    weighting: WeightingSpec = None,
+    config_file: ConfigFile = None,
+    scores: Annotated[
+        Path | None,
+        typer.Option(
+            "--scores", metavar="FILE", help="Use a scores table written by another tool (parquet or CSV)."
+        ),
+    ] = None,
+) -> None:
+    """Compute rewards, pairs and weights for RUN from its raw scores (no rescoring)."""
+    if not ProcessInfo.detect().is_main:
+        return  # the inter-group weight needs every group: process 0 does it alone
+    manager = ctx.ensure_object(CliState).manager
+    config = load_run_config(config_file, run=run, reward=reward, selector=selector, weighting=weighting)
+    resolved = config.resolve(manager, ("reward", "selector", "weighting"))
+    components = {key: item.build() for key, item in resolved.items()}
+    store = RunStore(run)
+    if scores is not None:
+        import_scores(store, scores)
+    result = compute_pairs(
+        store.read_table("score", "scores"),
+        components["reward"],
+        components["selector"],
+        components["weighting"],
+    )
+    write_run_config(store, config, resolved)
+    stage_config = {key: item.as_record() for key, item in resolved.items()}
+    stage_config["reward"]["options"] = {
+        k: v for k, v in stage_config["reward"]["options"].items() if k not in ("device", "batch_size")
+    }
+    run_pairs_stage(store, result, stage_config)
+    console.print(_summary_table(result.summary, run))
+
+
+def _summary_table(summary: PairsSummary, run: Path) -> Table:
+    table = Table(title=f"pairs of {run}", title_justify="left")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("groups", f"{summary.groups}")
+    table.add_row("pairs", f"{summary.pairs}")
+    table.add_row(
+        "weight mean / min / max",
+        f"{summary.weight_mean:.4f} / {summary.weight_min:.4f} / {summary.weight_max:.4f}",
+    )
+    table.add_row(
+        "reward gap mean / min / max",
+        f"{summary.gap_mean:.4f} / {summary.gap_min:.4f} / {summary.gap_max:.4f}",
+    )
+    return table

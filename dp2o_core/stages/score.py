@@ -1,0 +1,104 @@
+"""The ``score`` stage: raw scores of every candidate for every metric the reward needs.
+
+Reads the candidates table (stage ``sample``) and the HR references (stage ``data``),
+scores each group's candidates in batches and writes one row per candidate to the scores
+table: ``group_id``, ``candidate`` and one float column per metric name. Raw scores are
+kept so rewards can be recombined later without scoring again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dp2o_core.errors import Dp2oError
+from dp2o_core.imageio import read_image
+from dp2o_core.interfaces import RewardModel
+from dp2o_core.store import ProcessInfo, RunStore
+
+#: Reward options that change how fast scores come, not what they are.
+RUNTIME_OPTIONS = ("device", "batch_size")
+
+
+def score_stage_config(reward: RewardModel, reward_record: Mapping[str, Any]) -> dict[str, Any]:
+    """What decides the scores: the metrics (with their library versions) and value-changing options."""
+    options = {k: v for k, v in reward_record.get("options", {}).items() if k not in RUNTIME_OPTIONS}
+    return {
+        "reward": {**reward_record, "options": options},
+        "metrics": [
+            {"name": m.name, "mode": m.mode, "lower_better": m.lower_better, "version": m.version}
+            for m in reward.metrics()
+        ],
+    }
+
+
+def candidates_by_group(store: RunStore) -> dict[str, list[tuple[int, str]]]:
+    """{group: [(candidate index, image path), …]} from the candidates table, sorted by index."""
+    table = store.read_table("sample", "candidates", columns=["group_id", "candidate", "image"])
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for group_id, candidate, image in zip(
+        table.column("group_id").to_pylist(),
+        table.column("candidate").to_pylist(),
+        table.column("image").to_pylist(),
+        strict=True,
+    ):
+        groups.setdefault(group_id, []).append((candidate, image))
+    for rows in groups.values():
+        rows.sort()
+    return groups
+
+
+def run_score_stage(
+    store: RunStore,
+    reward: RewardModel,
+    config: Mapping[str, Any],
+    *,
+    process: ProcessInfo | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Score this process's share of the groups; returns how many groups it scored now."""
+    import numpy as np
+    import torch
+
+    candidates = candidates_by_group(store)
+    needs_reference = any(m.mode == "FR" for m in reward.metrics())
+    references: dict[str, str | None] = {}
+    if needs_reference:
+        groups_table = store.read_table("data", "groups", columns=["group_id", "hr"])
+        references = dict(
+            zip(
+                groups_table.column("group_id").to_pylist(),
+                groups_table.column("hr").to_pylist(),
+                strict=True,
+            )
+        )
+    scored = 0
+    with store.open_stage("score", config=config, group_ids=list(candidates), process=process) as writer:
+        if on_start is not None:
+            on_start(len(writer.todo))
+        for group_id in writer.todo:
+            rows = candidates[group_id]
+            images = np.stack([read_image(store.root / image) for _, image in rows])
+            batch = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+            reference = None
+            if needs_reference:
+                hr = references.get(group_id)
+                if hr is None:
+                    raise Dp2oError(
+                        f"group {group_id!r} has no HR image but the reward has full-reference metrics; "
+                        "use no-reference metrics only for LR-only data"
+                    )
+                reference = torch.from_numpy(read_image(store.root / hr)).permute(2, 0, 1)[None].float() / 255
+            scores = reward.score(batch, reference)
+            writer.add_group(
+                group_id,
+                scores=[
+                    {"candidate": candidate, **{name: float(values[i]) for name, values in scores.items()}}
+                    for i, (candidate, _) in enumerate(rows)
+                ],
+            )
+            scored += 1
+            if on_progress is not None:
+                on_progress(1)
+    return scored

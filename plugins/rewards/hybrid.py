@@ -1,0 +1,169 @@
+"""The hybrid perceptual reward of DP²O-SR (PAPER.md §2) and its offline preset.
+
+Per metric φ of a group of M candidates: orient so higher is better (negate when the
+metric's own ``lower_better`` says so), then min-max normalise within the group,
+s̄ = (s − min) / (max − min), or 0.5 for every candidate when the metric is constant in the
+group. R_m = balance · mean_FR s̄ + (1 − balance) · mean_NR s̄, balance 0.5 by default; when
+one set is empty R is the mean of the other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from dp2o_plugins.rewards.pyiqa_metric import MetricOptions, PyiqaReward, metric_info
+from pydantic import Field, model_validator
+
+from dp2o_core import MetricInfo, RewardModel
+from dp2o_core.errors import Dp2oError
+
+PAPER_FR = ["lpips", "topiq_fr", "afine_fr"]
+PAPER_NR = ["maniqa", "musiq", "clipiqa+", "topiq_nr", "afine_nr", "qalign"]
+
+
+def normalise_within_group(values: Sequence[float], lower_better: bool) -> list[float]:
+    """Orient (higher is better) and min-max normalise one metric's scores of one group."""
+    oriented = [-float(v) if lower_better else float(v) for v in values]
+    low, high = min(oriented), max(oriented)
+    if high == low:
+        return [0.5] * len(oriented)
+    return [(v - low) / (high - low) for v in oriented]
+
+
+def hybrid_rewards(
+    scores: Mapping[str, Sequence[float]],
+    infos: Sequence[MetricInfo],
+    fr: Sequence[str],
+    nr: Sequence[str],
+    balance: float = 0.5,
+) -> list[float]:
+    """R for every candidate of one group from raw scores (keyed by metric name)."""
+    by_name = {info.name: info for info in infos}
+    size = len(next(iter(scores.values())))
+
+    def set_mean(names: Sequence[str]) -> list[float] | None:
+        if not names:
+            return None
+        normalised = [normalise_within_group(scores[n], by_name[n].lower_better) for n in names]
+        return [sum(column[m] for column in normalised) / len(normalised) for m in range(size)]
+
+    fr_mean, nr_mean = set_mean(fr), set_mean(nr)
+    if fr_mean is None:
+        return nr_mean  # type: ignore[return-value]
+    if nr_mean is None:
+        return fr_mean
+    return [balance * f + (1 - balance) * n for f, n in zip(fr_mean, nr_mean, strict=True)]
+
+
+class HybridOptions(MetricOptions):
+    """Metric sets and their balance; metric options apply to every member."""
+
+    fr: list[str] = Field(
+        PAPER_FR, description="Full-reference pyiqa metrics (paper: lpips, topiq_fr, afine_fr)."
+    )
+    nr: list[str] = Field(
+        PAPER_NR,
+        description="No-reference pyiqa metrics (paper: maniqa, musiq, clipiqa+, topiq_nr, afine_nr, qalign)",
+    )
+    balance: float = Field(
+        0.5, ge=0, le=1, description="Weight of the FR mean; the NR mean gets 1 − balance."
+    )
+    weights: dict[str, Path] = Field({}, description="Weight file per metric name, e.g. {niqe: /w/niqe.mat}.")
+
+    @model_validator(mode="after")
+    def _sets(self):
+        if not self.fr and not self.nr:
+            raise ValueError("fr and nr cannot both be empty")
+        both = set(self.fr) & set(self.nr)
+        if both:
+            raise ValueError(f"metrics in both sets: {sorted(both)}")
+        return self
+
+
+class HybridReward(RewardModel):
+    """DP²O-SR's hybrid reward: equal-weight mean of group-normalised FR and NR metrics."""
+
+    name = "hybrid"
+    Options = HybridOptions
+
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        self.infos = [metric_info(n) for n in [*self.options.fr, *self.options.nr]]
+        for info, expected in zip(
+            self.infos, ["FR"] * len(self.options.fr) + ["NR"] * len(self.options.nr), strict=True
+        ):
+            if info.mode != expected:
+                raise Dp2oError(
+                    f"hybrid reward: {info.name!r} is a {info.mode} metric but is listed under "
+                    f"{expected.lower()}; move it to the {info.mode.lower()} set"
+                )
+        self._members: dict[str, PyiqaReward] | None = None
+
+    def metrics(self) -> Sequence[MetricInfo]:
+        """Every member metric, FR first."""
+        return list(self.infos)
+
+    def members(self) -> dict[str, PyiqaReward]:
+        """One pyiqa reward per metric, sharing this reward's metric options."""
+        if self._members is None:
+            shared = self.options.model_dump(include=set(MetricOptions.model_fields))
+            self._members = {
+                info.name: PyiqaReward(
+                    PyiqaReward.Options(
+                        metric=info.name, weights=self.options.weights.get(info.name), **shared
+                    )
+                )
+                for info in self.infos
+            }
+        return self._members
+
+    def score(self, candidates, reference=None):
+        """Raw scores of every member metric."""
+        scores: dict[str, Sequence[float]] = {}
+        for member in self.members().values():
+            scores.update(member.score(candidates, reference))
+        return scores
+
+    def reward(self, scores: Mapping[str, Sequence[float]]):
+        """PAPER.md §2, Eq. 2, on one group's raw scores."""
+        for name in [*self.options.fr, *self.options.nr]:
+            if any(not math.isfinite(float(v)) for v in scores[name]):
+                raise Dp2oError(f"metric {name!r} has a non-finite score in this group")
+        return hybrid_rewards(scores, self.infos, self.options.fr, self.options.nr, self.options.balance)
+
+
+OFFLINE_FR = ["fsim", "vsi", "gmsd"]
+OFFLINE_NR = ["niqe", "piqe"]
+
+
+class OfflineHybridOptions(HybridOptions):
+    """The hybrid reward with metrics that have real parameters and need no download."""
+
+    fr: list[str] = Field(OFFLINE_FR, description="Classical full-reference metrics (no weights needed).")
+    nr: list[str] = Field(
+        OFFLINE_NR,
+        description="Classical no-reference metrics; NIQE uses the pristine model shipped in iqa-torch.",
+    )
+
+
+class OfflineHybridReward(HybridReward):
+    """Hybrid reward from FSIM, VSI, GMSD (FR) and NIQE, PIQE (NR): real parameters, no download."""
+
+    name = "hybrid-offline"
+    Options = OfflineHybridOptions
+
+    def members(self) -> dict[str, PyiqaReward]:
+        """Members, with NIQE pointed at the pristine parameters from the iqa-torch package."""
+        if (
+            self._members is None
+            and "niqe" in [*self.options.fr, *self.options.nr]
+            and "niqe" not in self.options.weights
+        ):
+            from dp2o_plugins.rewards.offline import niqe_pristine_params
+
+            self.options = self.options.model_copy(
+                update={"weights": {**self.options.weights, "niqe": niqe_pristine_params()}}
+            )
+        return super().members()

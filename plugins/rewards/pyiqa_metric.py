@@ -1,0 +1,134 @@
+"""Any pyiqa metric as a reward: raw scores for the scores table, direction from pyiqa."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from dp2o_plugins.rewards.weights import create_metric, weights_dirs
+from pydantic import Field, field_validator
+
+from dp2o_core import MetricInfo, PluginOptions, RewardModel
+from dp2o_core.errors import UnknownNameError
+
+
+def metric_info(name: str) -> MetricInfo:
+    """Mode and direction of a pyiqa metric from pyiqa's own configuration (no weights needed)."""
+    import pyiqa
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    config = DEFAULT_CONFIGS.get(name)
+    if config is None:
+        raise UnknownNameError(
+            "pyiqa metric", name, DEFAULT_CONFIGS, hint="`pyiqa.list_models()` lists them."
+        )
+    return MetricInfo(
+        name=name,
+        mode=config.get("metric_mode", "NR"),
+        lower_better=bool(config.get("lower_better", False)),
+        version=f"pyiqa {pyiqa.__version__}",
+    )
+
+
+class MetricOptions(PluginOptions):
+    """How a pyiqa metric runs; shared by ``pyiqa`` and the members of ``hybrid``."""
+
+    device: str = Field("auto", description="Torch device ('auto' picks cuda when available).")
+    batch_size: int | None = Field(
+        None, ge=1, description="Candidates per forward pass; none picks 16 on a GPU, 1–8 on a CPU."
+    )
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32",
+        description="Autocast precision for learned metrics on the GPU (classical metrics ignore it).",
+    )
+    weights_dir: Path | None = Field(
+        None,
+        description="Folder holding downloaded weight files (also DP2O_IQA_WEIGHTS), for offline machines.",
+    )
+
+
+class PyiqaOptions(MetricOptions):
+    """Options of a single pyiqa metric."""
+
+    metric: str = Field(..., description="pyiqa metric name, e.g. lpips, maniqa, clipiqa+, niqe.")
+    weights: Path | None = Field(None, description="Weight file passed to pyiqa as pretrained_model_path.")
+    kwargs: dict[str, Any] = Field(
+        {}, description="Extra keyword arguments for pyiqa.create_metric, e.g. [net=vgg, version=0.1]."
+    )
+
+    @field_validator("kwargs", mode="before")
+    @classmethod
+    def _pairs_to_dict(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            pairs = {}
+            for item in value:
+                key, sep, raw = str(item).partition("=")
+                if not sep:
+                    raise ValueError(f"{item!r} is not KEY=VALUE")
+                pairs[key.strip()] = _scalar(raw.strip())
+            return pairs
+        return value
+
+
+class PyiqaReward(RewardModel):
+    """One pyiqa metric (full- or no-reference, per pyiqa), oriented so higher is better."""
+
+    name = "pyiqa"
+    Options = PyiqaOptions
+
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        self.info = metric_info(self.options.metric)
+        self._metric = None
+
+    def metrics(self) -> Sequence[MetricInfo]:
+        """The one metric, named by its pyiqa name."""
+        return [self.info]
+
+    @property
+    def metric(self):
+        """The pyiqa metric, created on first use."""
+        if self._metric is None:
+            o = self.options
+            self._metric = create_metric(
+                o.metric, resolve_device(o.device), o.weights, weights_dirs(o.weights_dir), dict(o.kwargs)
+            )
+        return self._metric
+
+    def score(self, candidates, reference=None) -> Mapping[str, Sequence[float]]:
+        """Raw scores of every candidate, batched; reference-side work done once where possible."""
+        from dp2o_plugins.rewards.scoring import score_candidates
+
+        values = score_candidates(
+            self.metric, self.info.mode, candidates, reference, self.options.batch_size, self.options.dtype
+        )
+        return {self.info.name: values}
+
+    def reward(self, scores: Mapping[str, Sequence[float]]):
+        """The raw score, negated for lower-is-better metrics."""
+        sign = -1.0 if self.info.lower_better else 1.0
+        return [sign * float(v) for v in scores[self.info.name]]
+
+
+def resolve_device(device: str) -> str:
+    """'auto' → 'cuda' when available, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _scalar(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip("\"'")
