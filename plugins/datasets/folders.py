@@ -65,6 +65,17 @@ class _FolderDataset(Dataset):
     def _prompts(self) -> dict[str, str]:
         return load_prompt_table(Path(self.options.prompts)) if self.options.prompts else {}
 
+    def _single_folder_items(self, as_hr: bool) -> list[DataItem]:
+        """Items of a one-folder data set: each image is an HR source or an LR input."""
+        root = self._root()
+        table = self._prompts()
+        items = []
+        for path in self._listing(root):
+            prompt = prompt_for(path, root, table)
+            hr, lr = (path, None) if as_hr else (None, path)
+            items.append(DataItem(_relative_id(path, root), hr=hr, lr=lr, prompt=prompt))
+        return self._limit(items)
+
     def _limit(self, items: list[DataItem]) -> list[DataItem]:
         seen: dict[str, Path | None] = {}
         for item in items:
@@ -107,14 +118,8 @@ class HrFolderDataset(_FolderDataset):
     synthesises_lr = True
 
     def items(self) -> list[DataItem]:
-        root = self._root()
-        table = self._prompts()
-        return self._limit(
-            [
-                DataItem(_relative_id(p, root), hr=p, lr=None, prompt=prompt_for(p, root, table))
-                for p in self._listing(root)
-            ]
-        )
+        """Every image of the folder, as an HR source."""
+        return self._single_folder_items(as_hr=True)
 
     def load(self, items, seed, degradation=None):
         """Read and crop each HR image, then degrade images of one size in one batch."""
@@ -248,14 +253,8 @@ class LrFolderDataset(_FolderDataset):
     name = "lr-folder"
 
     def items(self) -> list[DataItem]:
-        root = self._root()
-        table = self._prompts()
-        return self._limit(
-            [
-                DataItem(_relative_id(p, root), hr=None, lr=p, prompt=prompt_for(p, root, table))
-                for p in self._listing(root)
-            ]
-        )
+        """Every image of the folder, as an LR input."""
+        return self._single_folder_items(as_hr=False)
 
     def load(self, items, seed, degradation=None):
         """Read each LR image; ``crop`` (an HR size) crops crop/scale LR pixels."""
