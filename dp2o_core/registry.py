@@ -39,6 +39,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "dp2o_plugins.degradations",
     "dp2o_plugins.rewards",
     "dp2o_plugins.weightings",
+    "dp2o_plugins.backbones",
 )
 
 #: Plugins added with :func:`dp2o_core.testing` fixtures; every new manager registers them.

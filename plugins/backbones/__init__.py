@@ -1,1 +1,11 @@
-"""Built-in backbones (SR generators) are added here, each registered with ``register_backbones``."""
+"""Built-in backbones: SR generators that dp2o samples and preference-tunes."""
+
+from dp2o_plugins.backbones.sd2_controlnet import Sd2ControlNetBackbone
+
+from dp2o_core import hookimpl
+
+
+@hookimpl
+def register_backbones(register):
+    """Register ``sd2-controlnet`` (alias ``sd2``)."""
+    register(Sd2ControlNetBackbone, aliases=("sd2",))

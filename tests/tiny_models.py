@@ -1,0 +1,83 @@
+"""Tiny Stable-Diffusion-style models built from config and saved in the hub folder layout.
+
+Tests load them through the same ``from_pretrained`` paths as real weights; nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def tiny_clip_tokenizer():
+    """A CLIP tokenizer with a handful of words, built in memory."""
+    from transformers import CLIPTokenizer
+
+    words = ["a", "cat", "photo", "sharp", "dotted", "noise", "blur", "lowres", "smooth", ","]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
+    for word in words:
+        vocab[f"{word}</w>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    tokenizer.model_max_length = 16
+    return tokenizer
+
+
+def save_tiny_sd(folder: Path, prediction_type: str = "epsilon") -> Path:
+    """Write unet/, vae/, scheduler/, text_encoder/, tokenizer/ of a tiny SD model to ``folder``."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    # Four VAE blocks: latents are 1/8 of the image, as in SD and as the ControlNet's
+    # conditioning embedding (three stride-2 convs) expects.
+    vae = AutoencoderKL(
+        block_out_channels=(16, 16, 32, 32),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=8,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type=prediction_type,
+        clip_sample=False,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            projection_dim=32,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+    scheduler.save_pretrained(folder / "scheduler")
+    text.save_pretrained(folder / "text_encoder")
+    tiny_clip_tokenizer().save_pretrained(folder / "tokenizer")
+    return folder
