@@ -6,7 +6,7 @@ import sys
 from typing import Annotated
 
 import typer
-from dp2o_cli import config_cmd, pairs_cmd, plugins_cmd, prepare_cmd, score_cmd, status_cmd
+from dp2o_cli import config_cmd, pairs_cmd, plugins_cmd, prepare_cmd, sample_cmd, score_cmd, status_cmd
 from dp2o_cli.output import print_error
 from dp2o_cli.state import CliState
 
@@ -53,6 +53,8 @@ def root(
 app.command("plugins")(plugins_cmd.plugins)
 app.command("config")(config_cmd.config)
 app.command("prepare")(prepare_cmd.prepare)
+app.command("sample")(sample_cmd.sample)
+app.command("upscale")(sample_cmd.upscale)
 app.command("score")(score_cmd.score)
 app.command("pairs")(pairs_cmd.pairs)
 app.command("status")(status_cmd.status)

@@ -14,8 +14,20 @@ def local_only() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0")
 
 
+def quiet_libraries() -> None:
+    """Keep diffusers' and transformers' loading chatter and progress bars off dp2o's output."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def load_component(cls: Any, source: str, subfolder: str | None = None, **kwargs: Any) -> Any:
     """``cls.from_pretrained(source, subfolder=…)``; a missing model names itself and the fix."""
+    quiet_libraries()
     path = Path(source).expanduser()
     is_local = path.exists()
     where = str(path if is_local else source)

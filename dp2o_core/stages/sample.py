@@ -1,0 +1,121 @@
+"""The ``sample`` stage: M candidates per group from the frozen backbone, with their seeds.
+
+For each group (one LR input of the ``data`` stage) the backbone makes M candidates in
+batched calls; each candidate's seed is recorded — derived from the run seed, the group id
+and the candidate index, or, with a shared noise bank, ``seed + m`` for candidate m of
+every group (as the paper's code indexes its noise bank). Candidate images go to PNG, their
+latents to one safetensors file per group (so training never re-encodes them), and the
+prompt embeddings to one file per distinct prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from dp2o_core.atomic import atomic_path
+from dp2o_core.imageio import read_image, write_png
+from dp2o_core.interfaces import Backbone
+from dp2o_core.store import ProcessInfo, RunStore
+from dp2o_core.store.fingerprint import derive_seed
+
+#: Backbone options that change speed or memory, not the candidates.
+RUNTIME_OPTIONS = ("device", "chunk_size")
+
+
+def candidate_seeds(seed: int, group_id: str, count: int, shared_noise: bool) -> list[int]:
+    """The seeds of a group's candidates."""
+    if shared_noise:
+        return [seed + m for m in range(count)]
+    return [derive_seed(seed, group_id, "candidate", m) for m in range(count)]
+
+
+def sample_stage_config(
+    backbone_record: Mapping[str, Any], seed: int, count: int, shared_noise: bool
+) -> dict:
+    """What decides the candidates: the backbone and its options, the seeds, M."""
+    options = {k: v for k, v in backbone_record.get("options", {}).items() if k not in RUNTIME_OPTIONS}
+    return {
+        "backbone": {**backbone_record, "options": options},
+        "seed": seed,
+        "num_candidates": count,
+        "shared_noise": shared_noise,
+    }
+
+
+def prompt_file(store: RunStore, prompt: str):
+    """Where the embeddings of one prompt text are kept."""
+    digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:24]
+    return store.stage_dir("sample") / "prompts" / f"{digest}.safetensors"
+
+
+def run_sample_stage(
+    store: RunStore,
+    backbone: Backbone,
+    config: Mapping[str, Any],
+    *,
+    seed: int,
+    count: int,
+    shared_noise: bool = False,
+    process: ProcessInfo | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Sample this process's share of the groups; returns how many groups it sampled now."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    groups = {row["group_id"]: row for row in store.read_table("data", "groups").to_pylist()}
+    sampled = 0
+    with store.open_stage("sample", config=config, group_ids=list(groups), process=process) as writer:
+        if on_start is not None:
+            on_start(len(writer.todo) * count)
+        for group_id in writer.todo:
+            row = groups[group_id]
+            lr = torch.from_numpy(read_image(store.root / row["lr"])).permute(2, 0, 1)[None].float() / 255
+            seeds = candidate_seeds(seed, group_id, count, shared_noise)
+            prompt = row.get("prompt") or ""
+            result = backbone.sample(lr, [seeds], [prompt])
+            _store_prompt(store, backbone, prompt, save_file)
+            latent_path = None
+            if result.latents is not None:
+                latent_path = store.group_path("sample", "latents", group_id).with_suffix(".safetensors")
+                with atomic_path(latent_path) as tmp:
+                    save_file({"latents": result.latents[0].contiguous().cpu()}, str(tmp))
+            images = (
+                (result.images[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            )
+            rows = []
+            for m, (image, candidate_seed) in enumerate(zip(images, seeds, strict=True)):
+                path = store.group_path("sample", "images", group_id, f"{m:03d}.png")
+                write_png(path, np.ascontiguousarray(image))
+                rows.append(
+                    {
+                        "candidate": m,
+                        "seed": candidate_seed,
+                        "image": store.relative(path),
+                        "latent_shard": store.relative(latent_path) if latent_path else None,
+                        "latent_index": m if latent_path else None,
+                    }
+                )
+            writer.add_group(group_id, candidates=rows)
+            sampled += 1
+            if on_progress is not None:
+                on_progress(count)
+    return sampled
+
+
+def _store_prompt(store: RunStore, backbone: Backbone, prompt: str, save_file) -> None:
+    path = prompt_file(store, prompt)
+    if path.exists():
+        return
+    embeddings = backbone.encode_prompts([prompt])
+    if embeddings:
+        with atomic_path(path) as tmp:
+            save_file(
+                {k: v.contiguous().cpu() for k, v in embeddings.items()},
+                str(tmp),
+                metadata={"prompt": prompt},
+            )
