@@ -1,0 +1,221 @@
+"""What the SD2 and FLUX ControlNet backbones share: devices, ControlNet loading, the
+sampling loop over inputs and chunks, colour fix, trainable parts, the reference, saving.
+
+A subclass loads its base model, names its ControlNet class and the base network that
+LoRA may adapt, and implements ``_denoise`` (one chunk of candidates of one LR image), the
+prompt encoder and the training pieces of :class:`~dp2o_core.Backbone`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from dp2o_plugins.backbones.colorfix import color_fix
+from dp2o_plugins.backbones.loading import load_component, load_state_dict_file
+from pydantic import Field
+
+from dp2o_core import Backbone, PluginOptions, SampleResult
+from dp2o_core.errors import Dp2oError
+
+
+class ControlNetOptions(PluginOptions):
+    """Options every ControlNet SR backbone has."""
+
+    controlnet: str | None = Field(
+        None,
+        description="ControlNet: diffusers folder, model.safetensors state dict, or none (new from base).",
+    )
+    prompt: str = Field("", description="Prompt for every image that has no prompt of its own.")
+    color_fix: Literal["adain", "wavelet", "none"] = Field(
+        "adain", description="Colour correction against the upsampled LR."
+    )
+    chunk_size: int = Field(8, ge=1, description="Candidates denoised together in one batch (bounds memory).")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="Precision of the networks."
+    )
+    device: str = Field("auto", description="Torch device ('auto' picks cuda when available).")
+    lora_rank: int = Field(16, ge=1, description="Rank of LoRA adapters (when a LoRA part is trained).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass.")
+
+
+class ControlNetBackbone(Backbone):
+    """Shared machinery; not registered itself."""
+
+    #: Attribute name of the base network LoRA may adapt ('unet' or 'transformer').
+    base_attribute = ""
+
+    def _setup_device(self) -> None:
+        import torch
+
+        o = self.options
+        if o.device == "auto":
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(o.device)
+        self.dtype = getattr(torch, o.dtype)
+        self._prompt_cache: dict[str, dict[str, Any]] = {}
+        self._reference: Any = None
+
+    def _load_controlnet(self, cls, fresh):
+        """The ControlNet from a file or folder, or ``fresh()`` when none is given."""
+        source = self.options.controlnet
+        if source is None:
+            return fresh()
+        path = Path(source).expanduser()
+        if path.is_file():
+            controlnet = fresh()
+            missing, unexpected = controlnet.load_state_dict(load_state_dict_file(path), strict=False)
+            if missing or unexpected:
+                example = (missing or unexpected)[0]
+                raise Dp2oError(
+                    f"{path} does not fit this model's ControlNet ({len(missing)} missing, "
+                    f"{len(unexpected)} unexpected keys, e.g. {example})"
+                )
+            return controlnet
+        return load_component(cls, source, "controlnet" if (path / "controlnet").is_dir() else None)
+
+    @property
+    def base(self):
+        """The frozen base network (UNet or transformer)."""
+        return getattr(self, self.base_attribute)
+
+    # -- sampling ------------------------------------------------------------------------------
+    def upsample(self, lr):
+        """The control image: LR bicubic-upsampled ×scale, in [0, 1]."""
+        import torch.nn.functional as F
+
+        size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
+        return F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+
+    def sample(
+        self, lr, seeds: Sequence[Sequence[int]], prompts: Sequence[str] | None = None
+    ) -> SampleResult:
+        """M candidates per LR image, batched by ``chunk_size``, one generator per candidate."""
+        import torch
+
+        images, latents = [], []
+        for index in range(lr.shape[0]):
+            control = self.upsample(lr[index : index + 1]).to(self.device)
+            text = prompts[index] if prompts and prompts[index] else self.options.prompt
+            prepared = self._prepare_group(control, text)
+            parts = []
+            for start in range(0, len(seeds[index]), self.options.chunk_size):
+                chunk = [int(s) for s in seeds[index][start : start + self.options.chunk_size]]
+                generators = [torch.Generator(self.device).manual_seed(seed) for seed in chunk]
+                with torch.no_grad():
+                    parts.append(self._denoise(prepared, generators))
+            group = color_fix(torch.cat(parts).float(), control, self.options.color_fix)
+            images.append(group.cpu())
+            with torch.no_grad():
+                latents.append(self.encode(group).float().cpu())
+        return SampleResult(
+            images=torch.stack(images), seeds=[list(s) for s in seeds], latents=torch.stack(latents)
+        )
+
+    def _prepare_group(self, control, prompt: str) -> Any:
+        """Work shared by every candidate of one LR image (condition and prompt encodings)."""
+        raise NotImplementedError
+
+    def _denoise(self, prepared: Any, generators: list) -> Any:
+        """Images in [0, 1] for one chunk of candidates."""
+        raise NotImplementedError
+
+    def cached_prompt(self, text: str) -> dict[str, Any]:
+        """Embeddings of one prompt text, computed on first use."""
+        if text not in self._prompt_cache:
+            self._prompt_cache[text] = self._encode_prompt(text)
+        return self._prompt_cache[text]
+
+    def _encode_prompt(self, text: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def encode_prompts(self, prompts: Sequence[str]):
+        """Prompt embeddings, concatenated over ``prompts`` (cached per distinct text)."""
+        import torch
+
+        cached = [self.cached_prompt(p) for p in prompts]
+        return {key: torch.cat([c[key] for c in cached]) for key in cached[0]}
+
+    # -- training ---------------------------------------------------------------------------
+    def prepare_training(self) -> None:
+        """Make the trainable part trainable and set up the frozen reference (once)."""
+        o = self.options
+        if o.trainable == "controlnet":
+            self._reference = copy.deepcopy(self.controlnet).requires_grad_(False).eval()
+            self.controlnet.requires_grad_(True).train()
+        else:
+            from peft import LoraConfig
+
+            target = self._lora_target()
+            config = LoraConfig(
+                r=o.lora_rank,
+                lora_alpha=o.lora_rank,
+                init_lora_weights="gaussian",
+                target_modules=["to_k", "to_q", "to_v", "to_out.0"],
+            )
+            target.add_adapter(config)
+            for name, parameter in target.named_parameters():
+                parameter.requires_grad_("lora_" in name)
+            target.train()
+        if o.gradient_checkpointing:
+            for module in (self.controlnet, self.base):
+                module.enable_gradient_checkpointing()
+
+    def _lora_target(self):
+        return self.controlnet if self.options.trainable == "lora-controlnet" else self.base
+
+    def trainable_parameters(self) -> Iterable[Any]:
+        """The parameters preference tuning updates."""
+        return [p for m in (self.controlnet, self.base) for p in m.parameters() if p.requires_grad]
+
+    def _networks(self, reference: bool):
+        """(controlnet to use, context that switches LoRA adapters off for the reference)."""
+        if not reference:
+            return self.controlnet, contextlib.nullcontext()
+        if self.options.trainable == "controlnet":
+            return (
+                self._reference if self._reference is not None else self.controlnet
+            ), contextlib.nullcontext()
+        return self.controlnet, _adapters_off(self._lora_target())
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """``controlnet/`` (diffusers folder) and ``model.safetensors`` (the official layout),
+        or ``lora.safetensors`` (peft state dict) when LoRA adapters were trained."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.options.trainable == "controlnet":
+            self.controlnet.save_pretrained(directory / "controlnet")
+            state = {k: v.detach().contiguous().cpu() for k, v in self.controlnet.state_dict().items()}
+            save_file(state, str(directory / "model.safetensors"))
+        else:
+            from peft.utils import get_peft_model_state_dict
+
+            state = get_peft_model_state_dict(self._lora_target())
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in state.items()},
+                str(directory / "lora.safetensors"),
+            )
+
+    def _freeze(self, *modules) -> None:
+        for module in modules:
+            module.to(self.device, self.dtype).eval().requires_grad_(False)
+
+    def release_text_encoders(self) -> None:
+        """Drop text encoders once every prompt is cached (training does not need them)."""
+        self._text = None
+
+
+@contextlib.contextmanager
+def _adapters_off(model):
+    model.disable_adapters()
+    try:
+        yield
+    finally:
+        model.enable_adapters()
