@@ -1,5 +1,6 @@
 """Built-in backbones: SR generators that dp2o samples and preference-tunes."""
 
+from dp2o_plugins.backbones.flux_controlnet import FluxControlNetBackbone
 from dp2o_plugins.backbones.sd2_controlnet import Sd2ControlNetBackbone
 
 from dp2o_core import hookimpl
@@ -7,5 +8,6 @@ from dp2o_core import hookimpl
 
 @hookimpl
 def register_backbones(register):
-    """Register ``sd2-controlnet`` (alias ``sd2``)."""
+    """Register ``sd2-controlnet`` (alias ``sd2``) and ``flux-controlnet`` (alias ``flux``)."""
     register(Sd2ControlNetBackbone, aliases=("sd2",))
+    register(FluxControlNetBackbone, aliases=("flux",))

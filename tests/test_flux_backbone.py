@@ -1,0 +1,130 @@
+"""The flux-controlnet backbone on a tiny FLUX model: pipeline equality, flow targets, training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import save_tiny_flux
+
+from dp2o_core.errors import UsageError
+from dp2o_core.specs import resolve_spec
+
+
+@pytest.fixture(scope="module")
+def tiny_flux(tmp_path_factory):
+    return save_tiny_flux(tmp_path_factory.mktemp("tiny-flux"))
+
+
+def backbone(manager, folder, extra=""):
+    spec = f"flux:model={folder},steps=3,device=cpu,max_sequence_length=8{extra}"
+    return resolve_spec(manager, "backbone", spec).build()
+
+
+@pytest.fixture(scope="module")
+def lr():
+    return torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def test_batched_sampling_matches_the_stock_flux_controlnet_pipeline(dp2o_plugin_manager, tiny_flux, lr):
+    from diffusers import FluxControlNetPipeline
+
+    model = backbone(dp2o_plugin_manager, tiny_flux, ",color_fix=none,chunk_size=3")
+    ours = model.sample(lr, [[1, 2, 3]])
+    assert ours.images.shape == (1, 3, 3, 64, 64) and ours.latents.shape == (1, 3, 4, 8, 8)
+    model._attach_text_encoders()
+    p = model.pipe
+    pipe = FluxControlNetPipeline(
+        scheduler=model.scheduler,
+        vae=model.vae,
+        text_encoder=p.text_encoder,
+        tokenizer=p.tokenizer,
+        text_encoder_2=p.text_encoder_2,
+        tokenizer_2=p.tokenizer_2,
+        transformer=model.transformer,
+        controlnet=model.controlnet,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    for index, seed in enumerate((1, 2, 3)):
+        stock = pipe(
+            prompt="",
+            control_image=model.upsample(lr),
+            num_inference_steps=3,
+            guidance_scale=2.5,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pt",
+            height=64,
+            width=64,
+            max_sequence_length=8,
+        ).images[0]
+        assert (stock - ours.images[0, index]).abs().max() < 1e-4
+    assert not torch.allclose(ours.images[0, 0], ours.images[0, 1])
+
+
+def test_flow_targets_and_timestep_sampling(dp2o_plugin_manager, tiny_flux):
+    model = backbone(
+        dp2o_plugin_manager, tiny_flux, ",timestep_sampling=uniform,timestep_min=0.2,timestep_max=0.6"
+    )
+    s = model.sample_timesteps(1000, generator=torch.Generator().manual_seed(0))
+    assert s.min() >= 0.2 and s.max() <= 0.6
+    logit = backbone(dp2o_plugin_manager, tiny_flux).sample_timesteps(
+        4000, generator=torch.Generator().manual_seed(0)
+    )
+    assert (
+        abs(float(logit.mean()) - 0.5) < 0.02
+        and float(((logit > 0.25) & (logit < 0.75)).float().mean()) > 0.6
+    )
+    x0, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    t = torch.tensor([0.25, 0.75])
+    x_t, target = model.noisy(x0, noise, t)
+    assert torch.allclose(x_t[0], 0.75 * x0[0] + 0.25 * noise[0])
+    assert torch.allclose(target, noise - x0)
+    with pytest.raises(UsageError, match="timestep_min must be below timestep_max"):
+        backbone(dp2o_plugin_manager, tiny_flux, ",timestep_min=0.7,timestep_max=0.3")
+
+
+@pytest.mark.parametrize("trainable", ["controlnet", "lora-transformer"])
+def test_training_updates_only_the_trainable_part(dp2o_plugin_manager, tiny_flux, lr, trainable):
+    model = backbone(dp2o_plugin_manager, tiny_flux, f",trainable={trainable}")
+    with torch.no_grad():  # a trained ControlNet: its zero-initialised output layers are no longer zero
+        for p in model.controlnet.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.prepare_training()
+    condition = {**model.encode_condition(lr), **model.encode_prompts([""])}
+    x0 = model.encode(torch.rand(1, 3, 64, 64)).detach()
+    t = model.sample_timesteps(1)
+    x_t, target = model.noisy(x0, torch.randn_like(x0), t)
+    base_before = {k: v.clone() for k, v in model.transformer.state_dict().items() if "lora" not in k}
+    params = list(model.trainable_parameters())
+    with torch.no_grad():
+        reference_before = model.predict(x_t, t, condition, reference=True)
+    prediction = model.predict(x_t, t, condition)
+    assert prediction.shape == x0.shape
+    ((prediction - target) ** 2).mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+    torch.optim.SGD(params, lr=1.0).step()
+    with torch.no_grad():
+        assert torch.allclose(model.predict(x_t, t, condition, reference=True), reference_before)
+        assert not torch.allclose(model.predict(x_t, t, condition), reference_before)
+    base_after = {k: v for k, v in model.transformer.state_dict().items() if "lora" not in k}
+    assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
+
+
+def test_saved_controlnet_loads_with_diffusers_and_back(dp2o_plugin_manager, tiny_flux, lr, tmp_path):
+    from diffusers import FluxControlNetModel
+
+    model = backbone(dp2o_plugin_manager, tiny_flux, ",color_fix=none")
+    with torch.no_grad():
+        for p in model.controlnet.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.save(tmp_path / "tuned")
+    plain = FluxControlNetModel.from_pretrained(tmp_path / "tuned" / "controlnet")
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(plain.state_dict().values(), model.controlnet.state_dict().values(), strict=True)
+    )
+    ours = model.sample(lr, [[4]]).images[0, 0]
+    for source in ("controlnet", "model.safetensors"):
+        reloaded = backbone(
+            dp2o_plugin_manager, tiny_flux, f",color_fix=none,controlnet={tmp_path / 'tuned' / source}"
+        )
+        assert (reloaded.sample(lr, [[4]]).images[0, 0] - ours).abs().max() < 1e-5
