@@ -22,22 +22,35 @@ def tiny_clip_tokenizer():
     return tokenizer
 
 
-def save_tiny_sd(folder: Path, prediction_type: str = "epsilon") -> Path:
-    """Write unet/, vae/, scheduler/, text_encoder/, tokenizer/ of a tiny SD model to ``folder``."""
+def save_tiny_sd(
+    folder: Path,
+    prediction_type: str = "epsilon",
+    channels: tuple[int, ...] = (32, 64),
+    layers: int = 1,
+    text_width: int = 32,
+    text_layers: int = 1,
+) -> Path:
+    """Write unet/, vae/, scheduler/, text_encoder/, tokenizer/ of a tiny SD model to ``folder``.
+
+    ``channels``, ``layers`` and the text encoder's width and depth size the model
+    (benchmarks use SD-like proportions).
+    """
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
+    down = ("CrossAttnDownBlock2D",) * (len(channels) - 1) + ("DownBlock2D",)
+    up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(channels) - 1)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
+        block_out_channels=channels,
+        layers_per_block=layers,
         sample_size=16,
         in_channels=4,
         out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
+        down_block_types=down,
+        up_block_types=up,
+        cross_attention_dim=text_width,
         attention_head_dim=8,
         norm_num_groups=16,
     )
@@ -64,9 +77,9 @@ def save_tiny_sd(folder: Path, prediction_type: str = "epsilon") -> Path:
     text = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=64,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
+            hidden_size=text_width,
+            intermediate_size=4 * text_width,
+            num_hidden_layers=text_layers,
             num_attention_heads=4,
             max_position_embeddings=16,
             projection_dim=32,
@@ -83,7 +96,7 @@ def save_tiny_sd(folder: Path, prediction_type: str = "epsilon") -> Path:
     return folder
 
 
-def save_tiny_flux(folder: Path) -> Path:
+def save_tiny_flux(folder: Path, layers: int = 1, single_layers: int = 1) -> Path:
     """Write transformer/, vae/, scheduler/, text encoders and tokenizers of a tiny FLUX model."""
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
@@ -93,8 +106,8 @@ def save_tiny_flux(folder: Path) -> Path:
     transformer = FluxTransformer2DModel(
         patch_size=1,
         in_channels=16,
-        num_layers=1,
-        num_single_layers=1,
+        num_layers=layers,
+        num_single_layers=single_layers,
         attention_head_dim=16,
         num_attention_heads=2,
         joint_attention_dim=32,
