@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from tiny_models import save_tiny_sd
 
 from dp2o_core.imageio import read_image
-from dp2o_core.stages.sample import candidate_seeds
+from dp2o_core.stages.sample import candidate_seeds, load_prompt_files
 from dp2o_core.store import RunStore
 
 
@@ -103,3 +103,24 @@ def test_missing_backbone_and_input_are_usage_errors(dp2o_cli, tmp_path):
     assert result.exit_code == 2 and "no backbone given" in result.stderr
     result = dp2o_cli("upscale", str(tmp_path / "nothing.png"), str(tmp_path / "o.png"), "--backbone", "sd2")
     assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_stored_prompt_embeddings_spare_the_text_encoder(dp2o_cli, tiny_sd, photos, tmp_path, monkeypatch):
+    from dp2o_plugins.backbones.sd2_controlnet import Sd2ControlNetBackbone
+
+    run = tmp_path / "run"
+    spec = f"sd2:model={tiny_sd},steps=2,device=cpu"
+    data = f"hr:path={photos},crop=64"
+    assert dp2o_cli("sample", str(run), "--backbone", spec, "--data", data, "-m", "2").exit_code == 0
+    stored = load_prompt_files(RunStore(run))
+    assert set(stored) == {"", "dotted, noise, blur, lowres, smooth"}
+
+    def no_text_encoder(self):
+        raise AssertionError("the text encoder was loaded although every prompt is stored")
+
+    monkeypatch.setattr(Sd2ControlNetBackbone, "_text_encoder", no_text_encoder)
+    result = dp2o_cli(
+        "sample", str(run), "--backbone", spec, "--data", data, "-m", "3"
+    )  # M changed: resample
+    assert result.exit_code == 0, result.stderr
+    assert "(2 sampled now), 3 candidates each" in result.stdout

@@ -105,6 +105,13 @@ class Backbone(Implementation):
         """
         return {}
 
+    def prompt_cache(self) -> Mapping[str, Mapping[str, torch.Tensor]]:
+        """Every prompt text embedded so far and its embeddings (for the run store)."""
+        return {}
+
+    def load_prompt_cache(self, cache: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+        """Embeddings stored by an earlier run: with them no text encoder is loaded."""
+
     @abstractmethod
     def sample_timesteps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` training timesteps drawn from the backbone's training distribution."""

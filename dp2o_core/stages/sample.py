@@ -68,6 +68,7 @@ def run_sample_stage(
     from safetensors.torch import save_file
 
     groups = {row["group_id"]: row for row in store.read_table("data", "groups").to_pylist()}
+    backbone.load_prompt_cache(load_prompt_files(store))
     sampled = 0
     with store.open_stage("sample", config=config, group_ids=list(groups), process=process) as writer:
         if on_start is not None:
@@ -78,7 +79,7 @@ def run_sample_stage(
             seeds = candidate_seeds(seed, group_id, count, shared_noise)
             prompt = row.get("prompt") or ""
             result = backbone.sample(lr, [seeds], [prompt])
-            _store_prompt(store, backbone, prompt, save_file)
+            _store_prompts(store, backbone, save_file)
             latent_path = None
             if result.latents is not None:
                 latent_path = store.group_path("sample", "latents", group_id).with_suffix(".safetensors")
@@ -107,15 +108,24 @@ def run_sample_stage(
     return sampled
 
 
-def _store_prompt(store: RunStore, backbone: Backbone, prompt: str, save_file) -> None:
-    path = prompt_file(store, prompt)
-    if path.exists():
-        return
-    embeddings = backbone.encode_prompts([prompt])
-    if embeddings:
-        with atomic_path(path) as tmp:
-            save_file(
-                {k: v.contiguous().cpu() for k, v in embeddings.items()},
-                str(tmp),
-                metadata={"prompt": prompt},
-            )
+def _store_prompts(store: RunStore, backbone: Backbone, save_file) -> None:
+    """Write every prompt the backbone has embedded and the run does not hold yet."""
+    for prompt, embeddings in backbone.prompt_cache().items():
+        path = prompt_file(store, prompt)
+        if embeddings and not path.exists():
+            tensors = {k: v.contiguous().cpu() for k, v in embeddings.items()}
+            with atomic_path(path) as tmp:
+                save_file(tensors, str(tmp), metadata={"prompt": prompt})
+
+
+def load_prompt_files(store: RunStore) -> dict[str, dict[str, Any]]:
+    """Prompt embeddings stored in the run: {text: {name: tensor}}."""
+    from safetensors import safe_open
+
+    cache = {}
+    for path in sorted((store.stage_dir("sample") / "prompts").glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            text = (handle.metadata() or {}).get("prompt")
+            if text is not None:
+                cache[text] = {key: handle.get_tensor(key) for key in handle.keys()}
+    return cache

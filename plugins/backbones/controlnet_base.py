@@ -133,6 +133,15 @@ class ControlNetBackbone(Backbone):
     def _encode_prompt(self, text: str) -> dict[str, Any]:
         raise NotImplementedError
 
+    def prompt_cache(self):
+        """Every prompt embedded so far (text → embeddings)."""
+        return dict(self._prompt_cache)
+
+    def load_prompt_cache(self, cache) -> None:
+        """Take embeddings computed earlier, moved to this backbone's device and dtype."""
+        for text, tensors in cache.items():
+            self._prompt_cache[text] = {k: v.to(self.device, self.dtype) for k, v in tensors.items()}
+
     def encode_prompts(self, prompts: Sequence[str]):
         """Prompt embeddings, concatenated over ``prompts`` (cached per distinct text)."""
         import torch
