@@ -117,3 +117,12 @@ def test_unknown_metric_name_suggests_a_close_one(dp2o_plugin_manager):
 
     with pytest.raises(UnknownNameError, match="unknown pyiqa metric 'maniq'. Did you mean 'maniqa'"):
         resolve_spec(dp2o_plugin_manager, "reward", "pyiqa:metric=maniq").build()
+
+
+def test_a_metric_that_cannot_score_small_images_says_so(dp2o_plugin_manager):
+    from dp2o_core.errors import Dp2oError
+
+    reward = resolve_spec(dp2o_plugin_manager, "reward", "hybrid-offline").build()
+    small = torch.rand(2, 3, 64, 64)
+    with pytest.raises(Dp2oError, match=r"metric 'niqe' cannot score 64×64 images .*NIQE at least 96 px"):
+        reward.score(small, small[:1])

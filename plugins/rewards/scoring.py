@@ -32,14 +32,30 @@ def score_candidates(
             batch_size = 16 if device.type == "cuda" else (8 if fast is not None else 1)
         for start in range(0, candidates.shape[0], batch_size):
             chunk = candidates[start : start + batch_size].to(device)
-            if fast is not None:
-                values = fast(chunk)
-            elif mode == "FR":
-                values = metric(chunk, reference.to(device).expand(chunk.shape[0], -1, -1, -1))
-            else:
-                values = metric(chunk)
+            try:
+                if fast is not None:
+                    values = fast(chunk)
+                elif mode == "FR":
+                    values = metric(chunk, reference.to(device).expand(chunk.shape[0], -1, -1, -1))
+                else:
+                    values = metric(chunk)
+            except (RuntimeError, ValueError, AssertionError, IndexError) as error:
+                raise _metric_failed(metric, chunk, error) from None
             scores.extend(float(v) for v in values.reshape(-1).float().cpu())
     return scores
+
+
+def _metric_failed(metric, images, error: BaseException) -> Exception:
+    from dp2o_core.errors import Dp2oError
+
+    height, width = images.shape[-2:]
+    detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return Dp2oError(
+        f"metric {metric.metric_name!r} cannot score {width}×{height} images "
+        f"({type(error).__name__}: {detail}). "
+        "Some metrics need larger images (NIQE at least 96 px, MS-SSIM about 161 px): use larger crops "
+        "or leave the metric out of the reward."
+    )
 
 
 def _autocast(device, dtype: str):
