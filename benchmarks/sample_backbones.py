@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from tiny_models import save_tiny_flux, save_tiny_sd  # noqa: E402
+from tiny_models import save_tiny_flux, save_tiny_sd, stock_pipeline  # noqa: E402
 
 from dp2o_core.registry import PluginManager  # noqa: E402
 from dp2o_core.specs import resolve_spec  # noqa: E402
@@ -39,39 +39,6 @@ def weight_bytes(*modules) -> int:
                 seen.add(key)
                 total += tensor.untyped_storage().nbytes()
     return total
-
-
-def stock_pipeline(model, kind: str):
-    from diffusers import FluxControlNetPipeline, StableDiffusionControlNetPipeline
-
-    if kind == "sd2":
-        tokenizer, encoder = model._text_encoder()
-        pipe = StableDiffusionControlNetPipeline(
-            vae=model.vae,
-            text_encoder=encoder,
-            tokenizer=tokenizer,
-            unet=model.unet,
-            controlnet=model.controlnet,
-            scheduler=model.scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-    else:
-        model._attach_text_encoders()
-        p = model.pipe
-        pipe = FluxControlNetPipeline(
-            scheduler=model.scheduler,
-            vae=model.vae,
-            text_encoder=p.text_encoder,
-            tokenizer=p.tokenizer,
-            text_encoder_2=p.text_encoder_2,
-            tokenizer_2=p.tokenizer_2,
-            transformer=model.transformer,
-            controlnet=model.controlnet,
-        )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def run_stock(pipe, model, kind: str, lr, seeds, steps: int):
@@ -144,7 +111,7 @@ def main() -> None:
             spec = f"{kind}:model={folder},steps={args.steps},device=cpu,color_fix=none"
             spec += f",chunk_size={args.chunk}{extra}"
             model = resolve_spec(manager, "backbone", spec).build()
-            pipe = stock_pipeline(model, kind)
+            pipe = stock_pipeline(model)
             model.sample(lr[:1], [seeds[0][:2]])  # warm-up both
             run_stock(pipe, model, kind, lr[:1], [seeds[0][:1]], args.steps)
             start = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import typer
@@ -13,7 +14,8 @@ from dp2o_cli.state import CliState
 from rich.table import Table
 
 from dp2o_core.errors import UsageError
-from dp2o_core.stages.data import data_stage_config, run_data_stage
+from dp2o_core.specs import Resolved
+from dp2o_core.stages.data import DataStageResult, data_stage_config, run_data_stage
 from dp2o_core.store import ProcessInfo, RunStore
 
 
@@ -39,29 +41,14 @@ def prepare(
         raise UsageError(
             "no data set given: pass --data SPEC (e.g. --data hr:path=imgs,crop=512) or set data in --config"
         )
-    resolved = config.resolve(manager, ("data", "degradation"))
-    dataset = resolved["data"].build()
-    degrader = resolved["degradation"].build() if dataset.synthesises_lr else None
     store = RunStore(run)
     process = ProcessInfo.detect()
-    stage_config = data_stage_config(
-        dataset, resolved["data"].as_record(), resolved["degradation"].as_record(), config.seed
-    )
+    resolved = config.resolve(manager, ("data", "degradation"))
     if process.is_main:
         write_run_config(store, config, resolved)
-    with stage_progress("data", process.is_main) as (start, advance):
-        result = run_data_stage(
-            store,
-            dataset,
-            stage_config,
-            degradation=degrader,
-            seed=config.seed,
-            process=process,
-            on_bad_image=on_bad_image,
-            batch_size=batch_size,
-            on_start=start,
-            on_progress=advance,
-        )
+    result = prepare_data(
+        store, resolved, config.seed, process, on_bad_image=on_bad_image, batch_size=batch_size
+    )
     if not process.is_main:
         return
     status = store.status("data")
@@ -71,6 +58,35 @@ def prepare(
     )
     if status.rows.get("bad_images"):
         _print_bad_images(store)
+
+
+def prepare_data(
+    store: RunStore,
+    resolved: Mapping[str, Resolved],
+    seed: int,
+    process: ProcessInfo,
+    on_bad_image: Literal["error", "skip"] = "error",
+    batch_size: int = 16,
+) -> DataStageResult:
+    """Run the data stage for resolved ``data`` and ``degradation`` components, with progress."""
+    dataset = resolved["data"].build()
+    degrader = resolved["degradation"].build() if dataset.synthesises_lr else None
+    stage_config = data_stage_config(
+        dataset, resolved["data"].as_record(), resolved["degradation"].as_record(), seed
+    )
+    with stage_progress("data", process.is_main) as (start, advance):
+        return run_data_stage(
+            store,
+            dataset,
+            stage_config,
+            degradation=degrader,
+            seed=seed,
+            process=process,
+            on_bad_image=on_bad_image,
+            batch_size=batch_size,
+            on_start=start,
+            on_progress=advance,
+        )
 
 
 def _print_bad_images(store: RunStore) -> None:

@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 from dp2o_cli.options import BackboneSpec, ConfigFile, DataSpec, DegradationSpec, RunDir, Seed
 from dp2o_cli.output import console
+from dp2o_cli.prepare_cmd import prepare_data
 from dp2o_cli.progress import stage_progress
 from dp2o_cli.run_config import load_run_config, write_run_config
 from dp2o_cli.state import CliState
 
 from dp2o_core.errors import UsageError
 from dp2o_core.imageio import IMAGE_SUFFIXES, BadImageError, list_images, read_image, write_png
-from dp2o_core.stages.data import data_stage_config, run_data_stage
 from dp2o_core.stages.sample import run_sample_stage, sample_stage_config
 from dp2o_core.store import ProcessInfo, RunStore
 
@@ -50,22 +50,7 @@ def sample(
     keys = ("backbone", "data", "degradation") if config.data.name else ("backbone",)
     resolved = config.resolve(manager, keys)
     if config.data.name:
-        dataset = resolved["data"].build()
-        degrader = resolved["degradation"].build() if dataset.synthesises_lr else None
-        data_config = data_stage_config(
-            dataset, resolved["data"].as_record(), resolved["degradation"].as_record(), config.seed
-        )
-        with stage_progress("data", process.is_main) as (start, advance):
-            run_data_stage(
-                store,
-                dataset,
-                data_config,
-                degradation=degrader,
-                seed=config.seed,
-                process=process,
-                on_start=start,
-                on_progress=advance,
-            )
+        prepare_data(store, resolved, config.seed, process)
     model = resolved["backbone"].build()
     if process.is_main:
         write_run_config(store, config, resolved)

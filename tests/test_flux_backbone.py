@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import save_tiny_flux
+from tiny_models import save_tiny_flux, stock_pipeline
 
 from dp2o_core.errors import UsageError
 from dp2o_core.specs import resolve_spec
@@ -26,24 +26,10 @@ def lr():
 
 
 def test_batched_sampling_matches_the_stock_flux_controlnet_pipeline(dp2o_plugin_manager, tiny_flux, lr):
-    from diffusers import FluxControlNetPipeline
-
     model = backbone(dp2o_plugin_manager, tiny_flux, ",color_fix=none,chunk_size=3")
     ours = model.sample(lr, [[1, 2, 3]])
     assert ours.images.shape == (1, 3, 3, 64, 64) and ours.latents.shape == (1, 3, 4, 8, 8)
-    model._attach_text_encoders()
-    p = model.pipe
-    pipe = FluxControlNetPipeline(
-        scheduler=model.scheduler,
-        vae=model.vae,
-        text_encoder=p.text_encoder,
-        tokenizer=p.tokenizer,
-        text_encoder_2=p.text_encoder_2,
-        tokenizer_2=p.tokenizer_2,
-        transformer=model.transformer,
-        controlnet=model.controlnet,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = stock_pipeline(model)
     for index, seed in enumerate((1, 2, 3)):
         stock = pipe(
             prompt="",

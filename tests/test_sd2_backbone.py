@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from tiny_models import save_tiny_sd
+from tiny_models import save_tiny_sd, stock_pipeline
 
 from dp2o_core.errors import Dp2oError
 from dp2o_core.specs import resolve_spec
@@ -39,22 +39,9 @@ def test_sampling_shapes_range_and_seed_reproducibility(dp2o_plugin_manager, tin
 
 
 def test_batched_sampling_matches_the_stock_diffusers_pipeline(dp2o_plugin_manager, tiny_sd, lr):
-    from diffusers import StableDiffusionControlNetPipeline
-
     model = backbone(dp2o_plugin_manager, tiny_sd, ",color_fix=none,chunk_size=3")
     ours = model.sample(lr[:1], [[7, 8, 9]]).images[0]
-    pipe = StableDiffusionControlNetPipeline(
-        vae=model.vae,
-        text_encoder=model._text_encoder()[1],
-        tokenizer=model._text_encoder()[0],
-        unet=model.unet,
-        controlnet=model.controlnet,
-        scheduler=model.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = stock_pipeline(model)
     control = model.upsample(lr[:1])
     for index, seed in enumerate((7, 8, 9)):
         stock = pipe(

@@ -22,6 +22,58 @@ def tiny_clip_tokenizer():
     return tokenizer
 
 
+def tiny_vae(**config):
+    """A four-block VAE: latents are 1/8 of the image, as in SD and FLUX and as the ControlNets'
+    conditioning embeddings expect."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(16, 16, 32, 32),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=8,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        **config,
+    )
+
+
+def stock_pipeline(backbone):
+    """The stock diffusers pipeline over a dp2o backbone's own modules (for equality checks)."""
+    from diffusers import FluxControlNetPipeline, StableDiffusionControlNetPipeline
+
+    if backbone.name == "sd2-controlnet":
+        tokenizer, encoder = backbone._text_encoder()
+        pipe = StableDiffusionControlNetPipeline(
+            vae=backbone.vae,
+            text_encoder=encoder,
+            tokenizer=tokenizer,
+            unet=backbone.unet,
+            controlnet=backbone.controlnet,
+            scheduler=backbone.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    else:
+        backbone._attach_text_encoders()
+        p = backbone.pipe
+        pipe = FluxControlNetPipeline(
+            scheduler=backbone.scheduler,
+            vae=backbone.vae,
+            text_encoder=p.text_encoder,
+            tokenizer=p.tokenizer,
+            text_encoder_2=p.text_encoder_2,
+            tokenizer_2=p.tokenizer_2,
+            transformer=backbone.transformer,
+            controlnet=backbone.controlnet,
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def save_tiny_sd(
     folder: Path,
     prediction_type: str = "epsilon",
@@ -36,7 +88,7 @@ def save_tiny_sd(
     (benchmarks use SD-like proportions).
     """
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
@@ -54,18 +106,7 @@ def save_tiny_sd(
         attention_head_dim=8,
         norm_num_groups=16,
     )
-    # Four VAE blocks: latents are 1/8 of the image, as in SD and as the ControlNet's
-    # conditioning embedding (three stride-2 convs) expects.
-    vae = AutoencoderKL(
-        block_out_channels=(16, 16, 32, 32),
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=8,
-        layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-    )
+    vae = tiny_vae()
     scheduler = DDPMScheduler(
         num_train_timesteps=1000,
         beta_schedule="scaled_linear",
@@ -99,7 +140,7 @@ def save_tiny_sd(
 def save_tiny_flux(folder: Path, layers: int = 1, single_layers: int = 1) -> Path:
     """Write transformer/, vae/, scheduler/, text encoders and tokenizers of a tiny FLUX model."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, T5Tokenizer
 
     torch.manual_seed(0)
@@ -115,20 +156,7 @@ def save_tiny_flux(folder: Path, layers: int = 1, single_layers: int = 1) -> Pat
         guidance_embeds=True,
         axes_dims_rope=(4, 4, 8),
     )
-    vae = AutoencoderKL(
-        block_out_channels=(16, 16, 32, 32),
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=8,
-        layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        shift_factor=0.1,
-        scaling_factor=0.5,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    vae = tiny_vae(shift_factor=0.1, scaling_factor=0.5, use_quant_conv=False, use_post_quant_conv=False)
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=3.0,
         use_dynamic_shifting=True,
