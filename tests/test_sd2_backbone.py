@@ -164,3 +164,23 @@ def test_missing_weights_name_the_model_and_the_fix(dp2o_plugin_manager, monkeyp
         resolve_spec(dp2o_plugin_manager, "backbone", "sd2:model=nobody/no-such-model").build()
     message = str(error.value)
     assert "'nobody/no-such-model'" in message and "HF_HUB_OFFLINE" in message and "model=/models/" in message
+
+
+def test_saved_lora_loads_back_and_reproduces_the_tuned_model(dp2o_plugin_manager, tiny_sd, lr, tmp_path):
+    model = backbone(dp2o_plugin_manager, tiny_sd, ",color_fix=none,trainable=lora-unet,lora_rank=4")
+    model.prepare_training()
+    with torch.no_grad():
+        for name, p in model.unet.named_parameters():
+            if "lora_" in name:
+                p.add_(0.05 * torch.randn_like(p))
+    model.unet.eval()
+    model.save(tmp_path / "tuned")
+    assert (tmp_path / "tuned" / "lora.safetensors").is_file()
+    tuned = model.sample(lr[:1], [[2]]).images[0, 0]
+    spec = f",color_fix=none,trainable=lora-unet,lora_rank=4,lora={tmp_path / 'tuned' / 'lora.safetensors'}"
+    reloaded = backbone(dp2o_plugin_manager, tiny_sd, spec)
+    assert (reloaded.sample(lr[:1], [[2]]).images[0, 0] - tuned).abs().max() < 1e-5
+    base = backbone(dp2o_plugin_manager, tiny_sd, ",color_fix=none").sample(lr[:1], [[2]]).images[0, 0]
+    assert (base - tuned).abs().max() > 1e-4
+    with pytest.raises(Dp2oError, match="needs trainable=lora"):
+        backbone(dp2o_plugin_manager, tiny_sd, f",lora={tmp_path / 'tuned' / 'lora.safetensors'}")

@@ -39,6 +39,10 @@ class ControlNetOptions(PluginOptions):
     )
     device: str = Field("auto", description="Torch device ('auto' picks cuda when available).")
     lora_rank: int = Field(16, ge=1, description="Rank of LoRA adapters (when a LoRA part is trained).")
+    lora: str | None = Field(
+        None,
+        description="lora.safetensors saved by dp2o, applied to the part that trainable (lora-…) names.",
+    )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass.")
 
 
@@ -150,6 +154,34 @@ class ControlNetBackbone(Backbone):
         return {key: torch.cat([c[key] for c in cached]) for key in cached[0]}
 
     # -- training ---------------------------------------------------------------------------
+    def _load_lora(self) -> None:
+        """Apply saved LoRA weights (option ``lora``) to the part ``trainable`` names."""
+        from peft.utils import set_peft_model_state_dict
+
+        if not self.options.trainable.startswith("lora-"):
+            raise Dp2oError(
+                f"option lora={self.options.lora} needs trainable=lora-… naming the part it adapts"
+            )
+        self._add_lora_adapter()
+        result = set_peft_model_state_dict(self._lora_target(), load_state_dict_file(Path(self.options.lora)))
+        unexpected = getattr(result, "unexpected_keys", None) or []
+        if unexpected:
+            raise Dp2oError(f"{self.options.lora} does not fit this model's adapters (e.g. {unexpected[0]})")
+
+    def _add_lora_adapter(self) -> None:
+        from peft import LoraConfig
+
+        if getattr(self._lora_target(), "peft_config", None):
+            return
+        config = LoraConfig(
+            r=self.options.lora_rank,
+            lora_alpha=self.options.lora_rank,
+            init_lora_weights="gaussian",
+            target_modules=["to_k", "to_q", "to_v", "to_out.0"],
+        )
+        self._lora_target().add_adapter(config)
+        self._lora_target().to(self.device, self.dtype)
+
     def prepare_training(self) -> None:
         """Make the trainable part trainable and set up the frozen reference (once)."""
         o = self.options
@@ -157,16 +189,8 @@ class ControlNetBackbone(Backbone):
             self._reference = copy.deepcopy(self.controlnet).requires_grad_(False).eval()
             self.controlnet.requires_grad_(True).train()
         else:
-            from peft import LoraConfig
-
             target = self._lora_target()
-            config = LoraConfig(
-                r=o.lora_rank,
-                lora_alpha=o.lora_rank,
-                init_lora_weights="gaussian",
-                target_modules=["to_k", "to_q", "to_v", "to_out.0"],
-            )
-            target.add_adapter(config)
+            self._add_lora_adapter()
             for name, parameter in target.named_parameters():
                 parameter.requires_grad_("lora_" in name)
             target.train()
@@ -215,6 +239,8 @@ class ControlNetBackbone(Backbone):
     def _freeze(self, *modules) -> None:
         for module in modules:
             module.to(self.device, self.dtype).eval().requires_grad_(False)
+        if self.options.lora is not None:
+            self._load_lora()
 
     def release_text_encoders(self) -> None:
         """Drop text encoders once every prompt is cached (training does not need them)."""
