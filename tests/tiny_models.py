@@ -40,6 +40,26 @@ def tiny_vae(**config):
     )
 
 
+def tiny_clip_text_encoder(width: int, layers: int):
+    """A CLIP text encoder ``width`` wide and ``layers`` deep, for the tiny tokenizer's ids."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=64,
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            projection_dim=32,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+
+
 def stock_pipeline(backbone):
     """The stock diffusers pipeline over a dp2o backbone's own modules (for equality checks)."""
     from diffusers import FluxControlNetPipeline, StableDiffusionControlNetPipeline
@@ -89,7 +109,6 @@ def save_tiny_sd(
     """
     import torch
     from diffusers import DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
     down = ("CrossAttnDownBlock2D",) * (len(channels) - 1) + ("DownBlock2D",)
@@ -115,20 +134,7 @@ def save_tiny_sd(
         prediction_type=prediction_type,
         clip_sample=False,
     )
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=64,
-            hidden_size=text_width,
-            intermediate_size=4 * text_width,
-            num_hidden_layers=text_layers,
-            num_attention_heads=4,
-            max_position_embeddings=16,
-            projection_dim=32,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
+    text = tiny_clip_text_encoder(text_width, text_layers)
     unet.save_pretrained(folder / "unet")
     vae.save_pretrained(folder / "vae")
     scheduler.save_pretrained(folder / "scheduler")
@@ -141,7 +147,7 @@ def save_tiny_flux(folder: Path, layers: int = 1, single_layers: int = 1) -> Pat
     """Write transformer/, vae/, scheduler/, text encoders and tokenizers of a tiny FLUX model."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, T5Tokenizer
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
     torch.manual_seed(0)
     transformer = FluxTransformer2DModel(
@@ -165,20 +171,7 @@ def save_tiny_flux(folder: Path, layers: int = 1, single_layers: int = 1) -> Pat
         base_image_seq_len=256,
         max_image_seq_len=4096,
     )
-    clip = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            max_position_embeddings=16,
-            projection_dim=32,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
+    clip = tiny_clip_text_encoder(32, 1)
     t5 = T5EncoderModel(T5Config(vocab_size=32, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4))
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
     pieces += [(f"▁{w}", -1.0) for w in ("a", "cat", "photo", "sharp")] + [(c, -2.0) for c in "abcdefghij"]
