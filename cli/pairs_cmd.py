@@ -12,7 +12,13 @@ from dp2o_cli.run_config import load_run_config, write_run_config
 from dp2o_cli.state import CliState
 from rich.table import Table
 
-from dp2o_core.stages.pairs import PairsSummary, compute_pairs, import_scores, run_pairs_stage
+from dp2o_core.stages.pairs import (
+    PairsSummary,
+    compute_pairs,
+    import_scores,
+    pairs_stage_config,
+    run_pairs_stage,
+)
 from dp2o_core.store import ProcessInfo, RunStore
 
 
@@ -47,10 +53,7 @@ def pairs(
         components["weighting"],
     )
     write_run_config(store, config, resolved)
-    stage_config = {key: item.as_record() for key, item in resolved.items()}
-    stage_config["reward"]["options"] = {
-        k: v for k, v in stage_config["reward"]["options"].items() if k not in ("device", "batch_size")
-    }
+    stage_config = pairs_stage_config({key: item.as_record() for key, item in resolved.items()})
     run_pairs_stage(store, result, stage_config)
     console.print(_summary_table(result.summary, run))
 

@@ -117,7 +117,7 @@ class PluginManager:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self._sources: list[PluginSource] = []
-        self._plugins: dict[str, object] = {}
+        self._plugins: list[object] = []
         self._by_name: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
         self._conflicts: dict[tuple[str, str], list[Registration]] = {}
 
@@ -179,7 +179,7 @@ class PluginManager:
             self._sources.append(source)
         try:
             plugin = load()
-            if plugin in self._plugins.values():
+            if any(plugin is known for known in self._plugins):
                 raise PluginError(f"plugin object {plugin!r} is already registered")
             self._pm.register(plugin, name=f"{source.distribution}:{getattr(plugin, '__name__', source.key)}")
             unknown = [
@@ -191,7 +191,7 @@ class PluginManager:
         except Exception as error:  # noqa: BLE001 - any plugin failure is recorded, never fatal
             self._fail(source, error)
             return
-        self._plugins[f"{source.key}:{id(plugin)}"] = plugin
+        self._plugins.append(plugin)
         try:
             registrations = [reg for kind in KINDS for reg in self._collect(source, plugin, kind)]
         except Exception as error:  # noqa: BLE001 - any plugin failure is recorded, never fatal

@@ -16,6 +16,7 @@ from typing import Any
 
 from dp2o_core.errors import Dp2oError
 from dp2o_core.interfaces import GroupPairs, PairSelector, RewardModel, Weighting
+from dp2o_core.stages import without_runtime_options
 from dp2o_core.store import ProcessInfo, RunStore
 from dp2o_core.store.fingerprint import file_signature
 
@@ -134,6 +135,15 @@ def compute_pairs(
         gap_max=max(gaps),
     )
     return PairsResult(reward_rows, pair_rows, summary)
+
+
+def pairs_stage_config(records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """What decides the pairs: reward (without runtime options), selector and weighting records."""
+    from dp2o_core.stages.score import RUNTIME_OPTIONS
+
+    config = {key: dict(record) for key, record in records.items()}
+    config["reward"] = without_runtime_options(records["reward"], RUNTIME_OPTIONS)
+    return config
 
 
 def run_pairs_stage(store: RunStore, result: PairsResult, config: Mapping[str, Any]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from dp2o_core.atomic import atomic_path
 from dp2o_core.imageio import read_image, write_png
 from dp2o_core.interfaces import Backbone
+from dp2o_core.stages import without_runtime_options
 from dp2o_core.store import ProcessInfo, RunStore
 from dp2o_core.store.fingerprint import derive_seed
 
@@ -35,9 +36,8 @@ def sample_stage_config(
     backbone_record: Mapping[str, Any], seed: int, count: int, shared_noise: bool
 ) -> dict:
     """What decides the candidates: the backbone and its options, the seeds, M."""
-    options = {k: v for k, v in backbone_record.get("options", {}).items() if k not in RUNTIME_OPTIONS}
     return {
-        "backbone": {**backbone_record, "options": options},
+        "backbone": without_runtime_options(backbone_record, RUNTIME_OPTIONS),
         "seed": seed,
         "num_candidates": count,
         "shared_noise": shared_noise,

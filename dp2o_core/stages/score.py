@@ -14,6 +14,7 @@ from typing import Any
 from dp2o_core.errors import Dp2oError
 from dp2o_core.imageio import read_image
 from dp2o_core.interfaces import RewardModel
+from dp2o_core.stages import without_runtime_options
 from dp2o_core.store import ProcessInfo, RunStore
 
 #: Reward options that change how fast scores come, not what they are.
@@ -22,9 +23,8 @@ RUNTIME_OPTIONS = ("device", "batch_size")
 
 def score_stage_config(reward: RewardModel, reward_record: Mapping[str, Any]) -> dict[str, Any]:
     """What decides the scores: the metrics (with their library versions) and value-changing options."""
-    options = {k: v for k, v in reward_record.get("options", {}).items() if k not in RUNTIME_OPTIONS}
     return {
-        "reward": {**reward_record, "options": options},
+        "reward": without_runtime_options(reward_record, RUNTIME_OPTIONS),
         "metrics": [
             {"name": m.name, "mode": m.mode, "lower_better": m.lower_better, "version": m.version}
             for m in reward.metrics()
