@@ -6,7 +6,16 @@ import sys
 from typing import Annotated
 
 import typer
-from dp2o_cli import config_cmd, pairs_cmd, plugins_cmd, prepare_cmd, sample_cmd, score_cmd, status_cmd
+from dp2o_cli import (
+    config_cmd,
+    pairs_cmd,
+    plugins_cmd,
+    prepare_cmd,
+    sample_cmd,
+    score_cmd,
+    status_cmd,
+    train_cmd,
+)
 from dp2o_cli.output import print_error
 from dp2o_cli.state import CliState
 
@@ -58,6 +67,7 @@ app.command("upscale")(sample_cmd.upscale)
 app.command("score")(score_cmd.score)
 app.command("pairs")(pairs_cmd.pairs)
 app.command("status")(status_cmd.status)
+app.command("train")(train_cmd.train)
 
 
 def run(argv: list[str] | None = None) -> int:

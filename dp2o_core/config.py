@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dp2o_core.atomic import write_text_atomic
 from dp2o_core.errors import UsageError
 from dp2o_core.specs import Resolved, Spec, parse_spec, resolve_spec
+from dp2o_core.training.settings import SampleSettings, TrainSettings
 
 #: The components a run configures: config key (= CLI flag) → (plugin kind, default name).
 COMPONENTS: dict[str, tuple[str, str | None]] = {
@@ -41,6 +42,10 @@ COMPONENTS: dict[str, tuple[str, str | None]] = {
     "selector": ("selector", "ratio"),
     "weighting": ("weighting", "hierarchical"),
 }
+
+
+#: Config sections that are plain settings (not plugin specs).
+SETTINGS_SECTIONS = ("sample", "train")
 
 
 class RunConfig(BaseModel):
@@ -58,6 +63,8 @@ class RunConfig(BaseModel):
     selector: Spec = Field(Spec(None), description="Pair selector spec, e.g. 'ratio=0.25'.")
     weighting: Spec = Field(Spec(None), description="Pair weighting spec, e.g. 'hierarchical'.")
     seed: int = Field(0, ge=0, description="Base seed from which every random choice of the run derives.")
+    sample: SampleSettings = Field(SampleSettings(), description="Candidates per input and their seeds.")
+    train: TrainSettings = Field(TrainSettings(), description="DPO objective and optimisation.")
 
     @field_validator(*COMPONENTS, mode="before")
     @classmethod
@@ -74,6 +81,9 @@ class RunConfig(BaseModel):
                 raise UsageError(f"unknown configuration field {key!r}")
             if key in COMPONENTS:
                 value = coerce_spec(value, key).merged_over(getattr(self, key))
+            elif key in SETTINGS_SECTIONS:
+                given = {name: v for name, v in dict(value).items() if v is not None}
+                value = {**getattr(self, key).model_dump(), **given}
             updates[key] = value
         try:
             return RunConfig.model_validate({**self.model_dump(), **updates})
@@ -148,7 +158,13 @@ def _format_config_error(where: str, error: ValidationError) -> str:
     for problem in error.errors():
         key = ".".join(str(part) for part in problem.get("loc", ()))
         if problem["type"] == "extra_forbidden":
-            known = ", ".join(RunConfig.model_fields)
+            section = problem.get("loc", ("",))[0]
+            fields = (
+                RunConfig.model_fields[section].annotation.model_fields
+                if section in SETTINGS_SECTIONS and len(problem.get("loc", ())) > 1
+                else RunConfig.model_fields
+            )
+            known = ", ".join(fields)
             problems.append(f"unknown setting {key!r} (known: {known})")
         else:
             problems.append(f"{key}: {problem['msg']} (given {problem.get('input')!r})")
@@ -163,6 +179,8 @@ def resolved_config_record(config: RunConfig, resolved: Mapping[str, Resolved]) 
         "packages": {name: _version(name) for name in ("torch", "diffusers", "pyiqa", "accelerate")},
         "seed": config.seed,
         "run": str(config.run) if config.run is not None else None,
+        "sample": config.sample.model_dump(),
+        "train": config.train.model_dump(),
         "components": {kind: item.as_record() for kind, item in resolved.items()},
     }
 

@@ -112,6 +112,16 @@ class Backbone(Implementation):
     def load_prompt_cache(self, cache: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
         """Embeddings stored by an earlier run: with them no text encoder is loaded."""
 
+    def release_text_encoders(self) -> None:
+        """Free the text encoders once every prompt is embedded (training does not need them)."""
+
+    def prepare_training(self) -> None:
+        """Make the trained part trainable and set up the frozen reference.
+
+        The trainer calls this once, before its first step and before it restores a
+        checkpoint, so the reference is always the model as loaded.
+        """
+
     @abstractmethod
     def sample_timesteps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` training timesteps drawn from the backbone's training distribution."""
@@ -141,6 +151,13 @@ class Backbone(Implementation):
     @abstractmethod
     def save(self, directory: Path) -> None:
         """Write the tuned weights in a format the backbone's ecosystem loads without dp2o."""
+
+    def tuned_options(self, directory: Path) -> Mapping[str, str]:
+        """Options that make this backbone load what :meth:`save` wrote to ``directory``.
+
+        ``dp2o train`` prints the ``dp2o upscale --backbone`` spec built from them.
+        """
+        return {}
 
     def describe(self) -> Mapping[str, Any]:
         """Facts worth recording with a run (model ids, prediction type, dtype)."""

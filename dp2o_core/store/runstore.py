@@ -275,6 +275,51 @@ class RunStore:
             inputs[upstream] = status.fingerprint
         return inputs
 
+    def begin(
+        self,
+        stage: str,
+        config: Mapping[str, Any],
+        *,
+        groups_total: int | None = None,
+        imported: bool = False,
+    ) -> str:
+        """Record (in ``stage.json``) that ``stage`` runs with ``config``; returns its fingerprint.
+
+        A stage that is stale for this configuration is cleared first; a partial or done
+        one with the same fingerprint is kept, so its work continues. Called by process 0.
+        """
+        expected = self.expected_fingerprint(stage, config, imported)
+        status = self.status(stage, expected=expected)
+        if status.state == "stale":
+            self.clear(stage)
+        if status.state in ("stale", "missing"):
+            record = {
+                "stage": stage,
+                "fingerprint": expected,
+                "inputs": {} if imported else self._upstream_fingerprints(stage),
+                "imported": imported,
+                "config": dict(config),
+                "groups_total": groups_total,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+            write_text_atomic(
+                self.stage_dir(stage) / "stage.json", json.dumps(record, indent=2, default=str) + "\n"
+            )
+        return expected
+
+    def complete(self, stage: str, fingerprint: str, **facts: Any) -> None:
+        """Mark ``stage`` done for ``fingerprint`` (``complete.json``), with facts worth keeping."""
+        record = {"fingerprint": fingerprint, **facts, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_text_atomic(
+            self.stage_dir(stage) / "complete.json", json.dumps(record, indent=2, default=str) + "\n"
+        )
+
+    def completion(self, stage: str) -> dict[str, Any] | None:
+        """The ``complete.json`` of a stage that is done, else None."""
+        if self.status(stage).state != "done":
+            return None
+        return _read_json(self.stage_dir(stage) / "complete.json")
+
     def clear(self, stage: str) -> None:
         """Remove everything ``stage`` wrote (renamed aside first, so readers never see half)."""
         directory = self.stage_dir(stage)
@@ -373,20 +418,7 @@ class StageWriter:
             self._lock.__exit__(None, None, None)
 
     def _prepare(self) -> None:
-        status = self.store.status(self.stage, expected=self.fingerprint)
-        if status.state == "stale":
-            self.store.clear(self.stage)
-        if status.state in ("stale", "missing"):
-            record = {
-                "stage": self.stage,
-                "fingerprint": self.fingerprint,
-                "inputs": {} if self.imported else self.store._upstream_fingerprints(self.stage),
-                "imported": self.imported,
-                "config": self.config,
-                "groups_total": len(self.group_ids),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-            write_text_atomic(self.directory / "stage.json", json.dumps(record, indent=2, default=str) + "\n")
+        self.store.begin(self.stage, self.config, groups_total=len(self.group_ids), imported=self.imported)
 
     def _finish(self) -> None:
         def all_finished() -> bool:
@@ -407,17 +439,7 @@ class StageWriter:
                 f"stage {self.stage!r}: every process finished but {len(missing)} groups are not committed "
                 f"(e.g. {sorted(missing)[0]!r}); run the stage again to complete it"
             )
-        write_text_atomic(
-            self.directory / "complete.json",
-            json.dumps(
-                {
-                    "fingerprint": self.fingerprint,
-                    "groups": len(self.group_ids),
-                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                }
-            )
-            + "\n",
-        )
+        self.store.complete(self.stage, self.fingerprint, groups=len(self.group_ids))
 
     def _wait_for(self, condition: Callable[[], bool], what: str) -> None:
         start = time.monotonic()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -57,7 +58,9 @@ class ControlNetBackbone(Backbone):
 
         o = self.options
         if o.device == "auto":
-            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            # under accelerate/torchrun each process takes the GPU of its local rank
+            local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+            self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
         else:
             self.device = torch.device(o.device)
         self.dtype = getattr(torch, o.dtype)
@@ -68,10 +71,10 @@ class ControlNetBackbone(Backbone):
         """The ControlNet from a file or folder, or ``fresh()`` when none is given."""
         source = self.options.controlnet
         if source is None:
-            return fresh()
+            return _seeded(fresh)
         path = Path(source).expanduser()
         if path.is_file():
-            controlnet = fresh()
+            controlnet = _seeded(fresh)
             missing, unexpected = controlnet.load_state_dict(load_state_dict_file(path), strict=False)
             if missing or unexpected:
                 example = (missing or unexpected)[0]
@@ -147,10 +150,11 @@ class ControlNetBackbone(Backbone):
             self._prompt_cache[text] = {k: v.to(self.device, self.dtype) for k, v in tensors.items()}
 
     def encode_prompts(self, prompts: Sequence[str]):
-        """Prompt embeddings, concatenated over ``prompts`` (cached per distinct text)."""
+        """Prompt embeddings, concatenated over ``prompts`` (cached per distinct text); an
+        empty prompt means the ``prompt`` option, as in sampling."""
         import torch
 
-        cached = [self.cached_prompt(p) for p in prompts]
+        cached = [self.cached_prompt(p or self.options.prompt) for p in prompts]
         return {key: torch.cat([c[key] for c in cached]) for key in cached[0]}
 
     # -- training ---------------------------------------------------------------------------
@@ -184,14 +188,19 @@ class ControlNetBackbone(Backbone):
 
     def prepare_training(self) -> None:
         """Make the trainable part trainable and set up the frozen reference (once)."""
+        import torch
+
         o = self.options
         if o.trainable == "controlnet":
             self._reference = copy.deepcopy(self.controlnet).requires_grad_(False).eval()
-            self.controlnet.requires_grad_(True).train()
+            # trained weights stay float32 whatever the frozen networks' dtype (mixed precision)
+            self.controlnet.to(torch.float32).requires_grad_(True).train()
         else:
             target = self._lora_target()
             self._add_lora_adapter()
             for name, parameter in target.named_parameters():
+                if "lora_" in name:
+                    parameter.data = parameter.data.float()
                 parameter.requires_grad_("lora_" in name)
             target.train()
         if o.gradient_checkpointing:
@@ -204,6 +213,10 @@ class ControlNetBackbone(Backbone):
     def trainable_parameters(self) -> Iterable[Any]:
         """The parameters preference tuning updates."""
         return [p for m in (self.controlnet, self.base) for p in m.parameters() if p.requires_grad]
+
+    def _model_inputs(self, x_t, condition):
+        """x_t and the condition in the frozen networks' dtype."""
+        return x_t.to(self.dtype), {key: value.to(self.dtype) for key, value in condition.items()}
 
     def _networks(self, reference: bool):
         """(controlnet to use, context that switches LoRA adapters off for the reference)."""
@@ -246,6 +259,12 @@ class ControlNetBackbone(Backbone):
         """Drop text encoders once every prompt is cached (training does not need them)."""
         self._text = None
 
+    def tuned_options(self, directory: Path) -> dict[str, str]:
+        """``controlnet=DIR`` (the saved ControlNet), or ``lora=DIR/lora.safetensors``."""
+        if self.options.trainable == "controlnet":
+            return {"controlnet": str(directory)}
+        return {"lora": str(Path(directory) / "lora.safetensors"), "trainable": self.options.trainable}
+
 
 @contextlib.contextmanager
 def _adapters_off(model):
@@ -254,3 +273,13 @@ def _adapters_off(model):
         yield
     finally:
         model.enable_adapters()
+
+
+def _seeded(make):
+    """``make()`` with a fixed torch seed: a new ControlNet's randomly initialised layers (the
+    condition embedding) are the same in every process and every run."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return make()

@@ -277,6 +277,7 @@ class FluxControlNetBackbone(ControlNetBackbone):
         import torch
 
         n, channels, height, width = x_t.shape
+        x_t, condition = self._model_inputs(x_t, condition)
         controlnet, adapters = self._networks(reference)
         packed = self.pipe._pack_latents(x_t, n, channels, height, width)
         image_ids = self.pipe._prepare_latent_image_ids(n, height // 2, width // 2, self.device, x_t.dtype)

@@ -173,6 +173,7 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
 
     def predict(self, x_t, timesteps, condition: Mapping[str, Any], *, reference: bool = False):
         """ControlNet + UNet prediction of the policy, or of the frozen reference."""
+        x_t, condition = self._model_inputs(x_t, condition)
         controlnet, adapters = self._networks(reference)
         embeds, control = condition["prompt_embeds"], condition["control"]
         with adapters:

@@ -112,12 +112,14 @@ class PyiqaReward(RewardModel):
 
 
 def resolve_device(device: str) -> str:
-    """'auto' → 'cuda' when available, else 'cpu'."""
+    """'auto' → the GPU of this process's local rank when there is one, else 'cpu'."""
     if device != "auto":
         return device
+    import os
+
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}" if torch.cuda.is_available() else "cpu"
 
 
 def _scalar(text: str) -> Any:

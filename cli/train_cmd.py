@@ -1,0 +1,320 @@
+"""``dp2o train``: the whole method — data, sample, score, pairs, train — in one run directory.
+
+Each stage is skipped when its outputs are current, continued when partial and redone when
+its configuration or an upstream stage changed (the run store's fingerprints). Under
+``accelerate launch`` sampling and scoring are sharded over the processes, pairs are made by
+process 0 and training runs with DDP.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from dp2o_cli.options import (
+    BackboneSpec,
+    ConfigFile,
+    DataSpec,
+    DegradationSpec,
+    RewardSpec,
+    Seed,
+    SelectorSpec,
+    WeightingSpec,
+)
+from dp2o_cli.output import console
+from dp2o_cli.prepare_cmd import prepare_data
+from dp2o_cli.progress import stage_progress, stages_progress
+from dp2o_cli.run_config import load_run_config, write_run_config
+from dp2o_cli.state import CliState
+from rich.table import Table
+
+from dp2o_core.config import RunConfig
+from dp2o_core.errors import UsageError
+from dp2o_core.specs import Resolved, Spec
+from dp2o_core.stages.pairs import compute_pairs, pairs_stage_config, run_pairs_stage
+from dp2o_core.stages.sample import run_sample_stage, sample_stage_config
+from dp2o_core.stages.score import run_score_stage, score_stage_config
+from dp2o_core.stages.train import train_stage_config
+from dp2o_core.store import ProcessInfo, RunStore
+
+
+def train(
+    ctx: typer.Context,
+    run: Annotated[
+        Path | None, typer.Option("--run", metavar="DIR", help="Run directory (default: runs/<backbone>).")
+    ] = None,
+    config_file: ConfigFile = None,
+    backbone: BackboneSpec = None,
+    data: DataSpec = None,
+    degradation: DegradationSpec = None,
+    reward: RewardSpec = None,
+    selector: SelectorSpec = None,
+    weighting: WeightingSpec = None,
+    seed: Seed = None,
+    num_candidates: Annotated[
+        int | None, typer.Option("--num-candidates", "-m", min=2, help="Candidates per LR input (M).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Optimizer steps.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Pairs per optimizer step (all processes).")
+    ] = None,
+    micro_batch_size: Annotated[
+        int | None, typer.Option("--micro-batch-size", min=1, help="Pairs per forward pass per process.")
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--learning-rate", "--lr", help="Learning rate.")
+    ] = None,
+    beta: Annotated[float | None, typer.Option("--beta", help="DPO β (paper: 5000).")] = None,
+    loss: Annotated[
+        Literal["sigmoid", "hinge", "ipo"] | None, typer.Option("--loss", help="DPO loss variant.")
+    ] = None,
+    mixed_precision: Annotated[
+        Literal["no", "fp16", "bf16"] | None, typer.Option("--mixed-precision", help="Autocast precision.")
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints.")
+    ] = None,
+    tracker: Annotated[
+        Literal["tensorboard", "wandb", "none"] | None,
+        typer.Option("--tracker", help="Training-curve logger."),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--restart",
+            help="Continue training from the newest checkpoint (default), or start training over.",
+        ),
+    ] = True,
+    on_bad_image: Annotated[
+        Literal["error", "skip"],
+        typer.Option("--on-bad-image", help="Stop at an unusable input image, or skip and list it."),
+    ] = "error",
+) -> None:
+    """Run sample → score → pairs → train, skipping what is current and continuing what is partial."""
+    manager = ctx.ensure_object(CliState).manager
+    config = load_run_config(
+        config_file,
+        run=run,
+        backbone=backbone,
+        data=data,
+        degradation=degradation,
+        reward=reward,
+        selector=selector,
+        weighting=weighting,
+        seed=seed,
+        sample={"num_candidates": num_candidates},
+        train={
+            "max_steps": max_steps,
+            "batch_size": batch_size,
+            "micro_batch_size": micro_batch_size,
+            "learning_rate": learning_rate,
+            "beta": beta,
+            "loss": loss,
+            "mixed_precision": mixed_precision,
+            "checkpoint_every": checkpoint_every,
+            "tracker": tracker,
+        },
+    )
+    if config.backbone.name is None:
+        raise UsageError(
+            "no backbone given: pass --backbone SPEC (e.g. --backbone sd2) or set backbone in --config"
+        )
+    run_dir = config.run or Path("runs") / str(config.backbone.name)
+    store = RunStore(run_dir)
+    process = ProcessInfo.detect()
+    show = process.is_main
+    keys = ("backbone", "reward", "selector", "weighting") + (
+        ("data", "degradation") if config.data.name else ()
+    )
+    resolved = config.resolve(manager, keys)
+
+    from dp2o_core.training.trainer import make_accelerator
+
+    accelerator = make_accelerator(config.train, store.stage_dir("train"))
+    _data_stage(store, config, resolved, process, on_bad_image, show)
+    model = resolved["backbone"].build()
+    if show:
+        write_run_config(store, config, resolved)
+    _sample_stage(store, config, resolved, model, process, show)
+    _score_stage(store, resolved, process, show)
+    if process.is_main:
+        _pairs_stage(store, resolved, show)
+    accelerator.wait_for_everyone()
+    result = _train_stage(store, config, resolved, model, accelerator, resume, show)
+    if show:
+        _print_summary(store, resolved["backbone"], model, result)
+
+
+# -- the stages -------------------------------------------------------------------------------
+def _announce(store: RunStore, stage: str, expected: str | None, show: bool) -> bool:
+    """Print what happens to ``stage``; True when it still has work to do."""
+    status = store.status(stage, expected=expected)
+    if not show:
+        return status.state != "done"
+    if status.state == "done":
+        console.print(f"[bold]{stage}[/]: current — skipped")
+    elif status.state == "partial":
+        done = (
+            f"{status.groups_done}/{status.groups_total} groups done"
+            if status.groups_total
+            else "interrupted"
+        )
+        console.print(f"[bold]{stage}[/]: partial ({done}) — continuing")
+    elif status.state == "stale":
+        console.print(f"[bold]{stage}[/]: {status.reason} — redoing")
+    else:
+        console.print(f"[bold]{stage}[/]: running")
+    return status.state != "done"
+
+
+def _data_stage(store, config: RunConfig, resolved, process, on_bad_image, show) -> None:
+    if config.data.name is None:
+        if store.status("data").state != "done":
+            raise UsageError(
+                f"run {store.root} has no data yet: pass --data SPEC (e.g. --data hr:path=images,crop=512)"
+            )
+        if show:
+            console.print("[bold]data[/]: current — skipped (no --data given; using the run's)")
+        return
+    from dp2o_core.stages.data import data_stage_config
+
+    dataset = resolved["data"].build()
+    expected = store.expected_fingerprint(
+        "data",
+        data_stage_config(
+            dataset, resolved["data"].as_record(), resolved["degradation"].as_record(), config.seed
+        ),
+    )
+    if _announce(store, "data", expected, show):
+        prepare_data(store, resolved, config.seed, process, on_bad_image=on_bad_image)
+
+
+def _sample_stage(store, config: RunConfig, resolved, model, process, show) -> None:
+    settings = config.sample
+    stage_config = sample_stage_config(
+        resolved["backbone"].as_record(), config.seed, settings.num_candidates, settings.shared_noise
+    )
+    if not _announce(store, "sample", store.expected_fingerprint("sample", stage_config), show):
+        return
+    with stage_progress("sample", show, unit="images") as (start, advance):
+        run_sample_stage(
+            store,
+            model,
+            stage_config,
+            seed=config.seed,
+            count=settings.num_candidates,
+            shared_noise=settings.shared_noise,
+            process=process,
+            on_start=start,
+            on_progress=advance,
+        )
+
+
+def _score_stage(store, resolved, process, show) -> None:
+    reward_model = resolved["reward"].build()
+    stage_config = score_stage_config(reward_model, resolved["reward"].as_record())
+    if not _announce(store, "score", store.expected_fingerprint("score", stage_config), show):
+        return
+    with stage_progress("score", show) as (start, advance):
+        run_score_stage(
+            store, reward_model, stage_config, process=process, on_start=start, on_progress=advance
+        )
+
+
+def _pairs_stage(store, resolved, show) -> None:
+    keys = ("reward", "selector", "weighting")
+    stage_config = pairs_stage_config({key: resolved[key].as_record() for key in keys})
+    if not _announce(store, "pairs", store.expected_fingerprint("pairs", stage_config), show):
+        return
+    components = {key: resolved[key].build() for key in keys}
+    result = compute_pairs(
+        store.read_table("score", "scores"),
+        components["reward"],
+        components["selector"],
+        components["weighting"],
+    )
+    run_pairs_stage(store, result, stage_config)
+    s = result.summary
+    console.print(
+        f"pairs: {s.pairs} pairs from {s.groups} groups; weight mean {s.weight_mean:.3f} "
+        f"(min {s.weight_min:.3f}, max {s.weight_max:.3f}); reward gap mean {s.gap_mean:.3f}"
+    )
+
+
+def _train_stage(store, config: RunConfig, resolved, model, accelerator, resume: bool, show: bool):
+    from dp2o_core.stages.train import run_train_stage
+
+    stage_config = train_stage_config(resolved["backbone"].as_record(), config.train, config.seed)
+    if resume and not _announce(store, "train", store.expected_fingerprint("train", stage_config), show):
+        return None
+    if not resume and show:
+        console.print("[bold]train[/]: --restart — training from the start")
+    stages = [("conditions", "groups"), ("train", "steps")]
+    with stages_progress(show, stages) as (prepare_callbacks, (start, advance)):
+        start(config.train.max_steps)
+
+        shown = [0]
+
+        def on_step(metrics) -> None:
+            advance(
+                metrics.step - shown[0],
+                note=f"loss {metrics.loss:.4f}  acc {metrics.implicit_accuracy:.2f}  "
+                f"margin {metrics.reward_margin:+.3f}",
+            )
+            shown[0] = metrics.step
+
+        return run_train_stage(
+            store,
+            model,
+            config.train,
+            stage_config,
+            accelerator,
+            seed=config.seed,
+            resume=resume,
+            on_prepare=prepare_callbacks,
+            on_step=on_step,
+        )
+
+
+# -- the summary ------------------------------------------------------------------------------
+def _print_summary(store: RunStore, backbone: Resolved, model: Any, result: Any) -> None:
+    completion = store.completion("train") or {}
+    weights = store.root / completion.get("weights", "train/final")
+    final = completion.get("final") or {}
+    table = Table(title=f"dp2o train — {store.root}", title_justify="left", show_header=False)
+    table.add_column("")
+    table.add_column("")
+    table.add_row("tuned weights", str(weights))
+    table.add_row(
+        "steps", f"{completion.get('steps', '-')} ({completion.get('pairs', '-')} pairs in the run)"
+    )
+    if result is not None and result.resumed_from:
+        table.add_row("resumed from", f"step {result.resumed_from}")
+    for key, label in (
+        ("loss", "final loss"),
+        ("implicit_accuracy", "implicit accuracy"),
+        ("winner_margin", "winner error − reference"),
+        ("loser_margin", "loser error − reference"),
+        ("reward_margin", "reward margin −β/2·Δ"),
+    ):
+        if key in final:
+            table.add_row(label, f"{final[key]:.5g}")
+    table.add_row("training curves", str(store.stage_dir("train") / "metrics.jsonl"))
+    console.print(table)
+    console.print("Upscale with the tuned model:")
+    console.print(
+        f"  dp2o upscale LR_IMAGES OUTPUT --backbone '{tuned_spec(backbone, model, weights)}'", soft_wrap=True
+    )
+
+
+def tuned_spec(backbone: Resolved, model: Any, weights: Path) -> str:
+    """The backbone spec with the run's non-default options and the tuned weights."""
+    options = backbone.options
+    changed = {
+        name: value
+        for name, value in options.model_dump(mode="json").items()
+        if value != type(options).model_fields[name].default and name != "device"
+    }
+    changed.update(model.tuned_options(weights))
+    return str(Spec(backbone.registration.name, changed))

@@ -1,0 +1,94 @@
+"""The ``train`` stage: weighted Diffusion-DPO on the run's pairs, resumable.
+
+Its fingerprint covers the backbone (less options that change only speed), every train
+setting that changes the result, the seed and — through the store — the pairs stage, so
+changing the selector or the learning rate retrains while changing the micro-batch size
+or the checkpoint interval continues. The stage is ``done`` once the final weights are
+saved in ``train/final/``; ``complete.json`` keeps the step count and the last metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+from dp2o_core.stages import without_runtime_options
+from dp2o_core.store import RunStore
+from dp2o_core.store.lock import StageLock
+from dp2o_core.training.settings import RUNTIME_TRAIN_SETTINGS, TrainSettings
+
+#: Backbone options that change speed or memory, not the trained weights.
+RUNTIME_BACKBONE_OPTIONS = ("device", "chunk_size", "gradient_checkpointing")
+
+
+def train_stage_config(
+    backbone_record: Mapping[str, Any], settings: TrainSettings, seed: int
+) -> dict[str, Any]:
+    """What decides the trained weights besides the pairs."""
+    train = {k: v for k, v in settings.model_dump().items() if k not in RUNTIME_TRAIN_SETTINGS}
+    return {
+        "backbone": without_runtime_options(backbone_record, RUNTIME_BACKBONE_OPTIONS),
+        "train": train,
+        "seed": seed,
+    }
+
+
+def run_train_stage(
+    store: RunStore,
+    backbone: Any,
+    settings: TrainSettings,
+    config: Mapping[str, Any],
+    accelerator: Any,
+    *,
+    seed: int,
+    resume: bool = True,
+    on_prepare: tuple[Callable[[int], None], Callable[[int], None]] | None = None,
+    on_step: Callable[[Any], None] | None = None,
+):
+    """Train (continuing from the newest checkpoint when ``resume``); returns the TrainResult."""
+    from dp2o_core.training.data import TrainingData
+    from dp2o_core.training.trainer import Trainer
+
+    index = accelerator.process_index
+    with StageLock(store.root / "locks" / f"train.p{index:03d}.lock", f"stage 'train' of run {store.root}"):
+        if accelerator.is_main_process:
+            if not resume:
+                store.clear("train")
+            fingerprint = store.begin("train", config)
+        accelerator.wait_for_everyone()
+        fingerprint = store.record("train")["fingerprint"]
+        data = TrainingData(store, backbone, seed=seed, cache=settings.cache)
+        start, advance = on_prepare or (None, None)
+        data.prepare(_process_info(accelerator), on_start=start, on_progress=advance)
+        accelerator.wait_for_everyone()
+        trainer = Trainer(
+            backbone, data, settings, store.stage_dir("train"), accelerator, tracker_config=_flat(config)
+        )
+        result = trainer.run(resume=resume, on_step=on_step)
+        if accelerator.is_main_process:
+            store.complete(
+                "train",
+                fingerprint,
+                steps=result.steps,
+                pairs=len(data),
+                resumed_from=result.resumed_from,
+                weights=store.relative(result.weights),
+                final=asdict(result.final) if result.final else None,
+            )
+        accelerator.wait_for_everyone()
+    return result
+
+
+def _process_info(accelerator: Any):
+    from dp2o_core.store import ProcessInfo
+
+    return ProcessInfo(index=accelerator.process_index, count=accelerator.num_processes)
+
+
+def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Scalar settings for the trackers' hyper-parameter tables."""
+    flat = {f"train/{k}": v for k, v in config.get("train", {}).items()}
+    flat["backbone"] = config.get("backbone", {}).get("name")
+    flat["seed"] = config.get("seed")
+    return {k: v for k, v in flat.items() if isinstance(v, int | float | str | bool)}

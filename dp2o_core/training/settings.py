@@ -1,0 +1,62 @@
+"""The settings of the sample and train stages (sections ``[sample]`` and ``[train]`` of a
+run configuration). Defaults follow PAPER.md §3 and §6; importing this imports no torch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Train settings that change speed, memory or bookkeeping, not the trained weights.
+RUNTIME_TRAIN_SETTINGS = ("micro_batch_size", "checkpoint_every", "keep_checkpoints", "tracker", "log_every")
+
+
+class SampleSettings(BaseModel):
+    """How many candidates the sample stage makes per LR input, and from which seeds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_candidates: int = Field(32, ge=2, description="Candidates per LR input, M (paper: 32 SD2, 64 FLUX).")
+    shared_noise: bool = Field(False, description="Candidate m of every group starts from seed + m.")
+
+
+class TrainSettings(BaseModel):
+    """The DPO objective and the optimisation (PAPER.md §5–§6)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_steps: int = Field(1000, ge=1, description="Optimizer steps (paper: 1000).")
+    batch_size: int = Field(
+        1024, ge=1, description="Pairs per optimizer step, over all processes (paper: 1024)."
+    )
+    micro_batch_size: int = Field(
+        4, ge=1, description="Pairs per forward pass in each process; accumulation reaches batch_size."
+    )
+    learning_rate: float = Field(2e-5, gt=0, description="Learning rate after warm-up (paper: 2e-5).")
+    warmup_steps: int = Field(50, ge=0, description="Steps of linear learning-rate warm-up from 0.")
+    beta: float = Field(5000.0, gt=0, description="DPO β, the strength of the KL regulariser (paper: 5000).")
+    loss: Literal["sigmoid", "hinge", "ipo"] = Field(
+        "sigmoid", description="Pair loss of the margin z = −β/2·Δ: −log σ(z), max(0, 1 − z) or (z − ½)²."
+    )
+    optimizer: Literal["auto", "adamw", "adamw-8bit"] = Field(
+        "auto", description="AdamW; 'auto' uses bitsandbytes' 8-bit AdamW when it works on the device."
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW β₁.")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW β₂.")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW ε.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Clip the gradient norm to this (0: no clipping).")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        "no", description="Autocast precision of the forward passes (trained weights stay float32)."
+    )
+    cache: bool = Field(
+        True,
+        description="Train from the cached candidate latents and condition encodings (no VAE in the step).",
+    )
+    checkpoint_every: int = Field(100, ge=1, description="Save a resumable checkpoint every this many steps.")
+    keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
+    log_every: int = Field(1, ge=1, description="Log metrics to the trackers every this many steps.")
+    tracker: Literal["tensorboard", "wandb", "none"] = Field(
+        "tensorboard",
+        description="Where accelerate logs the training curves (metrics.jsonl is always written).",
+    )

@@ -1,0 +1,370 @@
+"""The DPO trainer: accelerate for devices, processes, precision, checkpoints and trackers.
+
+One optimizer step uses ``batch_size`` pairs over all processes: each process takes its
+equal share of the step's pairs in micro-batches of ``micro_batch_size`` and accumulates
+gradients (no DDP synchronisation until its last micro-batch). The loss of a micro-batch
+is its sum of weight × pair loss scaled so that the step's gradient is that of the mean
+over the whole batch, whatever the micro-batch size or process count.
+
+Checkpoints (``checkpoints/step-NNNNNN/``) hold accelerate's state (trained weights,
+optimizer, learning-rate schedule, random states), the tuned weights in the backbone's own
+save format and ``position.json`` (the step; the data position follows from it). They are
+written to a temporary folder and renamed, so a checkpoint folder is always complete. A
+resumed run restores the newest one and continues exactly: the pairs, timesteps and noises
+of every step are functions of the run seed and the step (see :mod:`dp2o_core.training.data`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dp2o_core.atomic import write_text_atomic
+from dp2o_core.errors import Dp2oError, UsageError
+from dp2o_core.training.data import TrainingData
+from dp2o_core.training.objective import dpo_loss, pair_errors
+from dp2o_core.training.settings import TrainSettings
+
+_CHECKPOINT = re.compile(r"step-(\d{6,})$")
+
+
+class TrainingDiverged(Dp2oError):
+    """The loss became NaN or infinite; the checkpoints written before are kept."""
+
+
+@dataclass
+class StepMetrics:
+    """What one optimizer step reports (means over the step's pairs)."""
+
+    step: int
+    loss: float
+    implicit_accuracy: float
+    winner_margin: float  #: e_θ(w) − e_ref(w): below 0 when the policy fits winners better than the reference
+    loser_margin: float  #: e_θ(l) − e_ref(l)
+    reward_margin: float  #: z = −β/2·Δ
+    weight: float
+    grad_norm: float
+    learning_rate: float
+    pairs: int
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :meth:`Trainer.run`."""
+
+    steps: int
+    resumed_from: int | None
+    weights: Path
+    history: list[StepMetrics] = field(default_factory=list)
+
+    @property
+    def final(self) -> StepMetrics | None:
+        """The metrics of the last step."""
+        return self.history[-1] if self.history else None
+
+
+class PolicyModule(torch.nn.Module):
+    """The backbone's policy prediction as one module owning the trained parameters.
+
+    This is what accelerate prepares (DistributedDataParallel, autocast, checkpoints): its
+    parameters are the backbone's own trained tensors, so any backbone trains under DDP
+    without exposing its network layout.
+    """
+
+    def __init__(self, backbone: Any) -> None:
+        super().__init__()
+        self._backbone = (backbone,)  # a tuple: not registered as a submodule
+        self.trained = torch.nn.ParameterList(list(backbone.trainable_parameters()))
+        if len(self.trained) == 0:
+            raise Dp2oError(
+                f"backbone {backbone.name!r} has no trainable parameters after prepare_training()"
+            )
+
+    def forward(self, x_t: torch.Tensor, timesteps: torch.Tensor, condition: dict[str, torch.Tensor]):
+        return self._backbone[0].predict(x_t, timesteps, condition)
+
+
+def make_accelerator(settings: TrainSettings, directory: Path):
+    """An Accelerator with the run's precision and tracker (tensorboard unless unavailable)."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, is_tensorboard_available, is_wandb_available
+
+    log_with = None
+    if settings.tracker == "tensorboard" and is_tensorboard_available():
+        log_with = "tensorboard"
+    elif settings.tracker == "wandb":
+        if not is_wandb_available():
+            raise UsageError(
+                "tracker 'wandb' needs the wandb package: pip install wandb (or use tensorboard)"
+            )
+        log_with = "wandb"
+    project = ProjectConfiguration(project_dir=str(directory), logging_dir=str(directory / "logs"))
+    return Accelerator(mixed_precision=settings.mixed_precision, log_with=log_with, project_config=project)
+
+
+class Trainer:
+    """Weighted Diffusion-DPO on a run's pairs; ``Trainer(...).run()`` trains and saves."""
+
+    def __init__(
+        self,
+        backbone: Any,
+        data: TrainingData,
+        settings: TrainSettings,
+        directory: Path,
+        accelerator: Any,
+        *,
+        tracker_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.data = data
+        self.settings = settings
+        self.directory = Path(directory)
+        self.accelerator = accelerator
+        self.tracker_config = tracker_config or {}
+        world = accelerator.num_processes
+        if settings.batch_size % world:
+            raise UsageError(
+                f"batch_size {settings.batch_size} is not divisible by the {world} processes; "
+                f"choose a multiple of {world}"
+            )
+        self.share = settings.batch_size // world
+
+    # -- paths -------------------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> Path:
+        """Where checkpoints are kept."""
+        return self.directory / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        """One JSON line of :class:`StepMetrics` per step (process 0 writes it)."""
+        return self.directory / "metrics.jsonl"
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint, or None."""
+        found = [
+            (int(m.group(1)), p)
+            for p in self.checkpoints.glob("step-*")
+            if (m := _CHECKPOINT.search(p.name)) and (p / "position.json").exists()
+        ]
+        return max(found)[1] if found else None
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(
+        self, *, resume: bool = True, on_step: Callable[[StepMetrics], None] | None = None
+    ) -> TrainResult:
+        """Train to ``max_steps`` (continuing from the newest checkpoint when ``resume``)."""
+        s, acc = self.settings, self.accelerator
+        self.backbone.prepare_training()
+        policy = PolicyModule(self.backbone)
+        optimizer = self._optimizer(policy.parameters())
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self._learning_rate_factor)
+        policy, optimizer = acc.prepare(policy, optimizer)
+        acc.register_for_checkpointing(schedule)  # stepped once per step, not once per process
+
+        start, resumed_from = 0, None
+        checkpoint = self.latest_checkpoint() if resume else None
+        if checkpoint is not None:
+            acc.load_state(str(checkpoint / "state"))
+            start = resumed_from = json.loads((checkpoint / "position.json").read_text())["step"]
+        history = self._history_until(start)
+        if acc.is_main_process:
+            self._write_history(history)
+        if acc.log_with:
+            acc.init_trackers("dp2o", config=self.tracker_config)
+
+        parameters = [p for p in policy.parameters() if p.requires_grad]
+        for step in range(start, s.max_steps):
+            metrics = self._step(step, policy, parameters, optimizer, schedule)
+            history.append(metrics)
+            if acc.is_main_process:
+                with self.metrics_path.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(asdict(metrics)) + "\n")
+            if acc.log_with and (step + 1) % s.log_every == 0:
+                acc.log({k: v for k, v in asdict(metrics).items() if k != "step"}, step=step + 1)
+            if (step + 1) % s.checkpoint_every == 0 and step + 1 < s.max_steps:
+                self._save_checkpoint(step + 1)
+            if on_step is not None:
+                on_step(metrics)
+        weights = self.directory / "final"
+        self._save_weights(weights)
+        if acc.log_with:
+            acc.end_training()
+        return TrainResult(steps=s.max_steps, resumed_from=resumed_from, weights=weights, history=history)
+
+    def _step(self, step: int, policy, parameters, optimizer, schedule) -> StepMetrics:
+        s, acc = self.settings, self.accelerator
+        first = step * s.batch_size + acc.process_index * self.share
+        positions = list(range(first, first + self.share))
+        chunks = [positions[i : i + s.micro_batch_size] for i in range(0, len(positions), s.micro_batch_size)]
+        # sums over this process's pairs: weighted loss, correct, margins ×3, weight, count
+        totals = torch.zeros(7, dtype=torch.float64, device=acc.device)
+        for index, chunk in enumerate(chunks):
+            batch = self.data.batch(chunk, acc.device)
+            synchronise = index == len(chunks) - 1
+            with contextlib.nullcontext() if synchronise else acc.no_sync(policy):
+                with acc.autocast():
+                    errors = pair_errors(
+                        self.backbone,
+                        batch.x0_winner,
+                        batch.x0_loser,
+                        batch.condition,
+                        batch.timesteps,
+                        batch.noise,
+                        policy=policy,
+                    )
+                    terms = dpo_loss(errors, batch.weights, beta=s.beta, variant=s.loss)
+                weighted = (terms.weights * terms.pair_loss).sum()
+                acc.backward(weighted * acc.num_processes / s.batch_size)
+            totals += torch.stack(
+                [
+                    weighted.detach(),
+                    terms.correct.sum(),
+                    terms.winner_margin.detach().sum(),
+                    terms.loser_margin.detach().sum(),
+                    terms.margin.detach().sum(),
+                    terms.weights.sum(),
+                    torch.tensor(float(len(chunk)), device=acc.device),
+                ]
+            ).to(totals)
+        totals = acc.reduce(totals, reduction="sum")
+        count = float(totals[6])
+        loss = float(totals[0]) / count
+        if not math.isfinite(loss):
+            last = self.latest_checkpoint()
+            raise TrainingDiverged(
+                f"the DPO loss became {loss} at step {step + 1}; training stopped before updating "
+                "the weights. "
+                + (f"The last good checkpoint is {last}. " if last else "No checkpoint was written yet. ")
+                + "Lower the learning rate or beta, or use mixed_precision=no, then rerun with --resume."
+            )
+        max_norm = s.max_grad_norm if s.max_grad_norm > 0 else float("inf")
+        grad_norm = acc.clip_grad_norm_(parameters, max_norm)
+        learning_rate = schedule.get_last_lr()[0]
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        return StepMetrics(
+            step=step + 1,
+            loss=loss,
+            implicit_accuracy=float(totals[1]) / count,
+            winner_margin=float(totals[2]) / count,
+            loser_margin=float(totals[3]) / count,
+            reward_margin=float(totals[4]) / count,
+            weight=float(totals[5]) / count,
+            grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+            learning_rate=learning_rate,
+            pairs=int(count),
+        )
+
+    # -- pieces ------------------------------------------------------------------------------
+    def _learning_rate_factor(self, step: int) -> float:
+        """Linear warm-up over ``warmup_steps``, then constant."""
+        warmup = self.settings.warmup_steps
+        return 1.0 if warmup == 0 else min(1.0, (step + 1) / warmup)
+
+    def _optimizer(self, parameters):
+        s = self.settings
+        kind = s.optimizer
+        if kind == "auto":
+            kind = (
+                "adamw-8bit" if self.accelerator.device.type == "cuda" and _bitsandbytes_works() else "adamw"
+            )
+        options = dict(
+            lr=s.learning_rate,
+            betas=(s.adam_beta1, s.adam_beta2),
+            weight_decay=s.weight_decay,
+            eps=s.adam_epsilon,
+        )
+        trainable = [p for p in parameters if p.requires_grad]
+        if kind == "adamw-8bit":
+            try:
+                import bitsandbytes
+            except Exception as error:  # noqa: BLE001 - any import failure means 8-bit AdamW is unusable
+                raise UsageError(
+                    f"optimizer adamw-8bit needs a working bitsandbytes ({error}); use optimizer=adamw"
+                ) from None
+            return bitsandbytes.optim.AdamW8bit(trainable, **options)
+        return torch.optim.AdamW(trainable, **options)
+
+    def _save_checkpoint(self, step: int) -> None:
+        acc = self.accelerator
+        final = self.checkpoints / f"step-{step:06d}"
+        staging = self.checkpoints / f".staging-step-{step:06d}"
+        if acc.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(staging / "state"))
+        if acc.is_main_process:
+            self.backbone.save(staging / "weights")
+            write_text_atomic(
+                staging / "position.json",
+                json.dumps({"step": step, "pairs_seen": step * self.settings.batch_size}) + "\n",
+            )
+            shutil.rmtree(final, ignore_errors=True)
+            staging.rename(final)
+            self._prune_checkpoints()
+        acc.wait_for_everyone()
+
+    def _prune_checkpoints(self) -> None:
+        found = sorted(
+            (int(m.group(1)), p) for p in self.checkpoints.glob("step-*") if (m := _CHECKPOINT.search(p.name))
+        )
+        for _, path in found[: -self.settings.keep_checkpoints]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _save_weights(self, target: Path) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            staging = target.with_name(f".staging-{target.name}")
+            shutil.rmtree(staging, ignore_errors=True)
+            self.backbone.save(staging)
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+        acc.wait_for_everyone()
+
+    def _history_until(self, step: int) -> list[StepMetrics]:
+        """The metrics logged before ``step`` (those after it are redone by a resumed run)."""
+        if step == 0 or not self.metrics_path.exists():
+            return []
+        history = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError, TypeError):
+                metrics = StepMetrics(**json.loads(line))
+                if metrics.step <= step:
+                    history.append(metrics)
+        return history
+
+    def _write_history(self, history: list[StepMetrics]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.metrics_path, "".join(json.dumps(asdict(m)) + "\n" for m in history))
+
+
+def read_history(path: Path) -> list[StepMetrics]:
+    """The step metrics a trainer wrote to ``metrics.jsonl``."""
+    if not Path(path).exists():
+        return []
+    return [
+        StepMetrics(**json.loads(line))
+        for line in Path(path).read_text(encoding="utf-8").splitlines()
+        if line
+    ]
+
+
+def _bitsandbytes_works() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken CUDA setup raises all sorts of errors at import
+        return False
+    return True
