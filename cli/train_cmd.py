@@ -131,13 +131,18 @@ def train(
 
     from dp2o_core.training.trainer import make_accelerator
 
-    accelerator = make_accelerator(config.train, store.stage_dir("train"))
+    on_cpu = getattr(resolved["backbone"].options, "device", "auto") == "cpu" or None
+    accelerator = make_accelerator(config.train, store.stage_dir("train"), cpu=on_cpu)
+    # every process waits at the end of a stage until process 0 has marked it done
     _data_stage(store, config, resolved, process, on_bad_image, show)
+    accelerator.wait_for_everyone()
     model = resolved["backbone"].build()
     if show:
         write_run_config(store, config, resolved)
     _sample_stage(store, config, resolved, model, process, show)
+    accelerator.wait_for_everyone()
     _score_stage(store, resolved, process, show)
+    accelerator.wait_for_everyone()
     if process.is_main:
         _pairs_stage(store, resolved, show)
     accelerator.wait_for_everyone()
@@ -237,7 +242,7 @@ def _pairs_stage(store, resolved, show) -> None:
     run_pairs_stage(store, result, stage_config)
     s = result.summary
     console.print(
-        f"pairs: {s.pairs} pairs from {s.groups} groups; weight mean {s.weight_mean:.3f} "
+        f"  {s.pairs} pairs from {s.groups} groups; weight mean {s.weight_mean:.3f} "
         f"(min {s.weight_min:.3f}, max {s.weight_max:.3f}); reward gap mean {s.gap_mean:.3f}"
     )
 

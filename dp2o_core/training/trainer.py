@@ -23,6 +23,7 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from dp2o_core.training.objective import dpo_loss, pair_errors
 from dp2o_core.training.settings import TrainSettings
 
 _CHECKPOINT = re.compile(r"step-(\d{6,})$")
+#: How long a process waits at a barrier for the others (sampling shards can be uneven).
+STAGE_WAIT_HOURS = 12
 
 
 class TrainingDiverged(Dp2oError):
@@ -93,10 +96,19 @@ class PolicyModule(torch.nn.Module):
         return self._backbone[0].predict(x_t, timesteps, condition)
 
 
-def make_accelerator(settings: TrainSettings, directory: Path):
-    """An Accelerator with the run's precision and tracker (tensorboard unless unavailable)."""
+def make_accelerator(settings: TrainSettings, directory: Path, *, cpu: bool | None = None):
+    """An Accelerator with the run's precision and tracker (tensorboard unless unavailable).
+
+    ``cpu`` (default: when no GPU is available) makes processes started by ``accelerate
+    launch`` or ``torchrun`` one gloo process group on the CPU instead of independent runs.
+    """
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, is_tensorboard_available, is_wandb_available
+    from accelerate.utils import (
+        InitProcessGroupKwargs,
+        ProjectConfiguration,
+        is_tensorboard_available,
+        is_wandb_available,
+    )
 
     log_with = None
     if settings.tracker == "tensorboard" and is_tensorboard_available():
@@ -108,7 +120,16 @@ def make_accelerator(settings: TrainSettings, directory: Path):
             )
         log_with = "wandb"
     project = ProjectConfiguration(project_dir=str(directory), logging_dir=str(directory / "logs"))
-    return Accelerator(mixed_precision=settings.mixed_precision, log_with=log_with, project_config=project)
+    if cpu is None:
+        cpu = not torch.cuda.is_available()
+    return Accelerator(
+        mixed_precision=settings.mixed_precision,
+        log_with=log_with,
+        project_config=project,
+        cpu=cpu,
+        # processes wait for each other at the end of each stage, e.g. while process 0 makes pairs
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=STAGE_WAIT_HOURS))],
+    )
 
 
 class Trainer:

@@ -1,0 +1,132 @@
+"""The trainer on a run with known preferences: it learns them, generalises, stops on NaN."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from preference_run import NOISY, SMOOTH, candidate_image, held_out_groups, make_preference_run
+from safetensors.torch import load_file
+from tiny_models import save_tiny_sd
+
+from dp2o_core.imageio import read_image
+from dp2o_core.registry import PluginManager
+from dp2o_core.specs import resolve_spec
+from dp2o_core.store import ProcessInfo
+from dp2o_core.training.data import PairOrder, TrainingData
+from dp2o_core.training.objective import pair_errors
+from dp2o_core.training.settings import TrainSettings
+from dp2o_core.training.trainer import Trainer, TrainingDiverged, make_accelerator
+
+
+@pytest.fixture(scope="module")
+def x0_model(tmp_path_factory):
+    # x₀-prediction: a tiny random model learns a smooth-vs-noisy preference within a few dozen steps
+    return save_tiny_sd(tmp_path_factory.mktemp("sd-x0"), prediction_type="sample")
+
+
+def _backbone(model):
+    return resolve_spec(PluginManager(), "backbone", f"sd2:model={model},device=cpu").build()
+
+
+def _trainer(store, backbone, directory, **settings):
+    settings = TrainSettings(**{"warmup_steps": 0, "tracker": "none", **settings})
+    data = TrainingData(store, backbone, seed=0)
+    data.prepare(ProcessInfo())
+    return Trainer(backbone, data, settings, directory, make_accelerator(settings, directory))
+
+
+def _held_out_deltas(store, backbone, draws=16):
+    """Δ of every smooth-vs-noisy pair of the held-out group over fixed timesteps and noises."""
+    group = held_out_groups(store)[0]
+    row = {r["group_id"]: r for r in store.read_table("data", "groups").to_pylist()}[group]
+    hr = read_image(store.root / row["hr"])
+    images = (
+        torch.from_numpy(np.stack([candidate_image(hr, m) for m in range(4)])).permute(0, 3, 1, 2).float()
+    )
+    lr = torch.from_numpy(read_image(store.root / row["lr"])).permute(2, 0, 1)[None].float() / 255
+    generator = torch.Generator().manual_seed(123)
+    deltas = []
+    with torch.no_grad():
+        x0 = backbone.encode(images / 255).float()
+        condition = {**backbone.encode_condition(lr), **backbone.encode_prompts([""])}
+        for _ in range(draws):
+            t = backbone.sample_timesteps(1, generator=generator)
+            noise = torch.randn(1, *x0.shape[1:], generator=generator)
+            for w in SMOOTH:
+                for loser in NOISY:
+                    e = pair_errors(backbone, x0[w : w + 1], x0[loser : loser + 1], condition, t, noise)
+                    deltas.append(
+                        ((e.policy_winner - e.reference_winner) - (e.policy_loser - e.reference_loser)).item()
+                    )
+    return torch.tensor(deltas)
+
+
+def test_training_learns_a_synthetic_preference_and_generalises_to_held_out_images(x0_model, tmp_path):
+    backbone = _backbone(x0_model)
+    store = make_preference_run(tmp_path, backbone)
+    trainer = _trainer(
+        store, backbone, tmp_path / "train", max_steps=24, batch_size=20, micro_batch_size=10,
+        learning_rate=1e-3, beta=1000.0, checkpoint_every=1000,
+    )  # fmt: skip
+    result = trainer.run()
+    accuracy = [m.implicit_accuracy for m in result.history]
+    assert accuracy[0] == 0.5  # policy = reference at the first step: every Δ is 0
+    assert np.mean(accuracy[-6:]) > 0.8, accuracy
+    assert result.history[-1].loss < 0.5 < result.history[0].loss
+    assert result.history[-1].winner_margin < result.history[-1].loser_margin
+    deltas = _held_out_deltas(store, backbone)
+    assert deltas.mean() < 0 and (deltas < 0).float().mean() > 0.65, deltas
+    # metrics.jsonl has one line per step, the tuned weights are saved where result says
+    lines = (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == list(range(1, 25))
+    assert (result.weights / "model.safetensors").exists()
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(x0_model, tmp_path):
+    backbone = _backbone(x0_model)
+    store = make_preference_run(tmp_path, backbone)
+    trainer = _trainer(
+        store, backbone, tmp_path / "train", max_steps=6, batch_size=4, micro_batch_size=4,
+        learning_rate=1e-4, checkpoint_every=2,
+    )  # fmt: skip
+    predict = backbone.predict
+    calls = {"steps": 0}
+
+    def poisoned(x_t, timesteps, condition, *, reference=False):
+        out = predict(x_t, timesteps, condition, reference=reference)
+        return out * float("nan") if calls["steps"] >= 3 else out
+
+    backbone.predict = poisoned
+    with pytest.raises(TrainingDiverged) as error:
+        trainer.run(on_step=lambda m: calls.__setitem__("steps", m.step))
+    message = str(error.value)
+    assert "nan" in message and "step 4" in message and "step-000002" in message and "--resume" in message
+    checkpoint = tmp_path / "train" / "checkpoints" / "step-000002"
+    assert (checkpoint / "position.json").exists() and (checkpoint / "weights" / "model.safetensors").exists()
+    # the weights were not updated with the NaN gradient
+    assert all(torch.isfinite(p).all() for p in backbone.trainable_parameters())
+    saved = load_file(str(checkpoint / "weights" / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in saved.values())
+
+
+def test_checkpoints_are_pruned_to_the_newest_and_training_resumes_from_them(x0_model, tmp_path):
+    backbone = _backbone(x0_model)
+    store = make_preference_run(tmp_path, backbone)
+    options = dict(max_steps=7, batch_size=4, micro_batch_size=2, learning_rate=1e-4, checkpoint_every=2)
+    _trainer(store, backbone, tmp_path / "a", **options).run()
+    names = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
+    assert names == ["step-000004", "step-000006"]  # keep_checkpoints=2; none left half-written
+    # a second trainer over the same folder continues from step 6 and redoes only step 7
+    again = _trainer(store, _backbone(x0_model), tmp_path / "a", **options).run()
+    assert again.resumed_from == 6 and [m.step for m in again.history] == list(range(1, 8))
+
+
+def test_pair_order_is_a_fresh_permutation_each_epoch_and_reproducible():
+    order = PairOrder(5, seed=3)
+    first, second = [order[p] for p in range(5)], [order[p] for p in range(5, 10)]
+    assert sorted(first) == sorted(second) == list(range(5))
+    assert first != second
+    assert [PairOrder(5, seed=3)[p] for p in range(10)] == first + second
