@@ -10,6 +10,7 @@ from dp2o_cli.output import console, print_json
 from rich.table import Table
 
 from dp2o_core.errors import UsageError
+from dp2o_core.stages.train import train_progress
 from dp2o_core.store import RunStore
 
 STATE_STYLE = {"done": "green", "partial": "yellow", "stale": "red", "missing": "dim"}
@@ -24,7 +25,8 @@ def status(
     """Show each stage of RUN: done, partial, stale or missing, with counts and fingerprints."""
     if not run.is_dir():
         raise UsageError(f"run directory {run} does not exist")
-    statuses = RunStore(run).statuses()
+    store = RunStore(run)
+    statuses = store.statuses()
     if as_json:
         print_json({"run": str(run), "stages": [s.as_record() for s in statuses]})
         return
@@ -35,6 +37,9 @@ def status(
         style = STATE_STYLE[s.state]
         state = f"[{style}]{s.state}[/]" + (f"\n{s.reason}" if s.reason else "")
         groups = f"{s.groups_done}/{s.groups_total}" if s.groups_total is not None else "-"
+        if s.stage == "train" and s.state != "missing":
+            done, total = train_progress(store)
+            groups = f"steps {done}/{total if total is not None else '?'}"
         rows = "\n".join(f"{name}: {count}" for name, count in sorted(s.rows.items())) or "-"
         inputs = "\n".join(f"{name}: {fp}" for name, fp in s.inputs.items()) or "-"
         table.add_row(s.stage, state, groups, rows, s.fingerprint or "-", inputs, s.updated or "-")

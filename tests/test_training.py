@@ -38,8 +38,8 @@ def _trainer(store, backbone, directory, **settings):
     return Trainer(backbone, data, settings, directory, make_accelerator(settings, directory))
 
 
-def _held_out_deltas(store, backbone, draws=16):
-    """Δ of every smooth-vs-noisy pair of the held-out group over fixed timesteps and noises."""
+def _held_out_inputs(store, backbone):
+    """x₀ of the held-out group's four candidates and its condition."""
     group = held_out_groups(store)[0]
     row = {r["group_id"]: r for r in store.read_table("data", "groups").to_pylist()}[group]
     hr = read_image(store.root / row["hr"])
@@ -47,11 +47,18 @@ def _held_out_deltas(store, backbone, draws=16):
         torch.from_numpy(np.stack([candidate_image(hr, m) for m in range(4)])).permute(0, 3, 1, 2).float()
     )
     lr = torch.from_numpy(read_image(store.root / row["lr"])).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        return backbone.encode(images / 255).float(), {
+            **backbone.encode_condition(lr),
+            **backbone.encode_prompts([""]),
+        }
+
+
+def _held_out_deltas(backbone, x0, condition, draws=16):
+    """Δ of every smooth-vs-noisy pair of the held-out group over fixed timesteps and noises."""
     generator = torch.Generator().manual_seed(123)
     deltas = []
     with torch.no_grad():
-        x0 = backbone.encode(images / 255).float()
-        condition = {**backbone.encode_condition(lr), **backbone.encode_prompts([""])}
         for _ in range(draws):
             t = backbone.sample_timesteps(1, generator=generator)
             noise = torch.randn(1, *x0.shape[1:], generator=generator)
@@ -71,13 +78,16 @@ def test_training_learns_a_synthetic_preference_and_generalises_to_held_out_imag
         store, backbone, tmp_path / "train", max_steps=24, batch_size=20, micro_batch_size=10,
         learning_rate=1e-3, beta=1000.0, checkpoint_every=1000,
     )  # fmt: skip
+    held_out = _held_out_inputs(store, backbone)  # encoded now: training releases the VAE encoder
     result = trainer.run()
+    with pytest.raises(Exception, match="released for training"):
+        backbone.encode(torch.zeros(1, 3, 64, 64))
     accuracy = [m.implicit_accuracy for m in result.history]
     assert accuracy[0] == 0.5  # policy = reference at the first step: every Δ is 0
     assert np.mean(accuracy[-6:]) > 0.8, accuracy
     assert result.history[-1].loss < 0.5 < result.history[0].loss
     assert result.history[-1].winner_margin < result.history[-1].loser_margin
-    deltas = _held_out_deltas(store, backbone)
+    deltas = _held_out_deltas(backbone, *held_out)
     assert deltas.mean() < 0 and (deltas < 0).float().mean() > 0.65, deltas
     # metrics.jsonl has one line per step, the tuned weights are saved where result says
     lines = (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()
@@ -130,3 +140,50 @@ def test_pair_order_is_a_fresh_permutation_each_epoch_and_reproducible():
     assert sorted(first) == sorted(second) == list(range(5))
     assert first != second
     assert [PairOrder(5, seed=3)[p] for p in range(10)] == first + second
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one precision per process; let a test choose another, then restore."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+@pytest.mark.usefixtures("fresh_accelerate_state")
+@pytest.mark.parametrize(
+    ("backbone_options", "settings", "saved"),
+    [
+        ("gradient_checkpointing=true", {"mixed_precision": "bf16"}, "model.safetensors"),
+        ("trainable=lora-controlnet,lora_rank=4", {}, "lora.safetensors"),
+    ],
+    ids=["bf16-checkpointing", "lora"],
+)
+def test_precision_checkpointing_lora_and_tensorboard(x0_model, tmp_path, backbone_options, settings, saved):
+    spec = f"sd2:model={x0_model},device=cpu,{backbone_options}"
+    backbone = resolve_spec(PluginManager(), "backbone", spec).build()
+    store = make_preference_run(tmp_path, backbone)
+    options = TrainSettings(
+        max_steps=3, batch_size=4, micro_batch_size=2, learning_rate=1e-3, warmup_steps=0,
+        tracker="tensorboard", **settings,
+    )  # fmt: skip
+    data = TrainingData(store, backbone, seed=0)
+    data.prepare(ProcessInfo())
+    directory = tmp_path / "train"
+    backbone.prepare_training()  # (the trainer calls it again; it is idempotent)
+    before = [p.detach().clone() for p in backbone.trainable_parameters()]
+    assert before
+    result = Trainer(backbone, data, options, directory, make_accelerator(options, directory)).run()
+    assert all(np.isfinite(m.loss) and np.isfinite(m.grad_norm) for m in result.history)
+    after = list(backbone.trainable_parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    assert all(p.dtype == torch.float32 for p in after)
+    assert (result.weights / saved).exists()
+    assert list((directory / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_fp16_on_the_cpu_is_refused_with_the_alternatives(tmp_path):
+    with pytest.raises(Exception, match="fp16 needs a GPU.*bf16 or no"):
+        make_accelerator(TrainSettings(mixed_precision="fp16"), tmp_path, cpu=True)

@@ -115,6 +115,11 @@ class Backbone(Implementation):
     def release_text_encoders(self) -> None:
         """Free the text encoders once every prompt is embedded (training does not need them)."""
 
+    def release_image_encoder(self) -> None:
+        """Free the networks only :meth:`encode` and :meth:`encode_condition` use (a VAE
+        encoder); the trainer calls this when every x₀ and condition comes from the run's
+        caches. Sampling still works afterwards; encoding does not."""
+
     def prepare_training(self) -> None:
         """Make the trained part trainable and set up the frozen reference.
 

@@ -55,7 +55,7 @@ def run_train_stage(
         if accelerator.is_main_process:
             if not resume:
                 store.clear("train")
-            fingerprint = store.begin("train", config)
+            store.begin("train", config)
         accelerator.wait_for_everyone()
         fingerprint = store.record("train")["fingerprint"]
         data = TrainingData(store, backbone, seed=seed, cache=settings.cache)
@@ -92,3 +92,22 @@ def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
     flat["backbone"] = config.get("backbone", {}).get("name")
     flat["seed"] = config.get("seed")
     return {k: v for k, v in flat.items() if isinstance(v, int | float | str | bool)}
+
+
+def train_progress(store: RunStore) -> tuple[int, int | None]:
+    """(steps a rerun would not redo, max_steps) of the train stage: the final step once done,
+    else the newest checkpoint's step."""
+    import json
+    import re
+
+    record = store.record("train") or {}
+    total = record.get("config", {}).get("train", {}).get("max_steps")
+    completion = store.completion("train")
+    if completion is not None:
+        return int(completion.get("steps", 0)), total
+    steps = [
+        json.loads((path / "position.json").read_text())["step"]
+        for path in (store.stage_dir("train") / "checkpoints").glob("step-*")
+        if re.fullmatch(r"step-\d+", path.name) and (path / "position.json").exists()
+    ]
+    return max(steps, default=0), total

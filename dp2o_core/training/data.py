@@ -99,6 +99,14 @@ class TrainingData:
         return len(self.pairs)
 
     @property
+    def needs_encoder(self) -> bool:
+        """Whether batches encode images (caching off, or candidates without stored latents)."""
+        if not self.cache:
+            return True
+        used = {(p.group_id, m) for p in self.pairs for m in (p.winner, p.loser)}
+        return any(not self._candidates.get(key, {}).get("latent_shard") for key in used)
+
+    @property
     def group_ids(self) -> list[str]:
         """The groups that have at least one pair."""
         return sorted({p.group_id for p in self.pairs})

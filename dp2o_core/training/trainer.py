@@ -122,6 +122,10 @@ def make_accelerator(settings: TrainSettings, directory: Path, *, cpu: bool | No
     project = ProjectConfiguration(project_dir=str(directory), logging_dir=str(directory / "logs"))
     if cpu is None:
         cpu = not torch.cuda.is_available()
+    if cpu and settings.mixed_precision == "fp16":
+        raise UsageError(
+            "mixed_precision fp16 needs a GPU (its loss scaling does not run on the CPU); use bf16 or no"
+        )
     return Accelerator(
         mixed_precision=settings.mixed_precision,
         log_with=log_with,
@@ -185,6 +189,8 @@ class Trainer:
     ) -> TrainResult:
         """Train to ``max_steps`` (continuing from the newest checkpoint when ``resume``)."""
         s, acc = self.settings, self.accelerator
+        if not self.data.needs_encoder:
+            self.backbone.release_image_encoder()  # x₀ and conditions all come from the caches
         self.backbone.prepare_training()
         policy = PolicyModule(self.backbone)
         optimizer = self._optimizer(policy.parameters())

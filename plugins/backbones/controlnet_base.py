@@ -259,6 +259,20 @@ class ControlNetBackbone(Backbone):
         """Drop text encoders once every prompt is cached (training does not need them)."""
         self._text = None
 
+    def release_image_encoder(self) -> None:
+        """Drop the VAE encoder (its decoder stays, so the model still samples)."""
+        self.vae.encoder = None
+        self.vae.quant_conv = None
+
+    def _vae_encode(self, images):
+        """The VAE posterior of images in [0, 1]."""
+        if self.vae.encoder is None:
+            raise Dp2oError(
+                f"the VAE encoder of this {self.name} backbone was released for training from cached "
+                "latents; build the backbone again to encode images"
+            )
+        return self.vae.encode(images.to(self.device, self.dtype) * 2 - 1).latent_dist
+
     def tuned_options(self, directory: Path) -> dict[str, str]:
         """``controlnet=DIR`` (the saved ControlNet), or ``lora=DIR/lora.safetensors``."""
         if self.options.trainable == "controlnet":

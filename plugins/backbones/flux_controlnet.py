@@ -244,7 +244,7 @@ class FluxControlNetBackbone(ControlNetBackbone):
     def encode(self, images):
         """Images in [0, 1] → (posterior mean − shift) × scale, unpacked (N×C×h×w)."""
         config = self.vae.config
-        mean = self.vae.encode(images.to(self.device, self.dtype) * 2 - 1).latent_dist.mean
+        mean = self._vae_encode(images).mean
         return (mean - config.shift_factor) * config.scaling_factor
 
     def encode_condition(self, lr) -> Mapping[str, Any]:

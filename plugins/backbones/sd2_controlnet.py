@@ -142,7 +142,7 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
     # -- training ----------------------------------------------------------------------------
     def encode(self, images):
         """Images in [0, 1] → VAE latents (posterior mean × scaling factor)."""
-        posterior = self.vae.encode(images.to(self.device, self.dtype) * 2 - 1).latent_dist
+        posterior = self._vae_encode(images)
         return posterior.mean * self.vae.config.scaling_factor
 
     def encode_condition(self, lr) -> Mapping[str, Any]:
