@@ -124,9 +124,9 @@ def train(
     store = RunStore(run_dir)
     process = ProcessInfo.detect()
     show = process.is_main
-    keys = ("backbone", "reward", "selector", "weighting") + (
-        ("data", "degradation") if config.data.name else ()
-    )
+    # without --data a run keeps the data it has; a new run uses the default data set
+    keep_data = config.data.name is None and store.status("data").state == "done"
+    keys = ("backbone", "reward", "selector", "weighting") + (() if keep_data else ("data", "degradation"))
     resolved = config.resolve(manager, keys)
 
     from dp2o_core.training.trainer import make_accelerator
@@ -134,7 +134,7 @@ def train(
     on_cpu = getattr(resolved["backbone"].options, "device", "auto") == "cpu" or None
     accelerator = make_accelerator(config.train, store.stage_dir("train"), cpu=on_cpu)
     # every process waits at the end of a stage until process 0 has marked it done
-    _data_stage(store, config, resolved, process, on_bad_image, show)
+    _data_stage(store, config, resolved, process, on_bad_image, show, keep_data)
     accelerator.wait_for_everyone()
     model = resolved["backbone"].build()
     if show:
@@ -173,15 +173,14 @@ def _announce(store: RunStore, stage: str, expected: str | None, show: bool) -> 
     return status.state != "done"
 
 
-def _data_stage(store, config: RunConfig, resolved, process, on_bad_image, show) -> None:
-    if config.data.name is None:
-        if store.status("data").state != "done":
-            raise UsageError(
-                f"run {store.root} has no data yet: pass --data SPEC (e.g. --data hr:path=images,crop=512)"
-            )
+def _data_stage(store, config: RunConfig, resolved, process, on_bad_image, show, keep_data: bool) -> None:
+    if keep_data:
         if show:
             console.print("[bold]data[/]: current — skipped (no --data given; using the run's)")
         return
+    if config.data.name is None and show:
+        name = resolved["data"].registration.name
+        console.print(f"[bold]data[/]: no --data given — using the default data set {name!r}")
     from dp2o_core.stages.data import data_stage_config
 
     dataset = resolved["data"].build()

@@ -35,7 +35,7 @@ from dp2o_core.training.settings import SampleSettings, TrainSettings
 
 #: The components a run configures: config key (= CLI flag) → (plugin kind, default name).
 COMPONENTS: dict[str, tuple[str, str | None]] = {
-    "data": ("dataset", None),
+    "data": ("dataset", "photos"),
     "degradation": ("degradation", "realesrgan"),
     "backbone": ("backbone", None),
     "reward": ("reward", "hybrid"),

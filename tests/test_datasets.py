@@ -165,3 +165,16 @@ def test_two_files_with_one_id_are_an_error(dp2o_plugin_manager, tmp_path):
     write_photos(tmp_path / "imgs", ("coffee",), suffix=".jpg")
     with pytest.raises(UsageError, match="two files give the data item id 'coffee'"):
         build(dp2o_plugin_manager, f"hr:path={tmp_path / 'imgs'}").items()
+
+
+def test_the_photos_data_set_splits_scikit_images_photographs_into_train_and_held_out(dp2o_plugin_manager):
+    from dp2o_core.specs import resolve_spec
+
+    def ids(spec):
+        return [item.id for item in resolve_spec(dp2o_plugin_manager, "dataset", spec).build().items()]
+
+    train, held_out = ids("photos"), ids("photos:split=held-out")
+    assert held_out == ["astronaut", "chelsea"]
+    assert len(train) == 10 and not set(train) & set(held_out)
+    assert sorted(ids("photos:split=all")) == sorted(train + held_out)
+    assert ids("photos:max_images=3") == train[:3]
