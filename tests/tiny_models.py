@@ -27,7 +27,7 @@ def tiny_vae(**config):
     conditioning embeddings expect."""
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(
+    defaults = dict(
         block_out_channels=(16, 16, 32, 32),
         in_channels=3,
         out_channels=3,
@@ -36,8 +36,8 @@ def tiny_vae(**config):
         layers_per_block=1,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        **config,
     )
+    return AutoencoderKL(**{**defaults, **config})
 
 
 def tiny_clip_text_encoder(width: int, layers: int):
@@ -101,11 +101,12 @@ def save_tiny_sd(
     layers: int = 1,
     text_width: int = 32,
     text_layers: int = 1,
+    vae: dict | None = None,
 ) -> Path:
     """Write unet/, vae/, scheduler/, text_encoder/, tokenizer/ of a tiny SD model to ``folder``.
 
-    ``channels``, ``layers`` and the text encoder's width and depth size the model
-    (benchmarks use SD-like proportions).
+    ``channels``, ``layers``, the text encoder's width and depth and ``vae`` (AutoencoderKL
+    config overrides) size the model (benchmarks use SD-like proportions).
     """
     import torch
     from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -125,7 +126,7 @@ def save_tiny_sd(
         attention_head_dim=8,
         norm_num_groups=16,
     )
-    vae = tiny_vae()
+    vae = tiny_vae(**(vae or {}))
     scheduler = DDPMScheduler(
         num_train_timesteps=1000,
         beta_schedule="scaled_linear",
@@ -143,8 +144,18 @@ def save_tiny_sd(
     return folder
 
 
-def save_tiny_flux(folder: Path, layers: int = 1, single_layers: int = 1) -> Path:
-    """Write transformer/, vae/, scheduler/, text encoders and tokenizers of a tiny FLUX model."""
+def save_tiny_flux(
+    folder: Path,
+    layers: int = 1,
+    single_layers: int = 1,
+    vae: dict | None = None,
+    heads: int = 2,
+    text_width: int = 32,
+    text_layers: int = 1,
+) -> Path:
+    """Write transformer/, vae/, scheduler/, text encoders and tokenizers of a tiny FLUX model
+    (``vae``: AutoencoderKL config overrides; ``heads`` × 16 is the transformer's width;
+    ``text_width``/``text_layers`` size the CLIP and T5 encoders)."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
@@ -156,13 +167,21 @@ def save_tiny_flux(folder: Path, layers: int = 1, single_layers: int = 1) -> Pat
         num_layers=layers,
         num_single_layers=single_layers,
         attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
+        num_attention_heads=heads,
+        joint_attention_dim=text_width,
+        pooled_projection_dim=text_width,
         guidance_embeds=True,
         axes_dims_rope=(4, 4, 8),
     )
-    vae = tiny_vae(shift_factor=0.1, scaling_factor=0.5, use_quant_conv=False, use_post_quant_conv=False)
+    vae = tiny_vae(
+        **{
+            "shift_factor": 0.1,
+            "scaling_factor": 0.5,
+            "use_quant_conv": False,
+            "use_post_quant_conv": False,
+            **(vae or {}),
+        }
+    )
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=3.0,
         use_dynamic_shifting=True,
@@ -171,8 +190,17 @@ def save_tiny_flux(folder: Path, layers: int = 1, single_layers: int = 1) -> Pat
         base_image_seq_len=256,
         max_image_seq_len=4096,
     )
-    clip = tiny_clip_text_encoder(32, 1)
-    t5 = T5EncoderModel(T5Config(vocab_size=32, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4))
+    clip = tiny_clip_text_encoder(text_width, text_layers)
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=32,
+            d_model=text_width,
+            d_kv=8,
+            d_ff=2 * text_width,
+            num_layers=text_layers,
+            num_heads=4,
+        )
+    )
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
     pieces += [(f"▁{w}", -1.0) for w in ("a", "cat", "photo", "sharp")] + [(c, -2.0) for c in "abcdefghij"]
     transformer.save_pretrained(folder / "transformer")
