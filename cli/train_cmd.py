@@ -149,6 +149,8 @@ def train(
     result = _train_stage(store, config, resolved, model, accelerator, resume, show)
     if show:
         _print_summary(store, resolved["backbone"], model, result)
+    accelerator.wait_for_everyone()
+    accelerator.state.destroy_process_group()
 
 
 # -- the stages -------------------------------------------------------------------------------

@@ -187,3 +187,23 @@ def test_precision_checkpointing_lora_and_tensorboard(x0_model, tmp_path, backbo
 def test_fp16_on_the_cpu_is_refused_with_the_alternatives(tmp_path):
     with pytest.raises(Exception, match="fp16 needs a GPU.*bf16 or no"):
         make_accelerator(TrainSettings(mixed_precision="fp16"), tmp_path, cpu=True)
+
+
+def test_training_without_the_caches_encodes_every_step_and_matches_the_cached_run(x0_model, tmp_path):
+    histories = []
+    for cache in (True, False):
+        backbone = _backbone(x0_model)
+        store = make_preference_run(tmp_path / str(cache), backbone)
+        settings = TrainSettings(
+            max_steps=3, batch_size=4, micro_batch_size=2, learning_rate=1e-3, warmup_steps=0,
+            tracker="none", cache=cache,
+        )  # fmt: skip
+        data = TrainingData(store, backbone, seed=0, cache=cache)
+        assert data.needs_encoder is not cache
+        data.prepare(ProcessInfo())
+        directory = tmp_path / f"train-{cache}"
+        trainer = Trainer(backbone, data, settings, directory, make_accelerator(settings, directory))
+        histories.append([m.loss for m in trainer.run().history])
+        assert (backbone.vae.encoder is None) is cache  # released only when nothing is encoded
+    # the preference run's latents are encodings of the same 8-bit images the PNGs hold
+    assert histories[0] == pytest.approx(histories[1], rel=1e-4)

@@ -192,6 +192,8 @@ class Trainer:
         if not self.data.needs_encoder:
             self.backbone.release_image_encoder()  # x₀ and conditions all come from the caches
         self.backbone.prepare_training()
+        if acc.num_processes > 1:
+            self._freeze_unused_parameters()
         policy = PolicyModule(self.backbone)
         optimizer = self._optimizer(policy.parameters())
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self._learning_rate_factor)
@@ -224,8 +226,8 @@ class Trainer:
                 on_step(metrics)
         weights = self.directory / "final"
         self._save_weights(weights)
-        if acc.log_with:
-            acc.end_training()
+        for tracker in acc.trackers:  # not end_training(): that also ends the process group
+            tracker.finish()
         return TrainResult(steps=s.max_steps, resumed_from=resumed_from, weights=weights, history=history)
 
     def _step(self, step: int, policy, parameters, optimizer, schedule) -> StepMetrics:
@@ -294,6 +296,25 @@ class Trainer:
         )
 
     # -- pieces ------------------------------------------------------------------------------
+    def _freeze_unused_parameters(self) -> None:
+        """Freeze trainable parameters the loss never reaches, which DDP cannot synchronise.
+
+        One local forward and backward pass on the first pairs finds them (for example
+        ControlNet blocks a base model with fewer blocks never reads). They would get no
+        gradient anyway, so freezing them changes nothing but lets DDP run.
+        """
+        batch = self.data.batch(range(min(2, self.share)), self.accelerator.device)
+        errors = pair_errors(
+            self.backbone, batch.x0_winner, batch.x0_loser, batch.condition, batch.timesteps, batch.noise
+        )
+        dpo_loss(errors, batch.weights, beta=self.settings.beta, variant=self.settings.loss).loss.backward()
+        trainable = list(self.backbone.trainable_parameters())
+        unused = [p for p in trainable if p.grad is None]
+        for parameter in trainable:
+            parameter.grad = None
+        for parameter in unused:
+            parameter.requires_grad_(False)
+
     def _learning_rate_factor(self, step: int) -> float:
         """Linear warm-up over ``warmup_steps``, then constant."""
         warmup = self.settings.warmup_steps
