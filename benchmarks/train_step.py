@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from preference_run import make_preference_run  # noqa: E402
+from sample_backbones import weight_bytes  # noqa: E402  (this folder is on sys.path when run as a script)
 from tiny_models import save_tiny_flux, save_tiny_sd  # noqa: E402
 
 from dp2o_core.registry import PluginManager  # noqa: E402
@@ -114,14 +115,7 @@ def modules_of(*objects) -> list[torch.nn.Module]:
 
 def model_state_bytes(modules, trained) -> int:
     """Weights and buffers (each storage once) + gradient and two AdamW moments per trained weight."""
-    seen, total = set(), 0
-    for module in modules:
-        for tensor in [*module.parameters(), *module.buffers()]:
-            key = tensor.untyped_storage().data_ptr()
-            if key not in seen:
-                seen.add(key)
-                total += tensor.untyped_storage().nbytes()
-    return total + 3 * sum(p.numel() * p.element_size() for p in trained)
+    return weight_bytes(*modules) + 3 * sum(p.numel() * p.element_size() for p in trained)
 
 
 # -- the two ways --------------------------------------------------------------------------------

@@ -12,13 +12,7 @@ from dp2o_cli.run_config import load_run_config, write_run_config
 from dp2o_cli.state import CliState
 from rich.table import Table
 
-from dp2o_core.stages.pairs import (
-    PairsSummary,
-    compute_pairs,
-    import_scores,
-    pairs_stage_config,
-    run_pairs_stage,
-)
+from dp2o_core.stages.pairs import PairsSummary, import_scores, make_pairs, pairs_stage_config
 from dp2o_core.store import ProcessInfo, RunStore
 
 
@@ -46,15 +40,11 @@ def pairs(
     store = RunStore(run)
     if scores is not None:
         import_scores(store, scores)
-    result = compute_pairs(
-        store.read_table("score", "scores"),
-        components["reward"],
-        components["selector"],
-        components["weighting"],
+    stage_config = pairs_stage_config({key: item.as_record() for key, item in resolved.items()})
+    result = make_pairs(
+        store, components["reward"], components["selector"], components["weighting"], stage_config
     )
     write_run_config(store, config, resolved)
-    stage_config = pairs_stage_config({key: item.as_record() for key, item in resolved.items()})
-    run_pairs_stage(store, result, stage_config)
     console.print(_summary_table(result.summary, run))
 
 

@@ -32,7 +32,7 @@ from rich.table import Table
 from dp2o_core.config import RunConfig
 from dp2o_core.errors import UsageError
 from dp2o_core.specs import Resolved, Spec
-from dp2o_core.stages.pairs import compute_pairs, pairs_stage_config, run_pairs_stage
+from dp2o_core.stages.pairs import make_pairs, pairs_stage_config
 from dp2o_core.stages.sample import run_sample_stage, sample_stage_config
 from dp2o_core.stages.score import run_score_stage, score_stage_config
 from dp2o_core.stages.train import train_stage_config
@@ -234,13 +234,9 @@ def _pairs_stage(store, resolved, show) -> None:
     if not _announce(store, "pairs", store.expected_fingerprint("pairs", stage_config), show):
         return
     components = {key: resolved[key].build() for key in keys}
-    result = compute_pairs(
-        store.read_table("score", "scores"),
-        components["reward"],
-        components["selector"],
-        components["weighting"],
+    result = make_pairs(
+        store, components["reward"], components["selector"], components["weighting"], stage_config
     )
-    run_pairs_stage(store, result, stage_config)
     s = result.summary
     console.print(
         f"  {s.pairs} pairs from {s.groups} groups; weight mean {s.weight_mean:.3f} "

@@ -155,6 +155,19 @@ def run_pairs_stage(store: RunStore, result: PairsResult, config: Mapping[str, A
             writer.add_group(group_id, rewards=result.rewards[group_id], pairs=result.pairs[group_id])
 
 
+def make_pairs(
+    store: RunStore,
+    reward: RewardModel,
+    selector: PairSelector,
+    weighting: Weighting,
+    config: Mapping[str, Any],
+) -> PairsResult:
+    """The pairs stage: read the run's scores, compute everything, then write it."""
+    result = compute_pairs(store.read_table("score", "scores"), reward, selector, weighting)
+    run_pairs_stage(store, result, config)
+    return result
+
+
 def import_scores(store: RunStore, path: Path) -> None:
     """Make a scores table written by another tool (parquet or CSV) the run's ``score`` stage.
 
