@@ -105,6 +105,14 @@ def test_train_runs_every_stage_then_skips_them_and_redoes_only_what_changed(
         final["controlnet_down_blocks.0.weight"],
     )
 
+    # training-only backbone options do not resample
+    lora = f"{backbone},trainable=lora-controlnet,lora_rank=4"
+    retrained = dp2o_cli(*train_args(run, lora, photos, "--max-steps", "2"))
+    assert retrained.exit_code == 0, retrained.stderr
+    lines = _stage_lines(retrained.stdout)
+    assert lines["sample"].startswith("current — skipped") and "redoing" in lines["train"]
+    assert (run / "train" / "final" / "lora.safetensors").exists()
+
     changed = dp2o_cli(*train_args(run, backbone, photos, "--selector", "best-worst"))
     assert changed.exit_code == 0, changed.stderr
     lines = _stage_lines(changed.stdout)

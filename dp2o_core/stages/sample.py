@@ -21,8 +21,9 @@ from dp2o_core.stages import without_runtime_options
 from dp2o_core.store import ProcessInfo, RunStore
 from dp2o_core.store.fingerprint import derive_seed
 
-#: Backbone options that change speed or memory, not the candidates.
-RUNTIME_OPTIONS = ("device", "chunk_size")
+#: Backbone options that do not change the candidates: speed and memory, and what training
+#: would update (``lora`` — weights to load — does change them and stays).
+RUNTIME_OPTIONS = ("device", "chunk_size", "trainable", "lora_rank", "gradient_checkpointing")
 
 
 def candidate_seeds(seed: int, group_id: str, count: int, shared_noise: bool) -> list[int]:
