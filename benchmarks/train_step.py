@@ -184,13 +184,9 @@ def naive_steps(spec: str, run: RunStore, steps: int, pairs: int, micro: int) ->
 
 
 def _candidate_images(run, data: TrainingData) -> dict:
-    from dp2o_core.imageio import read_image
+    from dp2o_core.imageio import read_image_tensor
 
-    images = {}
-    for (group_id, candidate), row in data._candidates.items():
-        array = read_image(run.root / row["image"])
-        images[group_id, candidate] = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255
-    return images
+    return {key: read_image_tensor(run.root / row["image"]) for key, row in data._candidates.items()}
 
 
 WAYS = {"dp2o": dp2o_steps, "naive": naive_steps}

@@ -14,7 +14,7 @@ from dp2o_cli.run_config import load_run_config, write_run_config
 from dp2o_cli.state import CliState
 
 from dp2o_core.errors import UsageError
-from dp2o_core.imageio import IMAGE_SUFFIXES, BadImageError, list_images, read_image, write_png
+from dp2o_core.imageio import IMAGE_SUFFIXES, BadImageError, list_images, read_image_tensor, write_png
 from dp2o_core.stages.sample import run_sample_stage, sample_stage_config
 from dp2o_core.store import ProcessInfo, RunStore
 
@@ -111,7 +111,7 @@ def upscale(
         start(len(inputs) * num_candidates)
         for path, output in zip(inputs, outputs, strict=True):
             try:
-                lr = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].float() / 255
+                lr = read_image_tensor(path)
             except BadImageError as error:
                 console.print(f"[yellow]skipped[/] {error}")
                 continue

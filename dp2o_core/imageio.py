@@ -28,6 +28,7 @@ from dp2o_core.errors import Dp2oError
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
 #: File suffixes dp2o reads as images.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -110,6 +111,13 @@ def _to_rgb8(image) -> np.ndarray:
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, image)
     return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def read_image_tensor(path: Path | str) -> torch.Tensor:
+    """The image at ``path`` as a 1×3×H×W float tensor in [0, 1] (what backbones and rewards take)."""
+    import torch
+
+    return torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].float() / 255
 
 
 def write_png(path: Path | str, array: np.ndarray) -> None:

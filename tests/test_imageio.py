@@ -7,7 +7,7 @@ import pytest
 from images import photo
 from PIL import Image
 
-from dp2o_core.imageio import BadImageError, list_images, read_image, write_png
+from dp2o_core.imageio import BadImageError, list_images, read_image, read_image_tensor, write_png
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif", ".bmp"])
@@ -133,3 +133,17 @@ def test_list_images_sorts_filters_and_skips_hidden(tmp_path):
         "sub/c.webp",
     ]
     assert [p.name for p in list_images(tmp_path, ("*.png",))] == ["b.png"]
+
+
+def test_read_image_tensor_is_one_chw_float_image_in_0_1(tmp_path):
+    import torch
+
+    array = np.zeros((5, 7, 3), dtype=np.uint8)
+    array[0, 0] = (255, 128, 0)
+    write_png(tmp_path / "a.png", array)
+    tensor = read_image_tensor(tmp_path / "a.png")
+    assert tensor.shape == (1, 3, 5, 7) and tensor.dtype == torch.float32
+    assert (
+        tensor[0, :, 0, 0].tolist() == pytest.approx([1.0, 128 / 255, 0.0])
+        and tensor[0, :, 1:, 1:].max() == 0
+    )

@@ -11,7 +11,7 @@ from preference_run import NOISY, SMOOTH, candidate_image, held_out_groups, make
 from safetensors.torch import load_file
 from tiny_models import save_tiny_sd
 
-from dp2o_core.imageio import read_image
+from dp2o_core.imageio import read_image, read_image_tensor
 from dp2o_core.registry import PluginManager
 from dp2o_core.specs import resolve_spec
 from dp2o_core.store import ProcessInfo
@@ -46,7 +46,7 @@ def _held_out_inputs(store, backbone):
     images = (
         torch.from_numpy(np.stack([candidate_image(hr, m) for m in range(4)])).permute(0, 3, 1, 2).float()
     )
-    lr = torch.from_numpy(read_image(store.root / row["lr"])).permute(2, 0, 1)[None].float() / 255
+    lr = read_image_tensor(store.root / row["lr"])
     with torch.no_grad():
         return backbone.encode(images / 255).float(), {
             **backbone.encode_condition(lr),

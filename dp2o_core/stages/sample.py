@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dp2o_core.atomic import atomic_path
-from dp2o_core.imageio import read_image, write_png
+from dp2o_core.imageio import read_image_tensor, write_png
 from dp2o_core.interfaces import Backbone
 from dp2o_core.stages import without_runtime_options
 from dp2o_core.store import ProcessInfo, RunStore
@@ -76,7 +76,7 @@ def run_sample_stage(
             on_start(len(writer.todo) * count)
         for group_id in writer.todo:
             row = groups[group_id]
-            lr = torch.from_numpy(read_image(store.root / row["lr"])).permute(2, 0, 1)[None].float() / 255
+            lr = read_image_tensor(store.root / row["lr"])
             seeds = candidate_seeds(seed, group_id, count, shared_noise)
             prompt = row.get("prompt") or ""
             result = backbone.sample(lr, [seeds], [prompt])

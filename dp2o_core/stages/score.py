@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dp2o_core.errors import Dp2oError
-from dp2o_core.imageio import read_image
+from dp2o_core.imageio import read_image, read_image_tensor
 from dp2o_core.interfaces import RewardModel
 from dp2o_core.stages import without_runtime_options
 from dp2o_core.store import ProcessInfo, RunStore
@@ -89,7 +89,7 @@ def run_score_stage(
                         f"group {group_id!r} has no HR image but the reward has full-reference metrics; "
                         "use no-reference metrics only for LR-only data"
                     )
-                reference = torch.from_numpy(read_image(store.root / hr)).permute(2, 0, 1)[None].float() / 255
+                reference = read_image_tensor(store.root / hr)
             scores = reward.score(batch, reference)
             writer.add_group(
                 group_id,

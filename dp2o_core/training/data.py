@@ -24,7 +24,7 @@ import torch
 
 from dp2o_core.atomic import atomic_path
 from dp2o_core.errors import Dp2oError
-from dp2o_core.imageio import read_image
+from dp2o_core.imageio import read_image_tensor
 from dp2o_core.stages.sample import load_prompt_files
 from dp2o_core.store import ProcessInfo, RunStore
 from dp2o_core.store.fingerprint import derive_seed
@@ -171,8 +171,7 @@ class TrainingData:
         return self._groups[group_id].get("prompt") or ""
 
     def _read_lr(self, group_id: str) -> torch.Tensor:
-        path = self.store.root / self._groups[group_id]["lr"]
-        return torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].float() / 255
+        return read_image_tensor(self.store.root / self._groups[group_id]["lr"])
 
     def _condition_path(self, group_id: str) -> Path:
         return self.store.group_path("sample", "conditions", group_id).with_suffix(".safetensors")
@@ -209,9 +208,7 @@ class TrainingData:
 
                 self._remember(self._latents, shard, load_file(str(self.store.root / shard))["latents"])
             return self._latents[shard][row["latent_index"]].float()
-        image = (
-            torch.from_numpy(read_image(self.store.root / row["image"])).permute(2, 0, 1)[None].float() / 255
-        )
+        image = read_image_tensor(self.store.root / row["image"])
         with torch.no_grad():
             return self.backbone.encode(image)[0].float().cpu()
 
