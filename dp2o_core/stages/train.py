@@ -16,6 +16,7 @@ from typing import Any
 from dp2o_core.stages import without_runtime_options
 from dp2o_core.store import RunStore
 from dp2o_core.store.lock import StageLock
+from dp2o_core.training.checkpoints import complete_checkpoints
 from dp2o_core.training.settings import RUNTIME_TRAIN_SETTINGS, TrainSettings
 
 #: Backbone options that change speed or memory, not the trained weights.
@@ -97,17 +98,10 @@ def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
 def train_progress(store: RunStore) -> tuple[int, int | None]:
     """(steps a rerun would not redo, max_steps) of the train stage: the final step once done,
     else the newest checkpoint's step."""
-    import json
-    import re
-
     record = store.record("train") or {}
     total = record.get("config", {}).get("train", {}).get("max_steps")
     completion = store.completion("train")
     if completion is not None:
         return int(completion.get("steps", 0)), total
-    steps = [
-        json.loads((path / "position.json").read_text())["step"]
-        for path in (store.stage_dir("train") / "checkpoints").glob("step-*")
-        if re.fullmatch(r"step-\d+", path.name) and (path / "position.json").exists()
-    ]
-    return max(steps, default=0), total
+    found = complete_checkpoints(store.stage_dir("train") / "checkpoints")
+    return (found[-1][0] if found else 0), total

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,11 +30,11 @@ import torch
 
 from dp2o_core.atomic import write_text_atomic
 from dp2o_core.errors import Dp2oError, UsageError
+from dp2o_core.training.checkpoints import checkpoint_name, complete_checkpoints
 from dp2o_core.training.data import TrainingData
 from dp2o_core.training.objective import dpo_loss, pair_errors
 from dp2o_core.training.settings import TrainSettings
 
-_CHECKPOINT = re.compile(r"step-(\d{6,})$")
 #: How long a process waits at a barrier for the others (sampling shards can be uneven).
 STAGE_WAIT_HOURS = 12
 
@@ -176,12 +175,8 @@ class Trainer:
 
     def latest_checkpoint(self) -> Path | None:
         """The newest complete checkpoint, or None."""
-        found = [
-            (int(m.group(1)), p)
-            for p in self.checkpoints.glob("step-*")
-            if (m := _CHECKPOINT.search(p.name)) and (p / "position.json").exists()
-        ]
-        return max(found)[1] if found else None
+        found = complete_checkpoints(self.checkpoints)
+        return found[-1][1] if found else None
 
     # -- the loop ----------------------------------------------------------------------------
     def run(
@@ -346,8 +341,8 @@ class Trainer:
 
     def _save_checkpoint(self, step: int) -> None:
         acc = self.accelerator
-        final = self.checkpoints / f"step-{step:06d}"
-        staging = self.checkpoints / f".staging-step-{step:06d}"
+        final = self.checkpoints / checkpoint_name(step)
+        staging = self.checkpoints / f".staging-{checkpoint_name(step)}"
         if acc.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
@@ -365,10 +360,7 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _prune_checkpoints(self) -> None:
-        found = sorted(
-            (int(m.group(1)), p) for p in self.checkpoints.glob("step-*") if (m := _CHECKPOINT.search(p.name))
-        )
-        for _, path in found[: -self.settings.keep_checkpoints]:
+        for _, path in complete_checkpoints(self.checkpoints)[: -self.settings.keep_checkpoints]:
             shutil.rmtree(path, ignore_errors=True)
 
     def _save_weights(self, target: Path) -> None:
@@ -384,15 +376,7 @@ class Trainer:
 
     def _history_until(self, step: int) -> list[StepMetrics]:
         """The metrics logged before ``step`` (those after it are redone by a resumed run)."""
-        if step == 0 or not self.metrics_path.exists():
-            return []
-        history = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(ValueError, TypeError):
-                metrics = StepMetrics(**json.loads(line))
-                if metrics.step <= step:
-                    history.append(metrics)
-        return history
+        return [m for m in read_history(self.metrics_path) if m.step <= step] if step else []
 
     def _write_history(self, history: list[StepMetrics]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -400,14 +384,15 @@ class Trainer:
 
 
 def read_history(path: Path) -> list[StepMetrics]:
-    """The step metrics a trainer wrote to ``metrics.jsonl``."""
+    """The step metrics a trainer wrote to ``metrics.jsonl``; a line cut short by a killed
+    process is skipped."""
     if not Path(path).exists():
         return []
-    return [
-        StepMetrics(**json.loads(line))
-        for line in Path(path).read_text(encoding="utf-8").splitlines()
-        if line
-    ]
+    history = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError, TypeError):
+            history.append(StepMetrics(**json.loads(line)))
+    return history
 
 
 def _bitsandbytes_works() -> bool:
