@@ -178,3 +178,4 @@ def test_the_photos_data_set_splits_scikit_images_photographs_into_train_and_hel
     assert len(train) == 10 and not set(train) & set(held_out)
     assert sorted(ids("photos:split=all")) == sorted(train + held_out)
     assert ids("photos:max_images=3") == train[:3]
+    assert ids("photos:include=[c*]") == ["camera", "coffee"]

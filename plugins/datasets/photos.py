@@ -14,6 +14,7 @@ from dp2o_plugins.datasets.folders import FolderOptions, HrFolderDataset
 from pydantic import Field
 
 from dp2o_core.errors import UsageError
+from dp2o_core.imageio import list_images
 
 #: Photographs used for training (colour, and greyscale textures read as RGB).
 TRAIN_PHOTOS = (
@@ -69,10 +70,10 @@ class PhotosDataset(HrFolderDataset):
             "held-out": HELD_OUT_PHOTOS,
             "all": TRAIN_PHOTOS + HELD_OUT_PHOTOS,
         }[self.options.split]
-        found = {
-            p.stem: p for p in root.iterdir() if p.stem in names and p.suffix.lower() in (".png", ".jpg")
-        }
+        found = {p.stem: p for p in list_images(root, tuple(self.options.include)) if p.stem in names}
         missing = sorted(set(names) - set(found))
-        if missing:
+        if missing and self.options.include == ["*"]:
             raise UsageError(f"scikit-image in {root} lacks the photographs {', '.join(missing)}")
+        if not found:
+            raise UsageError(f"no {self.options.split} photographs match {', '.join(self.options.include)}")
         return [found[name] for name in sorted(found)]
