@@ -23,7 +23,14 @@ from dp2o_core.store.fingerprint import derive_seed
 
 #: Backbone options that do not change the candidates: speed and memory, and what training
 #: would update (``lora`` — weights to load — does change them and stays).
-RUNTIME_OPTIONS = ("device", "chunk_size", "trainable", "lora_rank", "gradient_checkpointing")
+RUNTIME_OPTIONS = (
+    "device",
+    "chunk_size",
+    "trainable",
+    "lora_rank",
+    "gradient_checkpointing",
+    "train_timesteps",
+)
 
 
 def candidate_seeds(seed: int, group_id: str, count: int, shared_noise: bool) -> list[int]:

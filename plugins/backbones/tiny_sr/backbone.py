@@ -1,0 +1,185 @@
+"""``tiny-sr``: the small ×4 diffusion SR generator that ships with dp2o (the embedded default).
+
+Pixel space, so there is no VAE: ``encode`` is an affine map of the image and the sample
+stage stores each candidate's x₀ as its latent. Sampling is DDIM with η (default 1, i.e.
+ancestral noise at every step) so that candidates of one input differ visibly with the seed
+— preference pairs need that. The whole UNet is trained; the reference is a frozen copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dp2o_plugins.backbones.loading import load_component
+from dp2o_plugins.backbones.tiny_sr.network import (
+    BUNDLED_WEIGHTS,
+    alpha_sigma,
+    image_velocity,
+    load_settings,
+    save_model,
+)
+from pydantic import Field
+
+from dp2o_core import Backbone, PluginOptions, SampleResult
+
+
+class TinySrOptions(PluginOptions):
+    """Which weights, and how candidates are sampled."""
+
+    weights: Path | None = Field(
+        None, description="Model folder (unet/, scheduler/, tiny_sr.json); none: the bundled pretrained one."
+    )
+    steps: int = Field(10, ge=1, le=1000, description="DDIM denoising steps.")
+    eta: float = Field(
+        1.0, ge=0, le=1, description="DDIM η: 0 deterministic, 1 fresh noise every step (seed diversity)."
+    )
+    train_timesteps: int = Field(
+        1000,
+        ge=1,
+        le=1000,
+        description="Training draws timesteps uniformly below this (1000: the whole schedule).",
+    )
+    chunk_size: int = Field(
+        16, ge=1, description="Candidates denoised together in one batch (bounds memory)."
+    )
+    device: str = Field("auto", description="Torch device ('auto' picks cuda when available).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass.")
+
+
+class TinySrBackbone(Backbone):
+    """A 1.6 M-parameter SR3-style pixel-space UNet (v-prediction on the residual), ×4."""
+
+    name = "tiny-sr"
+    Options = TinySrOptions
+
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        import torch
+        from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+        o = self.options
+        if o.device == "auto":
+            local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+            self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(o.device)
+        self.folder = Path(o.weights).expanduser() if o.weights is not None else BUNDLED_WEIGHTS
+        self.settings = load_settings(self.folder)
+        self.scale = self.settings.scale
+        self.unet = load_component(UNet2DModel, str(self.folder), "unet").to(self.device).eval()
+        self.unet.requires_grad_(False)
+        self.scheduler = load_component(DDPMScheduler, str(self.folder), "scheduler")
+        self.sampler = DDIMScheduler.from_config(self.scheduler.config)
+        self._reference: Any = None
+
+    # -- sampling ------------------------------------------------------------------------------
+    def upsample(self, lr):
+        """LR bicubic-upsampled ×scale, in [0, 1]: the condition and the colour anchor."""
+        import torch.nn.functional as F
+
+        size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
+        return F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+
+    def sample(
+        self, lr, seeds: Sequence[Sequence[int]], prompts: Sequence[str] | None = None
+    ) -> SampleResult:
+        """M candidates per LR image, ``chunk_size`` at a time, one generator per candidate."""
+        import torch
+
+        images = []
+        for index in range(lr.shape[0]):
+            upsampled = self.upsample(lr[index : index + 1]).to(self.device)
+            parts = []
+            for start in range(0, len(seeds[index]), self.options.chunk_size):
+                chunk = [int(s) for s in seeds[index][start : start + self.options.chunk_size]]
+                generators = [torch.Generator(self.device).manual_seed(seed) for seed in chunk]
+                with torch.no_grad():
+                    parts.append(self._denoise(upsampled.expand(len(chunk), -1, -1, -1), generators))
+            images.append(torch.cat(parts).cpu())
+        stacked = torch.stack(images)
+        latents = self.encode(stacked.flatten(0, 1)).cpu().view_as(stacked)
+        return SampleResult(images=stacked, seeds=[list(s) for s in seeds], latents=latents)
+
+    def _denoise(self, upsampled, generators):
+        """DDIM from x_T = α_T u + σ_T ε to an image in [0, 1] for a chunk of candidates."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        sampler = copy.deepcopy(self.sampler)
+        sampler.set_timesteps(self.options.steps, device=self.device)
+        first = sampler.timesteps[:1].expand(upsampled.shape[0])
+        u = self.encode(upsampled)
+        noise = randn_tensor(u.shape, generator=generators, device=self.device, dtype=u.dtype)
+        alpha, sigma = alpha_sigma(self.scheduler, first, u)
+        x = alpha * u + sigma * noise
+        for t in sampler.timesteps:
+            timesteps = t.expand(x.shape[0]).to(self.device)
+            velocity = image_velocity(
+                self.unet, self.scheduler, x, timesteps, upsampled, self.settings.scaling_factor
+            )
+            x = sampler.step(velocity, t, x, eta=self.options.eta, generator=generators, return_dict=False)[0]
+        return self.decode(x)
+
+    def decode(self, x0):
+        """Model space → images in [0, 1]."""
+        return (x0.float() / self.settings.scaling_factor + 0.5).clamp(0, 1)
+
+    # -- training ---------------------------------------------------------------------------
+    def encode(self, images):
+        """Images in [0, 1] → x₀ = (image − ½) · scaling_factor (pixel space, no VAE)."""
+        return (images.to(self.device).float() - 0.5) * self.settings.scaling_factor
+
+    def encode_condition(self, lr) -> Mapping[str, Any]:
+        """The upsampled LR image."""
+        return {"upsampled": self.upsample(lr).to(self.device)}
+
+    def sample_timesteps(self, n: int, generator=None):
+        """Uniform over the first ``train_timesteps`` DDPM steps."""
+        import torch
+
+        top = min(self.options.train_timesteps, self.scheduler.config.num_train_timesteps)
+        return torch.randint(0, top, (n,), generator=generator).to(self.device)
+
+    def noisy(self, x0, noise, timesteps):
+        """x_t and the image-space velocity target."""
+        alpha, sigma = alpha_sigma(self.scheduler, timesteps, x0)
+        return alpha * x0 + sigma * noise, alpha * noise - sigma * x0
+
+    def predict(self, x_t, timesteps, condition: Mapping[str, Any], *, reference: bool = False):
+        """The policy's (or frozen reference's) image-space velocity."""
+        unet = self._reference if reference and self._reference is not None else self.unet
+        return image_velocity(
+            unet, self.scheduler, x_t, timesteps, condition["upsampled"], self.settings.scaling_factor
+        )
+
+    def prepare_training(self) -> None:
+        """Keep a frozen copy as the reference; make the UNet trainable."""
+        if self._reference is None:
+            self._reference = copy.deepcopy(self.unet).requires_grad_(False).eval()
+        self.unet.requires_grad_(True).train()
+        if self.options.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+
+    def trainable_parameters(self) -> Iterable[Any]:
+        """Every UNet parameter once training is prepared."""
+        return [p for p in self.unet.parameters() if p.requires_grad]
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """A complete model folder (diffusers ``unet/`` + ``scheduler/`` + ``tiny_sr.json``)."""
+        save_model(Path(directory), self.unet, self.scheduler, self.settings)
+
+    def tuned_options(self, directory: Path) -> dict[str, str]:
+        """``weights=DIR``: the saved folder is a whole model."""
+        return {"weights": str(directory)}
+
+    def describe(self) -> Mapping[str, Any]:
+        """Weights folder, prediction type, parameter count."""
+        return {
+            "weights": "bundled" if self.folder == BUNDLED_WEIGHTS else str(self.folder),
+            "prediction_type": self.scheduler.config.prediction_type,
+            "parameters": sum(p.numel() for p in self.unet.parameters()),
+        }
