@@ -8,9 +8,12 @@ from typing import Annotated
 import typer
 from dp2o_cli import (
     config_cmd,
+    eval_cmd,
+    export_cmd,
     pairs_cmd,
     plugins_cmd,
     prepare_cmd,
+    report_cmd,
     sample_cmd,
     score_cmd,
     status_cmd,
@@ -68,6 +71,9 @@ app.command("score")(score_cmd.score)
 app.command("pairs")(pairs_cmd.pairs)
 app.command("status")(status_cmd.status)
 app.command("train")(train_cmd.train)
+app.command("eval")(eval_cmd.eval_command)
+app.command("export")(export_cmd.export)
+app.command("report")(report_cmd.report)
 
 
 def run(argv: list[str] | None = None) -> int:

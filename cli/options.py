@@ -11,7 +11,12 @@ ConfigFile = Annotated[
     Path | None, typer.Option("--config", metavar="FILE", help="TOML or YAML run configuration.")
 ]
 BackboneSpec = Annotated[
-    str | None, typer.Option("--backbone", metavar="SPEC", help="Backbone spec, e.g. 'flux' or 'sd2'.")
+    str | None,
+    typer.Option(
+        "--backbone",
+        metavar="SPEC",
+        help="Backbone spec, e.g. 'flux' or 'sd2' (default: the bundled 'tiny-sr').",
+    ),
 ]
 RewardSpec = Annotated[
     str | None, typer.Option("--reward", metavar="SPEC", help="Reward spec, e.g. 'hybrid'.")

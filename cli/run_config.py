@@ -13,9 +13,10 @@ from dp2o_core.specs import Resolved
 from dp2o_core.store import RunStore
 
 
-def load_run_config(config_file: Path | None, **flags: Any) -> RunConfig:
-    """The config file (if any) with the command's flags layered on top."""
-    return load_config(config_file).with_overrides(**flags)
+def load_run_config(config_file: Path | None, base: RunConfig | None = None, **flags: Any) -> RunConfig:
+    """The config file (else ``base``, else the defaults) with the command's flags layered on top."""
+    config = load_config(config_file) if config_file is not None or base is None else base
+    return config.with_overrides(**flags)
 
 
 def write_run_config(store: RunStore, config: RunConfig, resolved: Mapping[str, Resolved]) -> Path:

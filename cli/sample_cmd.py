@@ -41,10 +41,6 @@ def sample(
     config = load_run_config(
         config_file, run=run, backbone=backbone, data=data, degradation=degradation, seed=seed
     )
-    if config.backbone.name is None:
-        raise UsageError(
-            "no backbone given: pass --backbone SPEC (e.g. --backbone sd2) or set backbone in --config"
-        )
     store = RunStore(run)
     process = ProcessInfo.detect()
     keys = ("backbone", "data", "degradation") if config.data.name else ("backbone",)
@@ -91,10 +87,6 @@ def upscale(
 
     manager = ctx.ensure_object(CliState).manager
     config = load_run_config(config_file, backbone=backbone)
-    if config.backbone.name is None:
-        raise UsageError(
-            "no backbone given: pass --backbone SPEC (e.g. --backbone sd2:controlnet=tuned/controlnet)"
-        )
     if source.is_dir():
         inputs = list_images(source)
         if not inputs:

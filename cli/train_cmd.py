@@ -30,11 +30,12 @@ from dp2o_cli.state import CliState
 from rich.table import Table
 
 from dp2o_core.config import RunConfig
-from dp2o_core.errors import UsageError
-from dp2o_core.specs import Resolved, Spec
+from dp2o_core.presets import embedded_default
+from dp2o_core.specs import Resolved, Spec, parse_spec
 from dp2o_core.stages.pairs import make_pairs, pairs_stage_config
 from dp2o_core.stages.sample import run_sample_stage, sample_stage_config
 from dp2o_core.stages.score import run_score_stage, score_stage_config
+from dp2o_core.stages.timings import timed
 from dp2o_core.stages.train import train_stage_config
 from dp2o_core.store import ProcessInfo, RunStore
 
@@ -51,6 +52,12 @@ def train(
     reward: RewardSpec = None,
     selector: SelectorSpec = None,
     weighting: WeightingSpec = None,
+    eval_data: Annotated[
+        str | None,
+        typer.Option(
+            "--eval-data", metavar="SPEC", help="Held-out data evaluated after training (base vs tuned)."
+        ),
+    ] = None,
     seed: Seed = None,
     num_candidates: Annotated[
         int | None, typer.Option("--num-candidates", "-m", min=2, help="Candidates per LR input (M).")
@@ -91,10 +98,19 @@ def train(
         typer.Option("--on-bad-image", help="Stop at an unusable input image, or skip and list it."),
     ] = "error",
 ) -> None:
-    """Run sample → score → pairs → train, skipping what is current and continuing what is partial."""
+    """Run sample → score → pairs → train → eval, skipping what is current and continuing what is partial.
+
+    With no --config and no backbone but tiny-sr it runs the embedded default: the bundled tiny-sr model
+    on scikit-image's photographs with the offline reward, on a CPU in minutes (docs/embedded.md).
+    """
     manager = ctx.ensure_object(CliState).manager
+    # tiny-sr's natural setting is the embedded one; other backbones start from the paper's defaults
+    embedded = config_file is None and (
+        backbone is None or parse_spec(backbone, "backbone").name in (None, "tiny-sr")
+    )
     config = load_run_config(
         config_file,
+        base=embedded_default() if embedded else None,
         run=run,
         backbone=backbone,
         data=data,
@@ -102,6 +118,7 @@ def train(
         reward=reward,
         selector=selector,
         weighting=weighting,
+        eval_data=eval_data,
         seed=seed,
         sample={"num_candidates": num_candidates},
         train={
@@ -116,14 +133,15 @@ def train(
             "tracker": tracker,
         },
     )
-    if config.backbone.name is None:
-        raise UsageError(
-            "no backbone given: pass --backbone SPEC (e.g. --backbone sd2) or set backbone in --config"
-        )
-    run_dir = config.run or Path("runs") / str(config.backbone.name)
+    run_dir = config.run or Path("runs") / str(config.backbone.name or "tiny-sr")
     store = RunStore(run_dir)
     process = ProcessInfo.detect()
     show = process.is_main
+    if embedded and show:
+        console.print(
+            "Running the embedded default (tiny-sr on scikit-image's photographs, offline reward; "
+            f"docs/embedded.md) in {run_dir}"
+        )
     # without --data a run keeps the data it has; a new run uses the default data set
     keep_data = config.data.name is None and store.status("data").state == "done"
     keys = ("backbone", "reward", "selector", "weighting") + (() if keep_data else ("data", "degradation"))
@@ -134,7 +152,9 @@ def train(
     on_cpu = getattr(resolved["backbone"].options, "device", "auto") == "cpu" or None
     accelerator = make_accelerator(config.train, store.stage_dir("train"), cpu=on_cpu)
     # every process waits at the end of a stage until process 0 has marked it done
-    _data_stage(store, config, resolved, process, on_bad_image, show, keep_data)
+    with timed(store, "data", "images", show) as facts:
+        _data_stage(store, config, resolved, process, on_bad_image, show, keep_data)
+        facts["units"] = len(store.done_groups("data"))
     accelerator.wait_for_everyone()
     model = resolved["backbone"].build()
     if show:
@@ -147,8 +167,18 @@ def train(
         _pairs_stage(store, resolved, show)
     accelerator.wait_for_everyone()
     result = _train_stage(store, config, resolved, model, accelerator, resume, show)
+    accelerator.wait_for_everyone()
+    completion = store.completion("train") or {}
+    tuned = tuned_spec(resolved["backbone"], model, store.root / completion.get("weights", "train/final"))
+    del model
+    evaluation = None
+    if config.eval_data.name is not None and process.is_main:
+        evaluation = _eval_stage(store, config, manager, resolved, tuned, show)
     if show:
-        _print_summary(store, resolved["backbone"], model, result)
+        from dp2o_core.report import write_report
+
+        report = write_report(store)
+        _print_summary(store, tuned, result, evaluation, report)
     accelerator.wait_for_everyone()
     accelerator.state.destroy_process_group()
 
@@ -203,8 +233,11 @@ def _sample_stage(store, config: RunConfig, resolved, model, process, show) -> N
     )
     if not _announce(store, "sample", store.expected_fingerprint("sample", stage_config), show):
         return
-    with stage_progress("sample", show, unit="images") as (start, advance):
-        run_sample_stage(
+    with (
+        timed(store, "sample", "candidates", show) as facts,
+        stage_progress("sample", show, unit="images") as (start, advance),
+    ):
+        facts["units"] = settings.num_candidates * run_sample_stage(
             store,
             model,
             stage_config,
@@ -222,8 +255,12 @@ def _score_stage(store, resolved, process, show) -> None:
     stage_config = score_stage_config(reward_model, resolved["reward"].as_record())
     if not _announce(store, "score", store.expected_fingerprint("score", stage_config), show):
         return
-    with stage_progress("score", show) as (start, advance):
-        run_score_stage(
+    samples_per_group = int((store.record("sample") or {}).get("config", {}).get("num_candidates", 0) or 0)
+    with (
+        timed(store, "score", "candidates", show) as facts,
+        stage_progress("score", show) as (start, advance),
+    ):
+        facts["units"] = (samples_per_group or 1) * run_score_stage(
             store, reward_model, stage_config, process=process, on_start=start, on_progress=advance
         )
 
@@ -234,9 +271,11 @@ def _pairs_stage(store, resolved, show) -> None:
     if not _announce(store, "pairs", store.expected_fingerprint("pairs", stage_config), show):
         return
     components = {key: resolved[key].build() for key in keys}
-    result = make_pairs(
-        store, components["reward"], components["selector"], components["weighting"], stage_config
-    )
+    with timed(store, "pairs", "pairs") as facts:
+        result = make_pairs(
+            store, components["reward"], components["selector"], components["weighting"], stage_config
+        )
+        facts["units"] = result.summary.pairs
     s = result.summary
     console.print(
         f"  {s.pairs} pairs from {s.groups} groups; weight mean {s.weight_mean:.3f} "
@@ -266,21 +305,85 @@ def _train_stage(store, config: RunConfig, resolved, model, accelerator, resume:
             )
             shown[0] = metrics.step
 
-        return run_train_stage(
+        with timed(store, "train", "steps", show) as facts:
+            result = run_train_stage(
+                store,
+                model,
+                config.train,
+                stage_config,
+                accelerator,
+                seed=config.seed,
+                resume=resume,
+                on_prepare=prepare_callbacks,
+                on_step=on_step,
+            )
+            facts["units"] = result.steps - (result.resumed_from or 0)
+        return result
+
+
+def _eval_stage(store, config: RunConfig, manager, resolved, tuned: str, show: bool):
+    """Base vs tuned on the held-out data (``eval_data``); returns the evaluation."""
+    from dp2o_cli.eval_cmd import build_scorers
+    from dp2o_cli.progress import stage_progress
+
+    from dp2o_core.evaluation import Evaluation, load_inputs
+    from dp2o_core.specs import parse_spec, resolve_spec
+    from dp2o_core.stages import without_runtime_options
+    from dp2o_core.stages.eval import eval_stage_config, read_eval, run_eval_stage
+    from dp2o_core.stages.sample import RUNTIME_OPTIONS
+
+    held_out = resolve_spec(manager, "dataset", config.eval_data, None)
+    degradation = resolved.get("degradation") or config.resolve(manager, ("degradation",))["degradation"]
+    num_samples = config.eval.num_samples or config.sample.num_candidates
+    base_record = without_runtime_options(resolved["backbone"].as_record(), RUNTIME_OPTIONS)
+    records = {
+        "eval_data": held_out.as_record(),
+        "degradation": degradation.as_record(),
+        "reward": resolved["reward"].as_record(),
+        "base": base_record,
+    }
+    settings = {**config.eval.model_dump(), "num_samples": num_samples}
+    stage_config = eval_stage_config(records, settings, config.seed)
+    if not _announce(store, "eval", store.expected_fingerprint("eval", stage_config), show):
+        return Evaluation.from_record(read_eval(store))
+    reward_model = resolved["reward"].build()
+    scorers, unavailable = build_scorers(
+        manager, config.eval.metrics, exclude=[i.name for i in reward_model.metrics()]
+    )
+    dataset = held_out.build()
+    inputs = load_inputs(dataset, degradation.build() if dataset.synthesises_lr else None, config.seed)
+    tuned_backbone = resolve_spec(manager, "backbone", parse_spec(tuned, "backbone"), None)
+    models = [
+        ("base", str(configured_spec(resolved["backbone"])), resolved["backbone"].build()),
+        ("tuned", tuned, tuned_backbone.build()),
+    ]
+    with (
+        timed(store, "eval", "samples") as facts,
+        stage_progress("eval", show, unit="inputs") as (
+            start,
+            advance,
+        ),
+    ):
+        start(len(inputs) * len(models) * config.eval.seeds)
+        evaluation = run_eval_stage(
             store,
-            model,
-            config.train,
+            models,
+            inputs,
+            scorers,
+            reward_model,
             stage_config,
-            accelerator,
+            num_samples=num_samples,
+            seeds=config.eval.seeds,
             seed=config.seed,
-            resume=resume,
-            on_prepare=prepare_callbacks,
-            on_step=on_step,
+            unavailable=unavailable,
+            on_progress=advance,
         )
+        facts["units"] = len(inputs) * len(models) * config.eval.seeds * num_samples
+    return evaluation
 
 
 # -- the summary ------------------------------------------------------------------------------
-def _print_summary(store: RunStore, backbone: Resolved, model: Any, result: Any) -> None:
+def _print_summary(store: RunStore, tuned: str, result: Any, evaluation: Any, report: Path) -> None:
     completion = store.completion("train") or {}
     weights = store.root / completion.get("weights", "train/final")
     final = completion.get("final") or {}
@@ -304,19 +407,27 @@ def _print_summary(store: RunStore, backbone: Resolved, model: Any, result: Any)
             table.add_row(label, f"{final[key]:.5g}")
     table.add_row("training curves", str(store.stage_dir("train") / "metrics.jsonl"))
     console.print(table)
+    if evaluation is not None:
+        from dp2o_cli.eval_cmd import print_evaluation
+
+        print_evaluation(evaluation, title=f"held-out evaluation — {len(evaluation.inputs)} inputs")
+    console.print(f"Report: {report}", soft_wrap=True)
     console.print("Upscale with the tuned model:")
-    console.print(
-        f"  dp2o upscale LR_IMAGES OUTPUT --backbone '{tuned_spec(backbone, model, weights)}'", soft_wrap=True
-    )
+    console.print(f"  dp2o upscale LR_IMAGES OUTPUT --backbone '{tuned}'", soft_wrap=True)
 
 
-def tuned_spec(backbone: Resolved, model: Any, weights: Path) -> str:
-    """The backbone spec with the run's non-default options and the tuned weights."""
+def configured_spec(backbone: Resolved) -> Spec:
+    """The backbone spec with the run's non-default options (the device left out)."""
     options = backbone.options
     changed = {
         name: value
         for name, value in options.model_dump(mode="json").items()
         if value != type(options).model_fields[name].default and name != "device"
     }
-    changed.update(model.tuned_options(weights))
-    return str(Spec(backbone.registration.name, changed))
+    return Spec(backbone.registration.name, changed)
+
+
+def tuned_spec(backbone: Resolved, model: Any, weights: Path) -> str:
+    """The backbone spec with the run's non-default options and the tuned weights."""
+    spec = configured_spec(backbone)
+    return str(Spec(spec.name, {**spec.options, **model.tuned_options(weights)}))

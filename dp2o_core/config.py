@@ -31,21 +31,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dp2o_core.atomic import write_text_atomic
 from dp2o_core.errors import UsageError
 from dp2o_core.specs import Resolved, Spec, parse_spec, resolve_spec
-from dp2o_core.training.settings import SampleSettings, TrainSettings
+from dp2o_core.training.settings import EvalSettings, SampleSettings, TrainSettings
 
 #: The components a run configures: config key (= CLI flag) → (plugin kind, default name).
 COMPONENTS: dict[str, tuple[str, str | None]] = {
     "data": ("dataset", "photos"),
     "degradation": ("degradation", "realesrgan"),
-    "backbone": ("backbone", None),
+    "backbone": ("backbone", "tiny-sr"),
     "reward": ("reward", "hybrid"),
     "selector": ("selector", "ratio"),
     "weighting": ("weighting", "hierarchical"),
+    "eval_data": ("dataset", None),
 }
 
 
 #: Config sections that are plain settings (not plugin specs).
-SETTINGS_SECTIONS = ("sample", "train")
+SETTINGS_SECTIONS = ("sample", "train", "eval")
 
 
 class RunConfig(BaseModel):
@@ -62,9 +63,13 @@ class RunConfig(BaseModel):
     reward: Spec = Field(Spec(None), description="Reward spec, e.g. 'hybrid'.")
     selector: Spec = Field(Spec(None), description="Pair selector spec, e.g. 'ratio=0.25'.")
     weighting: Spec = Field(Spec(None), description="Pair weighting spec, e.g. 'hierarchical'.")
+    eval_data: Spec = Field(
+        Spec(None), description="Held-out data evaluated after training, e.g. 'photos:split=held-out'."
+    )
     seed: int = Field(0, ge=0, description="Base seed from which every random choice of the run derives.")
     sample: SampleSettings = Field(SampleSettings(), description="Candidates per input and their seeds.")
     train: TrainSettings = Field(TrainSettings(), description="DPO objective and optimisation.")
+    eval: EvalSettings = Field(EvalSettings(), description="Held-out evaluation after training.")
 
     @field_validator(*COMPONENTS, mode="before")
     @classmethod
@@ -181,6 +186,7 @@ def resolved_config_record(config: RunConfig, resolved: Mapping[str, Resolved]) 
         "run": str(config.run) if config.run is not None else None,
         "sample": config.sample.model_dump(),
         "train": config.train.model_dump(),
+        "eval": config.eval.model_dump(),
         "components": {kind: item.as_record() for kind, item in resolved.items()},
     }
 

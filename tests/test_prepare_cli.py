@@ -42,7 +42,7 @@ def test_prepare_writes_lr_and_hr_and_status_reports_done(dp2o_cli, tmp_path):
     data = status["stages"][0]
     assert data["stage"] == "data" and data["state"] == "done"
     assert data["groups_done"] == data["groups_total"] == 4
-    assert [s["state"] for s in status["stages"][1:]] == ["missing"] * 4
+    assert [s["state"] for s in status["stages"][1:]] == ["missing"] * 5  # sample … eval
     assert "done" in dp2o_cli("status", str(run)).stdout
 
 

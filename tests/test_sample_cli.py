@@ -98,9 +98,9 @@ def test_upscale_a_file_and_a_folder(dp2o_cli, tiny_sd, photos, tmp_path):
     ]
 
 
-def test_missing_backbone_and_input_are_usage_errors(dp2o_cli, tmp_path):
-    result = dp2o_cli("sample", str(tmp_path / "run"))
-    assert result.exit_code == 2 and "no backbone given" in result.stderr
+def test_missing_data_and_input_are_named(dp2o_cli, tmp_path):
+    result = dp2o_cli("sample", str(tmp_path / "run"))  # the default backbone, tiny-sr, but no data
+    assert result.exit_code == 1 and "stage 'data'" in result.stderr and "missing" in result.stderr
     result = dp2o_cli("upscale", str(tmp_path / "nothing.png"), str(tmp_path / "o.png"), "--backbone", "sd2")
     assert result.exit_code == 2 and "does not exist" in result.stderr
 

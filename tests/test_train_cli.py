@@ -171,9 +171,14 @@ def test_train_runs_every_stage_with_the_flux_backbone(dp2o_cli, photos, tmp_pat
     assert store.completion("train")["final"]["step"] == 3
 
 
-def test_train_without_a_backbone_says_what_to_pass(dp2o_cli, tmp_path):
-    result = dp2o_cli("train", "--run", str(tmp_path / "r"))
-    assert result.exit_code == 2 and "--backbone" in result.stderr
+def test_another_backbone_starts_from_the_papers_defaults_not_the_embedded_run(dp2o_cli, tmp_path):
+    # the embedded default (no backbone) is exercised by test_embedded_run.py; any other
+    # backbone gets the paper's settings: here the data set's default crop of 256 px
+    result = dp2o_cli("config", "--backbone", "sd2")
+    assert result.exit_code == 0, result.stderr
+    missing = dp2o_cli("train", "--run", str(tmp_path / "r"), "--backbone", "sd2:model=/nonexistent/sd2")
+    assert missing.exit_code != 0 and "embedded default" not in missing.stdout
+    assert "/nonexistent/sd2" in missing.stderr
 
 
 @pytest.mark.slow

@@ -80,6 +80,14 @@ class RewardModel(Implementation):
         """
         raise NotImplementedError(f"reward {self.name!r} does not score images itself")
 
+    def prepare(self) -> None:
+        """Load what scoring needs (weights, networks) now rather than at the first score.
+
+        Raises :class:`~dp2o_core.errors.Dp2oError` naming what is missing and how to
+        provide it; ``dp2o eval`` uses this to list metrics that cannot run. The default
+        does nothing.
+        """
+
     @abstractmethod
     def reward(self, scores: Mapping[str, Sequence[float]]) -> Sequence[float] | np.ndarray:
         """One group's rewards (higher is better) from its raw scores, keyed by metric name."""

@@ -42,6 +42,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "score": ("sample",),
     "pairs": ("score",),
     "train": ("pairs",),
+    "eval": ("train",),
 }
 
 State = Literal["missing", "partial", "done", "stale"]

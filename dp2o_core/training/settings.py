@@ -60,3 +60,18 @@ class TrainSettings(BaseModel):
         "tensorboard",
         description="Where accelerate logs the training curves (metrics.jsonl is always written).",
     )
+
+
+class EvalSettings(BaseModel):
+    """The held-out evaluation ``dp2o train`` ends with (when ``eval_data`` is set)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_samples: int | None = Field(
+        None, ge=1, description="Samples per held-out input, M (none: the sample stage's num_candidates)."
+    )
+    seeds: int = Field(1, ge=1, description="Seed sets, K (mean ± std over them).")
+    metrics: list[str] = Field(
+        ["psnry", "ssim"],
+        description="pyiqa metrics reported besides the reward's (default: PSNR/SSIM on Y).",
+    )

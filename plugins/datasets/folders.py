@@ -28,6 +28,9 @@ class FolderOptions(PluginOptions):
         "center",
         description="Where the crop sits: the centre, or a position seeded by the run seed and item id.",
     )
+    crops_per_image: int = Field(
+        1, ge=1, description="Random crops taken from each image (items ID-crop0, ID-crop1, …); needs crop."
+    )
     max_images: int | None = Field(None, ge=1, description="Use only the first N items (in id order).")
     include: list[str] = Field(["*"], description="Glob patterns of files to use, e.g. ['*.png', 'train/*'].")
     prompts: Path | None = Field(
@@ -39,6 +42,8 @@ class FolderOptions(PluginOptions):
     def _crop_fits_scale(self):
         if self.crop is not None and self.crop % self.scale:
             raise ValueError(f"crop {self.crop} is not a multiple of scale {self.scale}")
+        if self.crops_per_image > 1 and (self.crop is None or self.crop_mode != "random"):
+            raise ValueError("crops_per_image > 1 needs crop=SIZE and crop_mode=random")
         return self
 
 
@@ -70,10 +75,14 @@ class _FolderDataset(Dataset):
         root = self._root()
         table = self._prompts()
         items = []
+        crops = self.options.crops_per_image if as_hr else 1
         for path in self._listing(root):
             prompt = prompt_for(path, root, table)
             hr, lr = (path, None) if as_hr else (None, path)
-            items.append(DataItem(_relative_id(path, root), hr=hr, lr=lr, prompt=prompt))
+            base = _relative_id(path, root)
+            for index in range(crops):
+                item_id = f"{base}-crop{index}" if crops > 1 else base
+                items.append(DataItem(item_id, hr=hr, lr=lr, prompt=prompt))
         return self._limit(items)
 
     def _limit(self, items: list[DataItem]) -> list[DataItem]:

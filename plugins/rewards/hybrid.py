@@ -119,6 +119,11 @@ class HybridReward(RewardModel):
             }
         return self._members
 
+    def prepare(self) -> None:
+        """Create every member metric."""
+        for member in self.members().values():
+            member.prepare()
+
     def score(self, candidates, reference=None):
         """Raw scores of every member metric."""
         scores: dict[str, Sequence[float]] = {}

@@ -96,6 +96,10 @@ class PyiqaReward(RewardModel):
             )
         return self._metric
 
+    def prepare(self) -> None:
+        """Create the pyiqa metric (loading or fetching its weights)."""
+        _ = self.metric
+
     def score(self, candidates, reference=None) -> Mapping[str, Sequence[float]]:
         """Raw scores of every candidate, batched; reference-side work done once where possible."""
         from dp2o_plugins.rewards.scoring import score_candidates

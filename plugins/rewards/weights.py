@@ -43,6 +43,48 @@ def offline() -> bool:
     )
 
 
+_reachable: bool | None = None
+
+
+@contextlib.contextmanager
+def offline_unless_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> Iterator[bool]:
+    """Inside the block, be offline when ``host`` cannot be reached; yields whether it is.
+
+    Without it every metric whose weights are missing spends about a minute in the Hugging
+    Face client's retries before failing; with it a missing file fails at once, with the
+    message that says where to put it. Reachability is checked once per process; the
+    environment and the hub client's setting are restored on exit.
+    """
+    global _reachable
+    if offline():
+        yield True
+        return
+    if _reachable is None:
+        import socket
+
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            _reachable = True
+        except OSError:
+            _reachable = False
+    if _reachable:
+        yield False
+        return
+    import huggingface_hub.constants as hub
+
+    saved = os.environ.get("DP2O_OFFLINE"), hub.HF_HUB_OFFLINE
+    os.environ["DP2O_OFFLINE"] = "1"
+    hub.HF_HUB_OFFLINE = True  # the hub client reads HF_HUB_OFFLINE at import time
+    try:
+        yield True
+    finally:
+        if saved[0] is None:
+            os.environ.pop("DP2O_OFFLINE", None)
+        else:
+            os.environ["DP2O_OFFLINE"] = saved[0]
+        hub.HF_HUB_OFFLINE = saved[1]
+
+
 def weights_dirs(weights_dir: Path | None) -> list[Path]:
     """Folders searched for weight files by name, in order."""
     folders = []

@@ -1,0 +1,121 @@
+"""The report's charts, drawn with matplotlib (Agg backend) into PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dp2o_core.atomic import atomic_path
+from dp2o_core.report.facts import RunFacts
+
+COLOURS = {"base": "#7f8c8d", "tuned": "#1f77b4", "winner": "#2ca02c", "loser": "#d62728"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: Path) -> Path:
+    plt = _pyplot()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+    return path
+
+
+def reward_distribution(facts: RunFacts, path: Path) -> Path | None:
+    """Histogram of every candidate's reward, with the winners' and losers' rewards over it."""
+    if not facts.rewards:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.4, 3.4))
+    bins = 30
+    axis.hist(facts.rewards, bins=bins, color="#bbbbbb", label="all candidates")
+    winners = sorted({(p["group_id"], p["winner"]): p["winner_reward"] for p in facts.pairs}.values())
+    losers = sorted({(p["group_id"], p["loser"]): p["loser_reward"] for p in facts.pairs}.values())
+    axis.hist(winners, bins=bins, alpha=0.7, color=COLOURS["winner"], label="winners")
+    axis.hist(losers, bins=bins, alpha=0.7, color=COLOURS["loser"], label="losers")
+    axis.set_xlabel("reward")
+    axis.set_ylabel("candidates")
+    axis.legend()
+    axis.set_title("Reward of the candidates")
+    return _save(figure, path)
+
+
+def pair_weights(facts: RunFacts, path: Path) -> Path | None:
+    """Pair weights: their histogram, and weight against reward gap."""
+    if not facts.pairs:
+        return None
+    plt = _pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    weights = [p["weight"] for p in facts.pairs]
+    gaps = [p["winner_reward"] - p["loser_reward"] for p in facts.pairs]
+    left.hist(weights, bins=30, color=COLOURS["tuned"])
+    left.set_xlabel("pair weight")
+    left.set_ylabel("pairs")
+    left.set_title("Pair weights")
+    right.scatter(gaps, weights, s=8, alpha=0.6, color=COLOURS["tuned"])
+    right.set_xlabel("reward gap (winner − loser)")
+    right.set_ylabel("pair weight")
+    right.set_title("Weight against reward gap")
+    return _save(figure, path)
+
+
+def training_curves(facts: RunFacts, path: Path) -> Path | None:
+    """Loss, implicit accuracy, error margins against the reference, learning rate."""
+    if not facts.history:
+        return None
+    plt = _pyplot()
+    steps = [h["step"] for h in facts.history]
+    figure, axes = plt.subplots(2, 2, figsize=(9, 5.6))
+    panels = [
+        (axes[0][0], "DPO loss", [("loss", None)]),
+        (axes[0][1], "Implicit accuracy", [("implicit_accuracy", None)]),
+        (
+            axes[1][0],
+            "Error − reference error",
+            [("winner_margin", COLOURS["winner"]), ("loser_margin", COLOURS["loser"])],
+        ),
+        (axes[1][1], "Learning rate", [("learning_rate", None)]),
+    ]
+    for axis, title, series in panels:
+        for key, colour in series:
+            axis.plot(steps, [h[key] for h in facts.history], label=key.replace("_", " "), color=colour)
+        axis.set_title(title)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+        if len(series) > 1:
+            axis.axhline(0, color="black", linewidth=0.6)
+            axis.legend()
+    return _save(figure, path)
+
+
+def held_out_rewards(facts: RunFacts, path: Path) -> Path | None:
+    """Best/Mean/Worst@M of the held-out reward per model, as grouped bars."""
+    evaluation = facts.evaluation
+    if not evaluation or not evaluation.get("reward"):
+        return None
+    plt = _pyplot()
+    columns = ["best", "mean", "worst"]
+    models = evaluation["models"]
+    figure, axis = plt.subplots(figsize=(6.4, 3.4))
+    width = 0.8 / len(models)
+    for index, model in enumerate(models):
+        positions = [c + (index - (len(models) - 1) / 2) * width for c in range(len(columns))]
+        values = [model["reward"][c]["mean"] for c in columns]
+        errors = [model["reward"][c]["std"] for c in columns]
+        bars = axis.bar(
+            positions, values, width, yerr=errors, label=model["label"], color=COLOURS.get(model["label"])
+        )
+        axis.bar_label(bars, fmt="%.3f", fontsize=8)
+    m = evaluation["num_samples"]
+    axis.set_xticks(range(len(columns)), [f"{c.capitalize()}@{m}" for c in columns])
+    axis.set_ylabel(f"{evaluation['reward']} reward")
+    axis.set_title("Held-out reward (normalised over both models' samples)")
+    axis.legend()
+    return _save(figure, path)
