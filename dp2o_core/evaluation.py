@@ -245,12 +245,10 @@ class BicubicBaseline:
 
     def sample(self, lr, seeds, prompts=None):
         """The upsampled LR, repeated once per seed."""
-        import torch.nn.functional as F
-
+        from dp2o_core.imageio import upsample_bicubic
         from dp2o_core.interfaces import SampleResult
 
-        size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
-        up = F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+        up = upsample_bicubic(lr, self.scale)
         images = up.unsqueeze(1).expand(-1, len(seeds[0]), -1, -1, -1).contiguous()
         return SampleResult(images=images, seeds=[list(s) for s in seeds])
 

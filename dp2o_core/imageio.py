@@ -120,6 +120,15 @@ def read_image_tensor(path: Path | str) -> torch.Tensor:
     return torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].float() / 255
 
 
+def upsample_bicubic(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """LR images (N×3×h×w in [0, 1]) bicubic-upsampled ×scale and clamped to [0, 1]: the
+    control image of the SR backbones and the plain-upsampling baseline."""
+    import torch.nn.functional as F
+
+    size = (lr.shape[-2] * scale, lr.shape[-1] * scale)
+    return F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
 def write_png(path: Path | str, array: np.ndarray) -> None:
     """Write an H×W×3 ``uint8`` array as PNG atomically (temporary file, then rename)."""
     import numpy as np

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from dp2o_plugins.backbones.colorfix import color_fix
-from dp2o_plugins.backbones.loading import load_component, load_state_dict_file
+from dp2o_plugins.backbones.loading import load_component, load_state_dict_file, resolve_device
 from pydantic import Field
 
 from dp2o_core import Backbone, PluginOptions, SampleResult
 from dp2o_core.errors import Dp2oError
+from dp2o_core.imageio import upsample_bicubic
 
 
 class ControlNetOptions(PluginOptions):
@@ -57,12 +57,7 @@ class ControlNetBackbone(Backbone):
         import torch
 
         o = self.options
-        if o.device == "auto":
-            # under accelerate/torchrun each process takes the GPU of its local rank
-            local = int(os.environ.get("LOCAL_RANK", "0") or 0)
-            self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-        else:
-            self.device = torch.device(o.device)
+        self.device = resolve_device(o.device)
         self.dtype = getattr(torch, o.dtype)
         self._prompt_cache: dict[str, dict[str, Any]] = {}
         self._reference: Any = None
@@ -93,10 +88,7 @@ class ControlNetBackbone(Backbone):
     # -- sampling ------------------------------------------------------------------------------
     def upsample(self, lr):
         """The control image: LR bicubic-upsampled ×scale, in [0, 1]."""
-        import torch.nn.functional as F
-
-        size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
-        return F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+        return upsample_bicubic(lr, self.scale)
 
     def sample(
         self, lr, seeds: Sequence[Sequence[int]], prompts: Sequence[str] | None = None

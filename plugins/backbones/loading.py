@@ -14,6 +14,17 @@ def local_only() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0")
 
 
+def resolve_device(option: str) -> Any:
+    """The torch device of a backbone's ``device`` option: 'auto' is the GPU of this process's
+    local rank (accelerate/torchrun give each process its own), else the CPU."""
+    import torch
+
+    if option != "auto":
+        return torch.device(option)
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    return torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+
+
 def quiet_libraries() -> None:
     """Keep diffusers' and transformers' loading chatter and progress bars off dp2o's output."""
     import diffusers

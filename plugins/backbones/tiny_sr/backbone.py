@@ -9,12 +9,11 @@ ancestral noise at every step) so that candidates of one input differ visibly wi
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dp2o_plugins.backbones.loading import load_component
+from dp2o_plugins.backbones.loading import load_component, resolve_device
 from dp2o_plugins.backbones.tiny_sr.network import (
     BUNDLED_WEIGHTS,
     alpha_sigma,
@@ -25,6 +24,7 @@ from dp2o_plugins.backbones.tiny_sr.network import (
 from pydantic import Field
 
 from dp2o_core import Backbone, PluginOptions, SampleResult
+from dp2o_core.imageio import upsample_bicubic
 
 
 class TinySrOptions(PluginOptions):
@@ -58,15 +58,10 @@ class TinySrBackbone(Backbone):
 
     def __init__(self, options=None) -> None:
         super().__init__(options)
-        import torch
         from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
         o = self.options
-        if o.device == "auto":
-            local = int(os.environ.get("LOCAL_RANK", "0") or 0)
-            self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-        else:
-            self.device = torch.device(o.device)
+        self.device = resolve_device(o.device)
         self.folder = Path(o.weights).expanduser() if o.weights is not None else BUNDLED_WEIGHTS
         self.settings = load_settings(self.folder)
         self.scale = self.settings.scale
@@ -79,10 +74,7 @@ class TinySrBackbone(Backbone):
     # -- sampling ------------------------------------------------------------------------------
     def upsample(self, lr):
         """LR bicubic-upsampled ×scale, in [0, 1]: the condition and the colour anchor."""
-        import torch.nn.functional as F
-
-        size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
-        return F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+        return upsample_bicubic(lr, self.scale)
 
     def sample(
         self, lr, seeds: Sequence[Sequence[int]], prompts: Sequence[str] | None = None

@@ -55,10 +55,9 @@ def random_batch(photos, size: int, count: int, generator):
 
 def upsample(lr):
     """Bicubic ×4 in [0, 1], as the backbone does."""
-    import torch.nn.functional as F
+    from dp2o_core.imageio import upsample_bicubic
 
-    size = (lr.shape[-2] * SCALE, lr.shape[-1] * SCALE)
-    return F.interpolate(lr, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+    return upsample_bicubic(lr, SCALE)
 
 
 def residual_scaling_factor(photos, size: int, generator) -> float:
