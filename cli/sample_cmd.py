@@ -14,7 +14,14 @@ from dp2o_cli.run_config import load_run_config, write_run_config
 from dp2o_cli.state import CliState
 
 from dp2o_core.errors import UsageError
-from dp2o_core.imageio import IMAGE_SUFFIXES, BadImageError, list_images, read_image_tensor, write_png
+from dp2o_core.imageio import (
+    IMAGE_SUFFIXES,
+    BadImageError,
+    list_images,
+    read_image_tensor,
+    tensor_to_array,
+    write_png,
+)
 from dp2o_core.stages.sample import run_sample_stage, sample_stage_config
 from dp2o_core.store import ProcessInfo, RunStore
 
@@ -83,7 +90,6 @@ def upscale(
     num_candidates: NumCandidates = 1,
 ) -> None:
     """Super-resolve INPUT (a file or a folder) with a backbone; several candidates get _m suffixes."""
-    import torch
 
     manager = ctx.ensure_object(CliState).manager
     config = load_run_config(config_file, backbone=backbone)
@@ -109,7 +115,7 @@ def upscale(
                 continue
             images = model.sample(lr, [seeds]).images[0]
             for m, image in enumerate(images):
-                array = (image * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+                array = tensor_to_array(image)
                 name = (
                     output if num_candidates == 1 else output.with_name(f"{output.stem}_{m}{output.suffix}")
                 )

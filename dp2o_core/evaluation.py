@@ -255,9 +255,8 @@ class BicubicBaseline:
 
 def load_inputs(dataset, degradation, seed: int) -> list[EvalInput]:
     """A data set's items as evaluation inputs (LR synthesised by ``degradation`` where needed)."""
-    import torch
-
     from dp2o_core.errors import Dp2oError
+    from dp2o_core.imageio import array_to_tensor
 
     items = dataset.items()
     loaded = dataset.load(items, seed, degradation=degradation)
@@ -265,14 +264,6 @@ def load_inputs(dataset, degradation, seed: int) -> list[EvalInput]:
     for item, sample in zip(items, loaded, strict=True):
         if isinstance(sample, Exception):
             raise Dp2oError(f"evaluation input {item.id!r}: {sample}")
-
-        def tensor(array):
-            return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float() / 255
-
-        inputs.append(EvalInput(item.id, tensor(sample.lr), None if sample.hr is None else tensor(sample.hr)))
+        hr = None if sample.hr is None else array_to_tensor(sample.hr)
+        inputs.append(EvalInput(item.id, array_to_tensor(sample.lr), hr))
     return inputs
-
-
-def reward_metric_names(reward: RewardModel | None) -> Mapping[str, MetricInfo]:
-    """The reward's member metrics, by name."""
-    return {} if reward is None else {info.name: info for info in reward.metrics()}

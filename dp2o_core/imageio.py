@@ -115,9 +115,21 @@ def _to_rgb8(image) -> np.ndarray:
 
 def read_image_tensor(path: Path | str) -> torch.Tensor:
     """The image at ``path`` as a 1×3×H×W float tensor in [0, 1] (what backbones and rewards take)."""
+    return array_to_tensor(read_image(path))
+
+
+def array_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """An H×W×3 ``uint8`` array as a 1×3×H×W float tensor in [0, 1]."""
     import torch
 
-    return torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].float() / 255
+    return torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255
+
+
+def tensor_to_array(image: torch.Tensor) -> np.ndarray:
+    """A 3×H×W image in [0, 1] as an H×W×3 ``uint8`` array (clamped, rounded), ready for PNG."""
+    import torch
+
+    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def upsample_bicubic(lr: torch.Tensor, scale: int) -> torch.Tensor:

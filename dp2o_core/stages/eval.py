@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dp2o_core.evaluation import EvalInput, Evaluation, evaluate
-from dp2o_core.imageio import write_png
+from dp2o_core.imageio import tensor_to_array, write_png
 from dp2o_core.interfaces import Backbone, RewardModel
 from dp2o_core.store import RunStore
 
@@ -59,7 +59,7 @@ def run_eval_stage(
         images |= {model.label: model.examples[item.id] for model in evaluation.models}
         for name, image in images.items():
             if image is not None:
-                write_png(folder / item.id / f"{name}.png", _to_array(image))
+                write_png(folder / item.id / f"{name}.png", tensor_to_array(image))
     from dp2o_core.atomic import write_text_atomic
 
     record = evaluation.to_record()
@@ -73,9 +73,3 @@ def read_eval(store: RunStore) -> dict[str, Any] | None:
     if store.completion("eval") is None:
         return None
     return json.loads((store.stage_dir("eval") / RESULT_FILE).read_text(encoding="utf-8"))
-
-
-def _to_array(image):
-    import torch
-
-    return (image.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
