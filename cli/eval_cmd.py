@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -191,10 +190,3 @@ def print_evaluation(evaluation: Evaluation, title: str) -> None:
     )  # fmt: skip
     for name, reason in evaluation.unavailable.items():
         console.print(f"[yellow]unavailable[/] {name}: {reason}", soft_wrap=True)
-
-
-def write_evaluation(evaluation: Evaluation, path: Path) -> None:
-    """The evaluation record as JSON (atomically)."""
-    from dp2o_core.atomic import write_text_atomic
-
-    write_text_atomic(path, json.dumps(evaluation.to_record(), indent=2) + "\n")

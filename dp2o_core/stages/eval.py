@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from dp2o_core.atomic import write_text_atomic
 from dp2o_core.evaluation import EvalInput, Evaluation, evaluate
 from dp2o_core.imageio import tensor_to_array, write_png
 from dp2o_core.interfaces import Backbone, RewardModel
@@ -60,8 +61,6 @@ def run_eval_stage(
         for name, image in images.items():
             if image is not None:
                 write_png(folder / item.id / f"{name}.png", tensor_to_array(image))
-    from dp2o_core.atomic import write_text_atomic
-
     record = evaluation.to_record()
     write_text_atomic(store.stage_dir("eval") / RESULT_FILE, json.dumps(record, indent=2) + "\n")
     store.complete("eval", fingerprint, inputs=len(inputs), num_samples=num_samples, seeds=seeds)
