@@ -63,7 +63,7 @@ def make_preference_run(root: Path, backbone, held_out: int = 1, size: int = 64)
             tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
             with torch.no_grad():
                 latents = backbone.encode(tensor).float().cpu()
-            shard = store.group_path("sample", "latents", group_id).with_suffix(".safetensors")
+            shard = store.group_path("sample", "latents", group_id, suffix=".safetensors")
             shard.parent.mkdir(parents=True, exist_ok=True)
             save_file({"latents": latents.contiguous()}, str(shard))
             rows = []

@@ -24,7 +24,7 @@ def main() -> None:
     ) as writer:
         for group in writer.todo:
             time.sleep(pause)
-            path = store.group_path("data", "files", group).with_suffix(".txt")
+            path = store.group_path("data", "files", group, suffix=".txt")
             write_text_atomic(path, f"{group} {tag}\n")
             number = int(group.split("/")[1])
             writer.add_group(

@@ -49,12 +49,12 @@ def test_prepare_writes_lr_and_hr_and_status_reports_done(dp2o_cli, tmp_path):
 def test_rerun_skips_and_changed_degradation_redoes(dp2o_cli, tmp_path):
     folder, run = _folder(tmp_path), tmp_path / "run"
     dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64")
-    lr_before = read_image(RunStore(run).group_path("data", "lr", "coffee").with_suffix(".png"))
+    lr_before = read_image(RunStore(run).group_path("data", "lr", "coffee", suffix=".png"))
     again = dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64")
     assert "0 written now, 4 already done" in again.stdout
     changed = dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64", "--degradation", "bicubic")
     assert "4 written now, 0 already done" in changed.stdout
-    lr_after = read_image(RunStore(run).group_path("data", "lr", "coffee").with_suffix(".png"))
+    lr_after = read_image(RunStore(run).group_path("data", "lr", "coffee", suffix=".png"))
     assert not np.array_equal(lr_before, lr_after)
 
 
@@ -115,3 +115,24 @@ def test_two_processes_give_the_same_tables_as_one(plugin_env, tmp_path):
         assert np.array_equal(
             read_image(tmp_path / "single" / row["lr"]), read_image(tmp_path / "double" / row["lr"])
         )
+
+
+def test_a_frame_sequence_keeps_one_file_per_frame(dp2o_cli, tmp_path):
+    from images import photo
+    from PIL import Image
+
+    folder, run = tmp_path / "frames", tmp_path / "run"
+    folder.mkdir()
+    base = photo("astronaut", 64)
+    for i in range(1, 41):  # frame.0001.png … frame.0040.png: ids differ only after a dot
+        Image.fromarray(np.roll(base, 3 * i, axis=1)).save(folder / f"frame.{i:04d}.png")
+    result = dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=32", "--degradation", "bicubic")
+    assert result.exit_code == 0, result.stderr
+    rows = RunStore(run).read_table("data", "groups").to_pylist()
+    assert len({r["hr"] for r in rows}) == len({r["lr"] for r in rows}) == 40
+    for row in rows:  # each group's HR is its own frame's crop
+        i = int(row["group_id"].split(".")[1])
+        source = np.roll(base, 3 * i, axis=1)
+        top, left = row["crop_top"], row["crop_left"]
+        crop = source[top : top + 32, left : left + 32]
+        assert np.array_equal(read_image(run / row["hr"]), crop), row["group_id"]

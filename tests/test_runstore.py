@@ -212,3 +212,18 @@ def test_status_record_has_stable_keys(tmp_path):
 def test_duplicate_group_ids_are_refused(tmp_path):
     with pytest.raises(Dp2oError, match="group ids are not unique: a"):
         RunStore(tmp_path).open_stage("data", config={}, group_ids=["a", "b", "a"])
+
+
+def test_group_file_names_are_distinct_for_distinct_ids(tmp_path):
+    from dp2o_core.store.runstore import safe_name
+
+    store = RunStore(tmp_path)
+    ids = [f"frame.{i:04d}" for i in range(1, 41)] + ["shot.v9", "shot.v10", "img 7", "img_7", "img%207"]
+    ids += ["a/b", "a__b", "a_b", ".", "..", ".hidden", "", "é", "e\u0301", "x" * 300, "x" * 299 + "y"]
+    names = [store.group_path("data", "lr", g, suffix=".png") for g in ids]
+    assert len(set(names)) == len(ids)
+    assert all(n.parent.parent == tmp_path / "data" / "lr" for n in names)  # never escapes its folder
+    assert store.group_path("data", "lr", "frame.0007", suffix=".png").name == "frame.0007.png"
+    assert safe_name("img 7") == "img%207" and safe_name("img_7") == "img_7"
+    assert not any(safe_name(g).startswith(".") for g in ids)
+    assert all(len(safe_name(g)) <= 160 for g in ids)

@@ -90,11 +90,11 @@ def run_data_stage(
 
 def _store_sample(store: RunStore, sample: DataSample) -> dict[str, Any]:
     group_id = sample.item.id
-    lr_path = store.group_path("data", "lr", group_id).with_suffix(".png")
+    lr_path = store.group_path("data", "lr", group_id, suffix=".png")
     write_png(lr_path, sample.lr)
     hr_rel = None
     if sample.hr is not None:
-        hr_path = store.group_path("data", "hr", group_id).with_suffix(".png")
+        hr_path = store.group_path("data", "hr", group_id, suffix=".png")
         write_png(hr_path, sample.hr)
         hr_rel = store.relative(hr_path)
     return {

@@ -90,7 +90,7 @@ def run_sample_stage(
             _store_prompts(store, backbone, save_file)
             latent_path = None
             if result.latents is not None:
-                latent_path = store.group_path("sample", "latents", group_id).with_suffix(".safetensors")
+                latent_path = store.group_path("sample", "latents", group_id, suffix=".safetensors")
                 with atomic_path(latent_path) as tmp:
                     save_file({"latents": result.latents[0].contiguous().cpu()}, str(tmp))
             images = (

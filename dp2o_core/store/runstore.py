@@ -103,14 +103,23 @@ class RunStore:
         _check_stage(stage)
         return self.root / stage
 
-    def group_path(self, stage: str, subdir: str, group_id: str, filename: str | None = None) -> Path:
+    def group_path(
+        self, stage: str, subdir: str, group_id: str, filename: str | None = None, *, suffix: str = ""
+    ) -> Path:
         """Where a stage keeps a file of one group, spread over 256 bucket folders.
 
-        Without ``filename``: ``<stage>/<subdir>/<bucket>/<group>`` (add a suffix to it);
-        with it: ``<stage>/<subdir>/<bucket>/<group>/<filename>``.
+        Without ``filename``: ``<stage>/<subdir>/<bucket>/<group><suffix>``; with it:
+        ``<stage>/<subdir>/<bucket>/<group>/<filename>``. ``<group>`` is :func:`safe_name`,
+        which is injective, and the suffix is appended (never substituted for a part of the
+        id), so two groups never share a file: ``frame.0001`` and ``frame.0002`` give
+        ``frame.0001.png`` and ``frame.0002.png``.
         """
+        if filename and suffix:
+            raise ValueError("group_path takes a filename or a suffix, not both")
         base = self.stage_dir(stage) / subdir / _bucket(group_id) / safe_name(group_id)
-        return base / filename if filename else base
+        if filename:
+            return base / filename
+        return base.with_name(base.name + suffix) if suffix else base
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the run directory, with '/' separators (as tables store it)."""
@@ -498,11 +507,28 @@ class StageWriter:
 
 
 def safe_name(group_id: str) -> str:
-    """A file-name-safe, readable form of a group id ('/' → '__'; long ids shortened with a hash)."""
-    name = re.sub(r"[^A-Za-z0-9._+-]", "_", group_id.replace("/", "__"))
+    """A file-name-safe, readable form of a group id, distinct for distinct ids.
+
+    Letters, digits, ``.``, ``_`` and ``-`` stay as they are; every other character
+    (``/``, spaces, ``%``, non-ASCII) is percent-encoded from its UTF-8 bytes, and so is a
+    leading dot (no hidden files, no ``.``/``..``). The encoding is reversible, so two ids
+    never share a name: ``img 7`` → ``img%207`` but ``img_7`` stays ``img_7``. Names
+    longer than 120 characters keep their first 80 and append the SHA-256 of the id.
+    """
+    name = "".join(
+        char if _SAFE_CHAR.fullmatch(char) else "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+        for char in group_id
+    )
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if not name:
+        name = "%"  # the empty id: '%' alone is no encoding of any other id
     if len(name) > 120:
-        name = name[:100] + "-" + hashlib.sha1(group_id.encode()).hexdigest()[:16]
+        name = name[:80] + "-" + hashlib.sha256(group_id.encode("utf-8")).hexdigest()
     return name
+
+
+_SAFE_CHAR = re.compile(r"[A-Za-z0-9._-]")
 
 
 def _bucket(group_id: str) -> str:

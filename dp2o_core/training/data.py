@@ -174,7 +174,7 @@ class TrainingData:
         return read_image_tensor(self.store.root / self._groups[group_id]["lr"])
 
     def _condition_path(self, group_id: str) -> Path:
-        return self.store.group_path("sample", "conditions", group_id).with_suffix(".safetensors")
+        return self.store.group_path("sample", "conditions", group_id, suffix=".safetensors")
 
     def _condition(self, group_id: str) -> dict[str, torch.Tensor]:
         if not self.cache:
