@@ -207,3 +207,60 @@ def test_training_without_the_caches_encodes_every_step_and_matches_the_cached_r
         assert (backbone.vae.encoder is None) is cache  # released only when nothing is encoded
     # the preference run's latents are encodings of the same 8-bit images the PNGs hold
     assert histories[0] == pytest.approx(histories[1], rel=1e-4)
+
+
+class _Planted:
+    """A pickle that, when loaded without weights_only, creates a file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_loads_no_code_from_a_planted_checkpoint_and_skips_damaged_ones(x0_model, tmp_path):
+    backbone = _backbone(x0_model)
+    store = make_preference_run(tmp_path, backbone)
+    options = dict(max_steps=6, batch_size=4, micro_batch_size=4, learning_rate=1e-4, checkpoint_every=2)
+    full = _trainer(store, backbone, tmp_path / "full", **options).run()
+    _trainer(store, _backbone(x0_model), tmp_path / "a", **{**options, "max_steps": 5}).run()
+    checkpoints = tmp_path / "a" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-000002", "step-000004"]
+    assert not list(checkpoints.glob("*/state/custom_checkpoint_*.pkl"))  # schedule is JSON
+    assert (checkpoints / "step-000004" / "state" / "schedule.json").exists()
+    # a crafted checkpoint: code in a custom-object pickle (never loaded) and in optimizer.bin
+    marker = tmp_path / "pwned"
+    torch.save(_Planted(marker), checkpoints / "step-000004" / "state" / "custom_checkpoint_0.pkl")
+    torch.save(_Planted(marker), checkpoints / "step-000004" / "state" / "optimizer.bin")
+    resumed = _trainer(store, _backbone(x0_model), tmp_path / "a", **{**options, "max_steps": 6})
+    result = resumed.run()
+    assert not marker.exists()
+    # step 4 was set aside, step 2 loaded, and steps 3-6 redone exactly as the uninterrupted run
+    assert result.resumed_from == 2
+    assert (checkpoints / "step-000004.damaged").is_dir()
+    final = [m.loss for m in result.history]
+    assert final == pytest.approx([m.loss for m in full.history], rel=1e-6)
+    a = load_file(str(result.weights / "model.safetensors"))
+    b = load_file(str(full.weights / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("damage", ["truncate-model", "empty-optimizer", "position"])
+def test_a_damaged_newest_checkpoint_is_reported_and_the_previous_used(x0_model, tmp_path, damage, capsys):
+    backbone = _backbone(x0_model)
+    store = make_preference_run(tmp_path, backbone)
+    options = dict(max_steps=5, batch_size=4, micro_batch_size=4, learning_rate=1e-4, checkpoint_every=2)
+    _trainer(store, backbone, tmp_path / "a", **options).run()
+    newest = tmp_path / "a" / "checkpoints" / "step-000004"
+    if damage == "truncate-model":
+        model = newest / "state" / "model.safetensors"
+        model.write_bytes(model.read_bytes()[:-100])
+    elif damage == "empty-optimizer":
+        (newest / "state" / "optimizer.bin").write_bytes(b"")
+    else:
+        (newest / "position.json").write_text('{"step": ')
+    result = _trainer(store, _backbone(x0_model), tmp_path / "a", **options).run()
+    assert result.resumed_from == 2
+    out = capsys.readouterr().out
+    assert "step-000004 cannot be resumed from" in out and "Trying the one before" in out

@@ -1,12 +1,16 @@
-"""Where training checkpoints live and which are complete (no torch: ``dp2o status`` reads it).
+"""Where training checkpoints live, which are complete and which can be loaded.
 
 A checkpoint is ``<train>/checkpoints/step-NNNNNN/``; the trainer writes it under a
 staging name and renames it into place, and ``position.json`` inside is written last.
+Listing them needs no torch (``dp2o status`` reads it); :func:`checkpoint_problem` opens
+every file a resume would load, without running any code stored in them.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import struct
 from pathlib import Path
 
 _NAME = re.compile(r"step-(\d{6,})")
@@ -25,3 +29,77 @@ def complete_checkpoints(folder: Path) -> list[tuple[int, Path]]:
         if match and (path / "position.json").exists():
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+#: Files in a checkpoint's ``state/`` folder that a resume never loads: accelerate's pickled
+#: custom objects (loading them can run arbitrary code; dp2o keeps its schedule in JSON).
+UNSAFE_STATE_FILES = "custom_checkpoint_*.pkl"
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be resumed from, or None when it can.
+
+    Checks ``position.json`` and ``schedule.json``, the header and length of every
+    safetensors file, and that every pickled state file (optimizer, random states, scaler)
+    loads with ``weights_only=True`` (memory-mapped, so a large optimizer state is not read
+    twice). A truncated, emptied or planted file is reported here, before any of the
+    checkpoint is applied to the model.
+    """
+    path = Path(path)
+    try:
+        position = json.loads((path / "position.json").read_text(encoding="utf-8"))
+        int(position["step"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"position.json is unreadable ({_short(error)})"
+    state = path / "state"
+    if not state.is_dir():
+        return "its state/ folder is missing"
+    schedule = state / "schedule.json"
+    if schedule.exists():
+        try:
+            json.loads(schedule.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            return f"state/schedule.json is unreadable ({_short(error)})"
+    for file in sorted(state.iterdir()):
+        if file.match(UNSAFE_STATE_FILES):
+            continue
+        if file.suffix == ".safetensors":
+            problem = _safetensors_problem(file)
+        elif file.suffix in (".bin", ".pkl", ".pt"):
+            problem = _pickle_problem(file)
+        else:
+            continue
+        if problem:
+            return f"state/{file.name} {problem}"
+    return None
+
+
+def _safetensors_problem(file: Path) -> str | None:
+    """A truncated or damaged safetensors file: its header does not describe its length."""
+    try:
+        with file.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        size = file.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError, struct.error, MemoryError, OverflowError) as error:
+        return f"is not a readable safetensors file ({_short(error)})"
+    if size != 8 + length + end:
+        return f"is {size} bytes but its header describes {8 + length + end} (truncated?)"
+    return None
+
+
+def _pickle_problem(file: Path) -> str | None:
+    """A pickled state file that does not load as plain tensors and containers."""
+    from accelerate.utils import load
+
+    try:
+        load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001 - any failure means a resume cannot load it
+        return f"does not load safely ({_short(error)})"
+    return None
+
+
+def _short(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 160 else text[:157] + "..."

@@ -6,12 +6,15 @@ gradients (no DDP synchronisation until its last micro-batch). The loss of a mic
 is its sum of weight × pair loss scaled so that the step's gradient is that of the mean
 over the whole batch, whatever the micro-batch size or process count.
 
-Checkpoints (``checkpoints/step-NNNNNN/``) hold accelerate's state (trained weights,
-optimizer, learning-rate schedule, random states), the tuned weights in the backbone's own
-save format and ``position.json`` (the step; the data position follows from it). They are
-written to a temporary folder and renamed, so a checkpoint folder is always complete. A
-resumed run restores the newest one and continues exactly: the pairs, timesteps and noises
-of every step are functions of the run seed and the step (see :mod:`dp2o_core.training.data`).
+Checkpoints (``checkpoints/step-NNNNNN/``) hold accelerate's state (trained weights as
+safetensors, optimizer, random states), the learning-rate schedule as JSON, the tuned
+weights in the backbone's own save format and ``position.json`` (the step; the data
+position follows from it). They are written to a temporary folder and renamed, so a
+checkpoint folder is always complete. A resumed run restores the newest checkpoint that
+loads and continues exactly: the pairs, timesteps and noises of every step are functions of
+the run seed and the step (see :mod:`dp2o_core.training.data`). Resuming loads nothing that
+can run code: tensors come from safetensors or ``torch.load(weights_only=True)``, and a
+damaged checkpoint is set aside (``step-NNNNNN.damaged``) in favour of the one before.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch
 
 from dp2o_core.atomic import write_text_atomic
 from dp2o_core.errors import Dp2oError, UsageError
-from dp2o_core.training.checkpoints import checkpoint_name, complete_checkpoints
+from dp2o_core.training.checkpoints import checkpoint_name, checkpoint_problem, complete_checkpoints
 from dp2o_core.training.data import TrainingData
 from dp2o_core.training.objective import dpo_loss, pair_errors
 from dp2o_core.training.settings import TrainSettings
@@ -193,13 +196,11 @@ class Trainer:
         optimizer = self._optimizer(policy.parameters())
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self._learning_rate_factor)
         policy, optimizer = acc.prepare(policy, optimizer)
-        acc.register_for_checkpointing(schedule)  # stepped once per step, not once per process
+        # the schedule is saved as JSON beside accelerate's state, not registered with it:
+        # accelerate pickles registered objects and unpickles them with weights_only=False
 
-        start, resumed_from = 0, None
-        checkpoint = self.latest_checkpoint() if resume else None
-        if checkpoint is not None:
-            acc.load_state(str(checkpoint / "state"))
-            start = resumed_from = json.loads((checkpoint / "position.json").read_text())["step"]
+        start = resumed_from = self._resume(schedule) if resume else None
+        start = start or 0
         history = self._history_until(start)
         if acc.is_main_process:
             self._write_history(history)
@@ -216,7 +217,7 @@ class Trainer:
             if acc.log_with and (step + 1) % s.log_every == 0:
                 acc.log({k: v for k, v in asdict(metrics).items() if k != "step"}, step=step + 1)
             if (step + 1) % s.checkpoint_every == 0 and step + 1 < s.max_steps:
-                self._save_checkpoint(step + 1)
+                self._save_checkpoint(step + 1, schedule)
             if on_step is not None:
                 on_step(metrics)
         weights = self.directory / "final"
@@ -290,6 +291,34 @@ class Trainer:
             pairs=int(count),
         )
 
+    # -- resuming ----------------------------------------------------------------------------
+    def _resume(self, schedule) -> int | None:
+        """Load the newest checkpoint that loads; its step, or None when there is none.
+
+        Every process checks the same files and so picks the same checkpoint. A damaged one
+        (truncated, emptied, or holding a pickle that is more than tensors) is reported and
+        renamed ``step-NNNNNN.damaged`` by process 0, and the one before it is tried.
+        """
+        acc = self.accelerator
+        for step, path in reversed(complete_checkpoints(self.checkpoints)):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                try:
+                    acc.load_state(str(path / "state"), load_kwargs={"weights_only": True})
+                    _load_schedule(schedule, path / "state" / "schedule.json", step)
+                except Exception as error:  # noqa: BLE001 - reported with the checkpoint's name
+                    raise Dp2oError(
+                        f"checkpoint {path} passed its checks but did not load ({error}). Move it "
+                        "aside to resume from the one before, or train from scratch with --no-resume."
+                    ) from error
+                return step
+            acc.print(f"Checkpoint {path.name} cannot be resumed from: {problem}. Trying the one before.")
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                path.rename(path.with_name(f"{path.name}.damaged"))
+            acc.wait_for_everyone()
+        return None
+
     # -- pieces ------------------------------------------------------------------------------
     def _freeze_unused_parameters(self) -> None:
         """Freeze trainable parameters the loss never reaches, which DDP cannot synchronise.
@@ -339,7 +368,7 @@ class Trainer:
             return bitsandbytes.optim.AdamW8bit(trainable, **options)
         return torch.optim.AdamW(trainable, **options)
 
-    def _save_checkpoint(self, step: int) -> None:
+    def _save_checkpoint(self, step: int, schedule) -> None:
         acc = self.accelerator
         final = self.checkpoints / checkpoint_name(step)
         staging = self.checkpoints / f".staging-{checkpoint_name(step)}"
@@ -349,6 +378,7 @@ class Trainer:
         acc.wait_for_everyone()
         acc.save_state(str(staging / "state"))
         if acc.is_main_process:
+            write_text_atomic(staging / "state" / "schedule.json", json.dumps(schedule.state_dict()) + "\n")
             self.backbone.save(staging / "weights")
             write_text_atomic(
                 staging / "position.json",
@@ -381,6 +411,22 @@ class Trainer:
     def _write_history(self, history: list[StepMetrics]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.metrics_path, "".join(json.dumps(asdict(m)) + "\n" for m in history))
+
+
+def _load_schedule(schedule, path: Path, step: int) -> None:
+    """Restore the learning-rate schedule from its JSON record, or (checkpoints written
+    before it existed) by stepping a fresh one ``step`` times: it depends on the step only."""
+    if path.exists():
+        state = json.loads(path.read_text(encoding="utf-8"))
+        state["lr_lambdas"] = [None] * len(schedule.lr_lambdas)
+        schedule.load_state_dict(state)
+        return
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+        for _ in range(step):
+            schedule.step()
 
 
 def read_history(path: Path) -> list[StepMetrics]:
