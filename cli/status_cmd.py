@@ -13,7 +13,7 @@ from dp2o_core.errors import UsageError
 from dp2o_core.stages.train import train_progress
 from dp2o_core.store import RunStore
 
-STATE_STYLE = {"done": "green", "partial": "yellow", "stale": "red", "missing": "dim"}
+STATE_STYLE = {"done": "green", "partial": "yellow", "stale": "red", "damaged": "bold red", "missing": "dim"}
 
 
 def status(
@@ -22,7 +22,7 @@ def status(
         bool, typer.Option("--json", help="Print JSON with stable keys, not a table.")
     ] = False,
 ) -> None:
-    """Show each stage of RUN: done, partial, stale or missing, with counts and fingerprints."""
+    """Show each stage of RUN: done, partial, stale, damaged or missing, with counts and fingerprints."""
     if not run.is_dir():
         raise UsageError(f"run directory {run} does not exist")
     store = RunStore(run)

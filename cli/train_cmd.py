@@ -200,6 +200,8 @@ def _announce(store: RunStore, stage: str, expected: str | None, show: bool) -> 
         console.print(f"[bold]{stage}[/]: partial ({done}) — continuing")
     elif status.state == "stale":
         console.print(f"[bold]{stage}[/]: {status.reason} — redoing")
+    elif status.state == "damaged":
+        console.print(f"[bold]{stage}[/]: damaged ({status.reason}) — redoing the damaged groups")
     else:
         console.print(f"[bold]{stage}[/]: running")
     return status.state != "done"

@@ -227,3 +227,79 @@ def test_group_file_names_are_distinct_for_distinct_ids(tmp_path):
     assert safe_name("img 7") == "img%207" and safe_name("img_7") == "img_7"
     assert not any(safe_name(g).startswith(".") for g in ids)
     assert all(len(safe_name(g)) <= 160 for g in ids)
+
+
+def _finished_stage(tmp_path, groups=20):
+    store = RunStore(tmp_path)
+    ids = [f"g{i:02d}" for i in range(groups)]
+    write_groups(store, "data", ids, {}, flush_every=4)
+    assert store.status("data").state == "done"
+    return store, ids
+
+
+@pytest.mark.parametrize("damage", ["truncate-record", "delete-part", "truncate-part", "swap-part"])
+def test_a_damaged_commit_is_never_done_and_a_rerun_redoes_exactly_its_groups(tmp_path, damage):
+    store, ids = _finished_stage(tmp_path)
+    commit = store.commits("data")[2]
+    part = commit.path.parent / commit.tables["values"]
+    if damage == "truncate-record":
+        commit.path.write_text(commit.path.read_text()[:20])
+    elif damage == "delete-part":
+        part.unlink()
+    elif damage == "truncate-part":
+        part.write_bytes(part.read_bytes()[:-10])
+    else:  # another commit's part file in its place: a different size
+        other = store.commits("data")[0]
+        rows = [{"x": 1, "group_id": "zz"}] * 9
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), part)
+        assert other.path.exists()
+    status = store.status("data")
+    assert status.state == "damaged" and status.groups_done == 16, status
+    assert "damaged commit" in status.reason and "part-0000002" in status.reason
+    with pytest.raises(Dp2oError, match="damaged"):
+        store.expected_fingerprint("sample", {})  # a downstream stage refuses to read it
+    redone = []
+    with store.open_stage("data", config={}, group_ids=ids) as writer:
+        assert writer.todo == list(commit.groups)
+        for group in writer.todo:
+            redone.append(group)
+            writer.add_group(group, values=[{"x": len(group)}])
+    assert store.status("data").state == "done"
+    assert sorted(store.read_table("data", "values").column("group_id").to_pylist()) == ids
+    assert list((tmp_path / "data" / "damaged").glob("*/p000/0000/part-0000002.commit.json"))
+
+
+def test_a_file_found_missing_when_read_damages_its_group_and_names_the_fix(tmp_path):
+    store, ids = _finished_stage(tmp_path, groups=8)
+    path = store.group_path("data", "files", "g05", suffix=".txt")
+    with pytest.raises(
+        Dp2oError, match=r"stage 'data' .* is damaged: data/files/.*g05\.txt \(group 'g05'\) is missing"
+    ):
+        store.load_group_file("data", "g05", store.relative(path), lambda p: p.read_text())
+    status = store.status("data")
+    assert status.state == "damaged" and status.groups_done == 4
+    with store.open_stage("data", config={}, group_ids=ids) as writer:
+        assert writer.todo == ["g04", "g05", "g06", "g07"]  # the commit holding g05
+        for group in writer.todo:
+            writer.add_group(group, values=[{"x": len(group)}])
+    assert store.status("data").state == "done"
+
+
+def test_a_stage_record_without_fingerprint_is_stale_not_a_traceback(tmp_path):
+    store, _ = _finished_stage(tmp_path, groups=4)
+    record = json.loads((tmp_path / "data" / "stage.json").read_text())
+    del record["fingerprint"]
+    (tmp_path / "data" / "stage.json").write_text(json.dumps(record))
+    status = store.status("data")
+    assert status.state == "stale" and "no fingerprint" in status.reason
+
+
+def test_a_corrupt_part_file_of_the_right_size_is_named_when_read(tmp_path):
+    store, _ = _finished_stage(tmp_path, groups=8)
+    part = store.commits("data")[1].path.parent / store.commits("data")[1].tables["values"]
+    part.write_bytes(b"\0" * part.stat().st_size)  # same size, nothing readable
+    with pytest.raises(Dp2oError, match=r"part file data/parts/p000/0000/part-0000001\.values\.parquet"):
+        store.read_table("data", "values")

@@ -170,3 +170,35 @@ def test_unknown_metric_in_the_reward_is_a_usage_error(dp2o_cli, tmp_path):
     )
     assert result.exit_code == 2
     assert "unknown pyiqa metric 'lpipss'. Did you mean 'lpips'?" in result.stderr
+
+
+def test_a_truncated_commit_record_makes_the_stage_damaged_and_pairs_refuse(dp2o_cli, scored_run):
+    store = RunStore(scored_run)
+    commit = store.commits("score")[0]
+    commit.path.write_text(commit.path.read_text()[:15])
+    status = json.loads(dp2o_cli("status", str(scored_run), "--json").stdout)["stages"][2]
+    assert status["stage"] == "score" and status["state"] == "damaged", status
+    assert status["groups_done"] == 0 and "unreadable" in status["reason"]
+    refused = dp2o_cli("pairs", str(scored_run), "--reward", "hybrid-offline")
+    assert refused.exit_code == 1 and "damaged" in refused.stderr, refused.stderr
+    redone = dp2o_cli("score", str(scored_run), "--reward", "hybrid-offline")
+    assert redone.exit_code == 0 and "(3 scored now)" in redone.stdout, redone.stdout + redone.stderr
+    assert store.status("score").state == "done"
+
+
+def test_a_candidate_deleted_from_the_run_is_a_damaged_sample_stage_not_a_bad_input(dp2o_cli, tmp_path):
+    folder, run = tmp_path / "imgs", tmp_path / "run"
+    write_photos(folder, ("astronaut", "chelsea"), size=96)
+    assert dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=96").exit_code == 0
+    store = RunStore(run)
+    write_candidates(store)
+    missing = store.group_path("sample", "images", "chelsea", "003.png")
+    missing.unlink()
+    result = dp2o_cli("score", str(run), "--reward", "hybrid-offline")
+    assert result.exit_code == 1
+    assert "stage 'sample'" in result.stderr and "is damaged" in result.stderr and "003.png" in result.stderr
+    assert "--on-bad-image" not in result.stderr and "Traceback" not in result.stderr
+    assert store.status("sample").state == "damaged"
+    write_candidates(store)  # what rerunning the sample stage does: only the damaged commit's groups
+    assert missing.exists() and store.status("sample").state == "done"
+    assert dp2o_cli("score", str(run), "--reward", "hybrid-offline").exit_code == 0

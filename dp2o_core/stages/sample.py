@@ -83,7 +83,7 @@ def run_sample_stage(
             on_start(len(writer.todo) * count)
         for group_id in writer.todo:
             row = groups[group_id]
-            lr = read_image_tensor(store.root / row["lr"])
+            lr = store.load_group_file("data", group_id, row["lr"], read_image_tensor)
             seeds = candidate_seeds(seed, group_id, count, shared_noise)
             prompt = row.get("prompt") or ""
             result = backbone.sample(lr, [seeds], [prompt])

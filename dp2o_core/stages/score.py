@@ -79,7 +79,9 @@ def run_score_stage(
             on_start(len(writer.todo))
         for group_id in writer.todo:
             rows = candidates[group_id]
-            images = np.stack([read_image(store.root / image) for _, image in rows])
+            images = np.stack(
+                [store.load_group_file("sample", group_id, image, read_image) for _, image in rows]
+            )
             batch = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
             reference = None
             if needs_reference:
@@ -89,7 +91,7 @@ def run_score_stage(
                         f"group {group_id!r} has no HR image but the reward has full-reference metrics; "
                         "use no-reference metrics only for LR-only data"
                     )
-                reference = read_image_tensor(store.root / hr)
+                reference = store.load_group_file("data", group_id, hr, read_image_tensor)
             scores = reward.score(batch, reference)
             writer.add_group(
                 group_id,

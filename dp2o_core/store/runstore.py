@@ -12,6 +12,13 @@ file); readers see the union. A stage records a fingerprint of its configuration
 the stages it reads (``stage.json``); it is ``done`` once process 0 has seen every
 process finish and every group committed (``complete.json``), ``partial`` before,
 ``stale`` when its configuration or an upstream stage changed, ``missing`` when never run.
+
+A stage is ``damaged`` when a commit record is unreadable, a part file it names is
+missing or not the size it was written with, or fewer groups are committed than the
+stage recorded as finished; a file a stage wrote for a group that is found missing or
+unreadable when read (:meth:`RunStore.load_group_file`) damages that group's commit. The
+damaged commit no longer counts, so a rerun of the stage redoes exactly its groups; its
+files are moved to ``<stage>/damaged/`` when the stage is next opened for writing.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "eval": ("train",),
 }
 
-State = Literal["missing", "partial", "done", "stale"]
+State = Literal["missing", "partial", "done", "stale", "damaged"]
 PARTS_PER_FOLDER = 1000
 _PART = re.compile(r"part-(\d+)\.commit\.json$")
 
@@ -89,6 +96,19 @@ class Commit:
     groups: tuple[str, ...]
     tables: dict[str, str]
     rows: dict[str, int]
+    sizes: dict[str, int] | None = None  #: bytes of each part file (None: written before dp2o recorded them)
+
+
+class DamagedStageError(Dp2oError):
+    """A file a finished stage wrote is missing or unreadable; a rerun of the stage redoes it."""
+
+
+@dataclass(frozen=True)
+class DamagedCommit:
+    """A commit record that cannot be trusted, and why."""
+
+    path: Path
+    problem: str
 
 
 class RunStore:
@@ -131,23 +151,68 @@ class RunStore:
         return _read_json(self.stage_dir(stage) / "stage.json")
 
     def commits(self, stage: str) -> list[Commit]:
-        """Every committed batch of ``stage``, ordered by process and sequence."""
-        found = []
+        """Every intact committed batch of ``stage``, ordered by process and sequence."""
+        return self._scan(stage)[0]
+
+    def damaged_commits(self, stage: str) -> list[DamagedCommit]:
+        """Commit records of ``stage`` that are unreadable or whose part files are missing,
+        cut short or marked damaged; their groups count as not done."""
+        return self._scan(stage)[1]
+
+    def _scan(self, stage: str) -> tuple[list[Commit], list[DamagedCommit]]:
+        found, damaged = [], []
+        marks = self._damage_marks(stage)
         for path in (self.stage_dir(stage) / "parts").glob("p*/*/part-*.commit.json"):
-            data = _read_json(path)
-            if data is None:
+            commit, problem = _read_commit(path)
+            if commit is None:
+                if path.exists():  # not moved away meanwhile
+                    damaged.append(DamagedCommit(path, problem))
                 continue
-            found.append(
-                Commit(
-                    path=path,
-                    process=int(path.parent.parent.name[1:]),
-                    sequence=int(_PART.search(path.name).group(1)),
-                    groups=tuple(data["groups"]),
-                    tables=dict(data["tables"]),
-                    rows=dict(data.get("rows", {})),
-                )
-            )
-        return sorted(found, key=lambda c: (c.process, c.sequence))
+            marked = [marks[g] for g in commit.groups if g in marks]
+            problem = marked[0] if marked else _parts_problem(commit)
+            if problem:
+                damaged.append(DamagedCommit(path, problem))
+            else:
+                found.append(commit)
+        return sorted(found, key=lambda c: (c.process, c.sequence)), sorted(damaged, key=lambda d: d.path)
+
+    def _damage_marks(self, stage: str) -> dict[str, str]:
+        """Groups found damaged when read (group id → what was wrong)."""
+        marks: dict[str, str] = {}
+        for path in (self.stage_dir(stage) / "damaged").glob("group-*.json"):
+            record = _read_json(path) or {}
+            if isinstance(record.get("group"), str):
+                marks[record["group"]] = str(record.get("problem", "a file was found damaged"))
+        return marks
+
+    def load_group_file(self, stage: str, group_id: str, relative: str, loader: Callable[[Path], Any]) -> Any:
+        """``loader(path)`` for a file that ``stage`` wrote for ``group_id`` (``relative`` to the run).
+
+        A missing or unreadable file means the stage's output is damaged, not that the
+        user's input is bad: the group is marked damaged (``dp2o status`` shows it, a rerun
+        of the stage redoes its commit) and :class:`DamagedStageError` says so.
+        """
+        path = self.root / relative
+        try:
+            return loader(path)
+        except Exception as error:  # noqa: BLE001 - any failure to load a file the run wrote
+            if path.exists() and not _looks_damaged(error):
+                raise
+            problem = "is missing" if not path.exists() else f"cannot be read ({_reason(error)})"
+            self.mark_damaged(stage, group_id, f"{relative} {problem}")
+            raise DamagedStageError(
+                f"stage {stage!r} of run {self.root} is damaged: {relative} (group {group_id!r}) {problem}. "
+                f"Run the {stage!r} stage again (dp2o {_COMMAND.get(stage, 'train')} {self.root}, or "
+                "dp2o train): it redoes the damaged groups and keeps the rest."
+            ) from None
+
+    def mark_damaged(self, stage: str, group_id: str, problem: str) -> None:
+        """Record that a file of ``group_id`` in ``stage`` is damaged: its commit stops counting."""
+        name = f"group-{hashlib.sha256(group_id.encode('utf-8')).hexdigest()[:24]}.json"
+        write_text_atomic(
+            self.stage_dir(stage) / "damaged" / name,
+            json.dumps({"group": group_id, "problem": problem}) + "\n",
+        )
 
     def done_groups(self, stage: str) -> set[str]:
         """Groups of ``stage`` that are committed."""
@@ -157,7 +222,9 @@ class RunStore:
         """The union of ``table``'s committed parts as one pyarrow Table.
 
         Reads only the columns asked for; never touches images. Should a group have been
-        committed twice, only its first commit's rows are kept.
+        committed twice, only its first commit's rows are kept. A stage with a damaged
+        commit is not read at all (:class:`DamagedStageError`): its table would silently
+        lack groups.
         """
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -165,9 +232,18 @@ class RunStore:
         import pyarrow.parquet as pq
 
         wanted = list(columns) if columns else None
+        commits, damaged = self._scan(stage)
+        if damaged:
+            raise DamagedStageError(
+                f"stage {stage!r} of run {self.root} is damaged: {self.relative(damaged[0].path)}: "
+                f"{damaged[0].problem}"
+                + (f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else "")
+                + f". Run the {stage!r} stage again (dp2o {_COMMAND.get(stage, 'train')} {self.root}, "
+                "or dp2o train): it redoes the damaged groups and keeps the rest."
+            )
         seen: set[str] = set()
         files, repeats = [], []
-        for commit in self.commits(stage):
+        for commit in commits:
             repeated = seen.intersection(commit.groups)
             seen.update(commit.groups)
             name = commit.tables.get(table)
@@ -179,15 +255,25 @@ class RunStore:
         schema = arrow_schema(table)
         if schema is not None and not any(repeats):
             # Fixed schema, no duplicates: one multi-threaded scan over every part.
-            return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table(
-                columns=wanted
-            )
+            try:
+                return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table(
+                    columns=wanted
+                )
+            except (OSError, pa.ArrowException):
+                pass  # read part by part below, which names the damaged file
         pieces = []
         for path, repeated in zip(files, repeats, strict=True):
-            piece = pq.read_table(path, columns=wanted)
-            if repeated:
-                ids = pq.read_table(path, columns=["group_id"]).column("group_id")
-                piece = piece.filter(pc.invert(pc.is_in(ids, pa.array(sorted(repeated)))))
+            try:
+                piece = pq.read_table(path, columns=wanted)
+                if repeated:
+                    ids = pq.read_table(path, columns=["group_id"]).column("group_id")
+                    piece = piece.filter(pc.invert(pc.is_in(ids, pa.array(sorted(repeated)))))
+            except (OSError, pa.ArrowException) as error:
+                raise DamagedStageError(
+                    f"stage {stage!r} of run {self.root} is damaged: its part file {self.relative(path)} "
+                    f"cannot be read ({_reason(error)}). Delete that file and run the stage again "
+                    "(it redoes the groups of that part)."
+                ) from None
             pieces.append(piece)
         return pa.concat_tables(pieces, promote_options="default")
 
@@ -204,7 +290,7 @@ class RunStore:
         status = StageStatus(
             stage,
             "partial",
-            fingerprint=record["fingerprint"],
+            fingerprint=record.get("fingerprint"),
             inputs=dict(record.get("inputs", {})),
             groups_done=len({g for c in commits for g in c.groups}),
             groups_total=record.get("groups_total"),
@@ -215,8 +301,22 @@ class RunStore:
         if reason:
             status.state, status.reason = "stale", reason
             return status
+        damaged = self.damaged_commits(stage)
         complete = _read_json(self.stage_dir(stage) / "complete.json")
-        if complete is not None and complete.get("fingerprint") == record["fingerprint"]:
+        finished = complete is not None and complete.get("fingerprint") == record["fingerprint"]
+        if damaged:
+            status.state = "damaged"
+            status.reason = (
+                f"{len(damaged)} damaged commit(s), e.g. {self.relative(damaged[0].path)}: "
+                f"{damaged[0].problem}; a rerun redoes their groups"
+            )
+        elif finished and status.groups_total is not None and status.groups_done < status.groups_total:
+            status.state = "damaged"
+            status.reason = (
+                f"finished, but only {status.groups_done} of {status.groups_total} groups are committed; "
+                "a rerun redoes the others"
+            )
+        elif finished:
             status.state = "done"
         return status
 
@@ -225,6 +325,8 @@ class RunStore:
         return [self.status(stage) for stage in STAGES]
 
     def _stale_reason(self, stage: str, record: Mapping[str, Any], expected: str | None) -> str:
+        if not isinstance(record.get("fingerprint"), str):
+            return f"its {self.relative(self.stage_dir(stage) / 'stage.json')} has no fingerprint"
         if expected is not None and record["fingerprint"] != expected:
             return "its configuration or inputs changed"
         if record.get("imported"):
@@ -401,7 +503,9 @@ class StageWriter:
             done = self.store.done_groups(self.stage)
             self.share_total = len(self.process.share(self.group_ids))
             self.todo = self.process.share(self.group_ids, done)
-            own = [c.sequence for c in self.store.commits(self.stage) if c.process == self.process.index]
+            own_folder = self.directory / "parts" / f"p{self.process.index:03d}"
+            # damaged commits too: their sequence numbers are never reused
+            own = [int(_PART.search(p.name).group(1)) for p in own_folder.glob("*/part-*.commit.json")]
             self._sequence = max(own, default=-1) + 1
         except BaseException:
             self._lock.__exit__(None, None, None)
@@ -429,6 +533,24 @@ class StageWriter:
 
     def _prepare(self) -> None:
         self.store.begin(self.stage, self.config, groups_total=len(self.group_ids), imported=self.imported)
+        self._set_damaged_aside()
+
+    def _set_damaged_aside(self) -> None:
+        """Move damaged commits (record and part files) to ``<stage>/damaged/``; their groups
+        are redone. Only files of commits that are already damaged are moved."""
+        damaged = self.store.damaged_commits(self.stage)
+        if not damaged:
+            return
+        aside = self.directory / "damaged" / time.strftime("%Y%m%d-%H%M%S")
+        for item in damaged:
+            stem = item.path.name[: -len(".commit.json")]
+            target = aside / item.path.parent.parent.name / item.path.parent.name
+            target.mkdir(parents=True, exist_ok=True)
+            for file in item.path.parent.glob(f"{stem}.*"):
+                if not file.name.endswith(".tmp"):
+                    os.replace(file, target / file.name)
+        for mark in (self.directory / "damaged").glob("group-*.json"):
+            mark.unlink(missing_ok=True)
 
     def _finish(self) -> None:
         def all_finished() -> bool:
@@ -490,20 +612,87 @@ class StageWriter:
                 for row in rows:
                     row.setdefault("group_id", group_id)
                 merged.setdefault(name, []).extend(rows)
-        files, counts = {}, {}
+        files, counts, sizes = {}, {}, {}
         for name, rows in merged.items():
             file_name = f"{stem}.{name}.parquet"
             with atomic_path(folder / file_name) as tmp:
                 pq.write_table(to_arrow(name, rows), tmp)
+                sizes[name] = tmp.stat().st_size
             files[name], counts[name] = file_name, len(rows)
         groups = [group_id for group_id, _ in self._buffer]
         write_text_atomic(
             folder / f"{stem}.commit.json",
-            json.dumps({"groups": groups, "tables": files, "rows": counts}) + "\n",
+            json.dumps({"groups": groups, "tables": files, "rows": counts, "bytes": sizes}) + "\n",
         )
         self.committed_groups += len(groups)
         self._sequence += 1
         self._buffer.clear()
+
+
+#: The command that reruns a stage on its own.
+_COMMAND = {"data": "prepare", "sample": "sample", "score": "score", "pairs": "pairs", "train": "train"}
+
+
+def _read_commit(path: Path) -> tuple[Commit | None, str]:
+    """The commit record at ``path``, or None and what is wrong with it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        sizes = data.get("bytes")
+        commit = Commit(
+            path=path,
+            process=int(path.parent.parent.name[1:]),
+            sequence=int(_PART.search(path.name).group(1)),
+            groups=tuple(str(g) for g in data["groups"]),
+            tables={str(k): str(v) for k, v in data["tables"].items()},
+            rows={str(k): int(v) for k, v in data.get("rows", {}).items()},
+            sizes={str(k): int(v) for k, v in sizes.items()} if sizes is not None else None,
+        )
+    except FileNotFoundError:
+        return None, "it was removed"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return None, f"the commit record is unreadable ({_reason(error)})"
+    return commit, ""
+
+
+def _parts_problem(commit: Commit) -> str:
+    """What is wrong with the part files a commit names ('' when nothing is)."""
+    sizes = commit.sizes
+    for table, name in commit.tables.items():
+        part = commit.path.parent / name
+        try:
+            size = part.stat().st_size
+        except FileNotFoundError:
+            return f"its part file {name} is missing"
+        except OSError as error:
+            return f"its part file {name} cannot be read ({error.strerror})"
+        if sizes is not None and table in sizes:
+            if size != sizes[table]:
+                return f"its part file {name} is {size} bytes, written as {sizes[table]}"
+        else:  # written before sizes were recorded: compare the row count in the footer
+            import pyarrow.parquet as pq
+
+            try:
+                rows = pq.read_metadata(part).num_rows
+            except Exception as error:  # noqa: BLE001 - any unreadable footer
+                return f"its part file {name} is unreadable ({_reason(error)})"
+            if table in commit.rows and rows != commit.rows[table]:
+                return f"its part file {name} holds {rows} rows, committed as {commit.rows[table]}"
+    return ""
+
+
+def _looks_damaged(error: BaseException) -> bool:
+    """Whether a loader's error says the file itself is bad (not, e.g., out of memory)."""
+    from dp2o_core.imageio import BadImageError
+
+    return isinstance(error, BadImageError | OSError | ValueError | EOFError) or type(error).__name__ in (
+        "SafetensorError",
+        "ArrowInvalid",
+    )
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(getattr(error, "reason", None) or error).split()) or type(error).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def safe_name(group_id: str) -> str:

@@ -171,7 +171,7 @@ class TrainingData:
         return self._groups[group_id].get("prompt") or ""
 
     def _read_lr(self, group_id: str) -> torch.Tensor:
-        return read_image_tensor(self.store.root / self._groups[group_id]["lr"])
+        return self.store.load_group_file("data", group_id, self._groups[group_id]["lr"], read_image_tensor)
 
     def _condition_path(self, group_id: str) -> Path:
         return self.store.group_path("sample", "conditions", group_id, suffix=".safetensors")
@@ -206,9 +206,12 @@ class TrainingData:
             if shard not in self._latents:
                 from safetensors.torch import load_file
 
-                self._remember(self._latents, shard, load_file(str(self.store.root / shard))["latents"])
+                latents = self.store.load_group_file(
+                    "sample", group_id, shard, lambda path: load_file(str(path))["latents"]
+                )
+                self._remember(self._latents, shard, latents)
             return self._latents[shard][row["latent_index"]].float()
-        image = read_image_tensor(self.store.root / row["image"])
+        image = self.store.load_group_file("sample", group_id, row["image"], read_image_tensor)
         with torch.no_grad():
             return self.backbone.encode(image)[0].float().cpu()
 

@@ -309,7 +309,7 @@ class Trainer:
                 except Exception as error:  # noqa: BLE001 - reported with the checkpoint's name
                     raise Dp2oError(
                         f"checkpoint {path} passed its checks but did not load ({error}). Move it "
-                        "aside to resume from the one before, or train from scratch with --no-resume."
+                        "aside to resume from the one before, or train from the start with --restart."
                     ) from error
                 return step
             acc.print(f"Checkpoint {path.name} cannot be resumed from: {problem}. Trying the one before.")
