@@ -136,3 +136,17 @@ def test_a_frame_sequence_keeps_one_file_per_frame(dp2o_cli, tmp_path):
         top, left = row["crop_top"], row["crop_left"]
         crop = source[top : top + 32, left : left + 32]
         assert np.array_equal(read_image(run / row["hr"]), crop), row["group_id"]
+
+
+def test_run_files_follow_the_umask_for_shared_clusters(dp2o_cli, tmp_path):
+    folder, run = _folder(tmp_path), tmp_path / "run"
+    previous = os.umask(0o002)  # a group-writable cluster setting
+    try:
+        assert dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64").exit_code == 0
+        assert dp2o_cli("report", str(run)).exit_code == 0
+    finally:
+        os.umask(previous)
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert any(p.name == "report.html" for p in files) and any(p.suffix == ".png" for p in files)
+    modes = {oct(p.stat().st_mode & 0o777) for p in files}
+    assert modes == {"0o664"}, modes
