@@ -56,7 +56,7 @@ def sample(
         prepare_data(store, resolved, config.seed, process)
     model = resolved["backbone"].build()
     if process.is_main:
-        write_run_config(store, config, resolved)
+        write_run_config(store, config, resolved, owns=("sample",))
     stage_config = sample_stage_config(
         resolved["backbone"].as_record(), config.seed, num_candidates, shared_noise
     )

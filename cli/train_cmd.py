@@ -29,7 +29,7 @@ from dp2o_cli.run_config import load_run_config, write_run_config
 from dp2o_cli.state import CliState
 from rich.table import Table
 
-from dp2o_core.config import RunConfig
+from dp2o_core.config import SETTINGS_SECTIONS, RunConfig
 from dp2o_core.presets import embedded_default
 from dp2o_core.specs import Resolved, Spec, parse_spec
 from dp2o_core.stages.pairs import make_pairs, pairs_stage_config
@@ -158,7 +158,7 @@ def train(
     accelerator.wait_for_everyone()
     model = resolved["backbone"].build()
     if show:
-        write_run_config(store, config, resolved)
+        write_run_config(store, config, resolved, owns=SETTINGS_SECTIONS)
     _sample_stage(store, config, resolved, model, process, show)
     accelerator.wait_for_everyone()
     _score_stage(store, resolved, process, show)

@@ -150,3 +150,17 @@ def test_run_files_follow_the_umask_for_shared_clusters(dp2o_cli, tmp_path):
     assert any(p.name == "report.html" for p in files) and any(p.suffix == ".png" for p in files)
     modes = {oct(p.stat().st_mode & 0o777) for p in files}
     assert modes == {"0o664"}, modes
+
+
+def test_prepare_on_an_existing_run_keeps_the_settings_other_commands_recorded(dp2o_cli, tmp_path):
+    folder, run = _folder(tmp_path), tmp_path / "run"
+    assert dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64").exit_code == 0
+    assert "train" not in json.loads((run / "config.json").read_text())  # nothing chose them yet
+    record = json.loads((run / "config.json").read_text())
+    record["train"] = {"max_steps": 6, "beta": 50000.0}  # as dp2o train would have recorded
+    (run / "config.json").write_text(json.dumps(record))
+    again = dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64", "--degradation", "bicubic")
+    assert again.exit_code == 0, again.stderr
+    after = json.loads((run / "config.json").read_text())
+    assert after["train"] == {"max_steps": 6, "beta": 50000.0}
+    assert after["components"]["degradation"]["name"] == "bicubic"
