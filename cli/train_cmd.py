@@ -215,7 +215,7 @@ def _data_stage(store, config: RunConfig, resolved, process, on_bad_image, show,
     if config.data.name is None and show:
         name = resolved["data"].registration.name
         console.print(f"[bold]data[/]: no --data given — using the default data set {name!r}")
-    from dp2o_core.stages.data import data_stage_config
+    from dp2o_core.stages.data import data_stage_config, item_signatures
 
     dataset = resolved["data"].build()
     expected = store.expected_fingerprint(
@@ -223,6 +223,7 @@ def _data_stage(store, config: RunConfig, resolved, process, on_bad_image, show,
         data_stage_config(
             dataset, resolved["data"].as_record(), resolved["degradation"].as_record(), config.seed
         ),
+        group_signatures=item_signatures(dataset),
     )
     if _announce(store, "data", expected, show):
         prepare_data(store, resolved, config.seed, process, on_bad_image=on_bad_image)

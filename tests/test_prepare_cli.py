@@ -164,3 +164,30 @@ def test_prepare_on_an_existing_run_keeps_the_settings_other_commands_recorded(d
     after = json.loads((run / "config.json").read_text())
     assert after["train"] == {"max_steps": 6, "beta": 50000.0}
     assert after["components"]["degradation"]["name"] == "bicubic"
+
+
+def test_fixing_a_bad_input_redoes_only_that_input(dp2o_cli, tmp_path):
+    from images import photo
+    from PIL import Image
+
+    folder, run = _folder(tmp_path), tmp_path / "run"
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    spec = f"hr:path={folder},crop=64"
+    failed = dp2o_cli("prepare", str(run), "--data", spec, "--batch-size", "1")
+    assert failed.exit_code == 1 and RunStore(run).status("data").groups_done == 1  # astronaut
+    astronaut = RunStore(run).group_path("data", "lr", "astronaut", suffix=".png")
+    written = astronaut.stat().st_mtime_ns
+    Image.fromarray(photo("hubble_deep_field", 96)).save(folder / "broken.png")  # the fix
+    fixed = dp2o_cli("prepare", str(run), "--data", spec)
+    assert fixed.exit_code == 0, fixed.stderr
+    assert "4 written now, 1 already done" in fixed.stdout
+    assert astronaut.stat().st_mtime_ns == written
+    # a changed file once the stage is done: that item alone is redone, later stages go stale
+    Image.fromarray(photo("coffee", 80)).save(folder / "rocket.png")
+    again = dp2o_cli("prepare", str(run), "--data", spec, "--batch-size", "1")
+    assert again.exit_code == 0, again.stderr
+    store = RunStore(run)
+    assert store.status("data").state == "done" and store.status("data").groups_done == 5
+    rows = {r["group_id"]: r for r in store.read_table("data", "groups").to_pylist()}
+    assert read_image(run / rows["rocket"]["hr"]).shape == (64, 64, 3)
+    assert astronaut.stat().st_mtime_ns == written

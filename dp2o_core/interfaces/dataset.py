@@ -89,9 +89,14 @@ class Dataset(Implementation):
         ``degradation`` makes the LR images of data sets that synthesise them.
         """
 
-    def fingerprint(self) -> str:
-        """A digest of what the data set would produce: options, files, sizes, times."""
+    def item_signature(self, item: DataItem) -> str:
+        """A digest of what decides ``item``'s sample besides the options and the seed: its
+        files' paths, sizes and modification times and its prompt.
+
+        The data stage keeps an item's stored images while its signature is unchanged and
+        redoes only the items whose signature changed (a fixed bad file, say). Override it
+        when an item depends on more than its files (e.g. a remote object's version).
+        """
         from dp2o_core.store.fingerprint import file_signature, fingerprint
 
-        listing = [(i.id, file_signature(i.hr), file_signature(i.lr), i.prompt) for i in self.items()]
-        return fingerprint({"options": self.options.model_dump(mode="json"), "items": listing})
+        return fingerprint([file_signature(item.hr), file_signature(item.lr), item.prompt])

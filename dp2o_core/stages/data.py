@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dp2o_core.imageio import BadImageError, write_png
-from dp2o_core.interfaces import DataSample, Dataset, Degradation
+from dp2o_core.interfaces import DataItem, DataSample, Dataset, Degradation
 from dp2o_core.store import ProcessInfo, RunStore
 
 OnBadImage = Literal["error", "skip"]
@@ -34,13 +34,18 @@ def data_stage_config(
     degradation_record: Mapping[str, Any] | None,
     seed: int,
 ) -> dict[str, Any]:
-    """What decides the stage's output: the data set, its files, the degradation, the seed."""
+    """What decides the whole stage's output: the data set's options, the degradation, the
+    seed. Each item's own files are in :func:`item_signatures`."""
     return {
         "dataset": dict(dataset_record),
-        "items": dataset.fingerprint(),
         "degradation": dict(degradation_record) if degradation_record and dataset.synthesises_lr else None,
         "seed": seed,
     }
+
+
+def item_signatures(dataset: Dataset, items: list[DataItem] | None = None) -> dict[str, str]:
+    """Item id → :meth:`Dataset.item_signature`: a changed file redoes only its item."""
+    return {item.id: dataset.item_signature(item) for item in (dataset.items() if items is None else items)}
 
 
 def run_data_stage(
@@ -65,7 +70,13 @@ def run_data_stage(
     items = dataset.items()
     by_id = {item.id: item for item in items}
     result = DataStageResult(total=len(items))
-    with store.open_stage("data", config=config, group_ids=list(by_id), process=process) as writer:
+    with store.open_stage(
+        "data",
+        config=config,
+        group_ids=list(by_id),
+        process=process,
+        group_signatures=item_signatures(dataset, items),
+    ) as writer:
         result.already_done = writer.share_total - len(writer.todo)
         todo = [by_id[group_id] for group_id in writer.todo]
         if on_start is not None:

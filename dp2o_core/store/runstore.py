@@ -97,6 +97,7 @@ class Commit:
     tables: dict[str, str]
     rows: dict[str, int]
     sizes: dict[str, int] | None = None  #: bytes of each part file (None: written before dp2o recorded them)
+    signatures: dict[str, str] | None = None  #: group id → its inputs' signature, where the stage has them
 
 
 class DamagedStageError(Dp2oError):
@@ -350,6 +351,7 @@ class RunStore:
         flush_every: int = 16,
         wait_timeout: float | None = None,
         imported: bool = False,
+        group_signatures: Mapping[str, str] | None = None,
     ) -> StageWriter:
         """Start (or continue) writing ``stage``: use as ``with store.open_stage(...) as w``.
 
@@ -358,6 +360,12 @@ class RunStore:
         stage's fingerprint. A stale stage is cleared first; a partial one continues.
         ``imported`` marks a stage brought in from outside (e.g. a scores table another
         tool wrote): it does not depend on the stages before it.
+
+        ``group_signatures`` (group id → a digest of that group's own inputs, e.g. its
+        source file's size and time) are part of the fingerprint, so any change makes the
+        stage — and every later one — stale. But when only signatures changed (same
+        config, same upstream stages), the stage is not cleared: commits whose groups all
+        keep their signatures stay, the others are set aside and redone.
         """
         return StageWriter(
             self,
@@ -368,10 +376,25 @@ class RunStore:
             flush_every,
             wait_timeout,
             imported,
+            dict(group_signatures) if group_signatures is not None else None,
         )
 
-    def expected_fingerprint(self, stage: str, config: Mapping[str, Any], imported: bool = False) -> str:
-        """The fingerprint ``stage`` gets with ``config`` over the current upstream stages."""
+    def expected_fingerprint(
+        self,
+        stage: str,
+        config: Mapping[str, Any],
+        imported: bool = False,
+        group_signatures: Mapping[str, str] | None = None,
+    ) -> str:
+        """The fingerprint ``stage`` gets with ``config`` (and ``group_signatures``, see
+        :meth:`open_stage`) over the current upstream stages."""
+        base = self._reuse_key(stage, config, imported)
+        if group_signatures is None:
+            return base
+        return fingerprint({"base": base, "groups": sorted(group_signatures.items())})
+
+    def _reuse_key(self, stage: str, config: Mapping[str, Any], imported: bool) -> str:
+        """The fingerprint without group signatures: equal means per-group work can be kept."""
         inputs = {} if imported else self._upstream_fingerprints(stage)
         return fingerprint({"stage": stage, "config": config, "inputs": inputs})
 
@@ -394,20 +417,29 @@ class RunStore:
         *,
         groups_total: int | None = None,
         imported: bool = False,
+        group_signatures: Mapping[str, str] | None = None,
     ) -> str:
         """Record (in ``stage.json``) that ``stage`` runs with ``config``; returns its fingerprint.
 
-        A stage that is stale for this configuration is cleared first; a partial or done
-        one with the same fingerprint is kept, so its work continues. Called by process 0.
+        A stage that is stale for this configuration is cleared first — unless only group
+        signatures changed, when just the commits of changed groups are set aside (see
+        :meth:`open_stage`); a partial or done one with the same fingerprint is kept, so its
+        work continues. Called by process 0.
         """
-        expected = self.expected_fingerprint(stage, config, imported)
+        expected = self.expected_fingerprint(stage, config, imported, group_signatures)
+        reuse = self._reuse_key(stage, config, imported)
         status = self.status(stage, expected=expected)
         if status.state == "stale":
-            self.clear(stage)
+            previous = self.record(stage) or {}
+            if group_signatures is not None and previous.get("reuse") == reuse:
+                self._keep_unchanged_groups(stage, group_signatures)
+            else:
+                self.clear(stage)
         if status.state in ("stale", "missing"):
             record = {
                 "stage": stage,
                 "fingerprint": expected,
+                "reuse": reuse,
                 "inputs": {} if imported else self._upstream_fingerprints(stage),
                 "imported": imported,
                 "config": dict(config),
@@ -418,6 +450,21 @@ class RunStore:
                 self.stage_dir(stage) / "stage.json", json.dumps(record, indent=2, default=str) + "\n"
             )
         return expected
+
+    def _keep_unchanged_groups(self, stage: str, signatures: Mapping[str, str]) -> None:
+        """Set aside every commit holding a group whose signature changed (or is gone), and
+        the stage's completion: the rest of its work stays committed."""
+        commits, damaged = self._scan(stage)
+        changed = [
+            c.path
+            for c in commits
+            if not c.signatures or any(c.signatures.get(g) != signatures.get(g) for g in c.groups)
+        ]
+        _set_aside([*changed, *(d.path for d in damaged)], self.stage_dir(stage) / "outdated")
+        directory = self.stage_dir(stage)
+        (directory / "complete.json").unlink(missing_ok=True)
+        for marker in (directory / "processes").glob("p*.json"):
+            marker.unlink(missing_ok=True)
 
     def complete(self, stage: str, fingerprint: str, **facts: Any) -> None:
         """Mark ``stage`` done for ``fingerprint`` (``complete.json``), with facts worth keeping."""
@@ -462,6 +509,7 @@ class StageWriter:
         flush_every: int,
         wait_timeout: float | None,
         imported: bool = False,
+        group_signatures: dict[str, str] | None = None,
     ) -> None:
         duplicates = sorted(g for g, n in Counter(group_ids).items() if n > 1)
         if duplicates:
@@ -474,6 +522,7 @@ class StageWriter:
         self.flush_every = max(1, flush_every)
         self.wait_timeout = wait_timeout
         self.imported = imported
+        self.group_signatures = group_signatures
         self.directory = store.stage_dir(stage)
         self.todo: list[str] = []
         self.share_total = 0
@@ -490,7 +539,9 @@ class StageWriter:
     def __enter__(self) -> StageWriter:
         self._lock.__enter__()
         try:
-            self.fingerprint = self.store.expected_fingerprint(self.stage, self.config, self.imported)
+            self.fingerprint = self.store.expected_fingerprint(
+                self.stage, self.config, self.imported, self.group_signatures
+            )
             if self.process.is_main:
                 self._prepare()
             else:
@@ -532,7 +583,13 @@ class StageWriter:
             self._lock.__exit__(None, None, None)
 
     def _prepare(self) -> None:
-        self.store.begin(self.stage, self.config, groups_total=len(self.group_ids), imported=self.imported)
+        self.store.begin(
+            self.stage,
+            self.config,
+            groups_total=len(self.group_ids),
+            imported=self.imported,
+            group_signatures=self.group_signatures,
+        )
         self._set_damaged_aside()
 
     def _set_damaged_aside(self) -> None:
@@ -541,14 +598,7 @@ class StageWriter:
         damaged = self.store.damaged_commits(self.stage)
         if not damaged:
             return
-        aside = self.directory / "damaged" / time.strftime("%Y%m%d-%H%M%S")
-        for item in damaged:
-            stem = item.path.name[: -len(".commit.json")]
-            target = aside / item.path.parent.parent.name / item.path.parent.name
-            target.mkdir(parents=True, exist_ok=True)
-            for file in item.path.parent.glob(f"{stem}.*"):
-                if not file.name.endswith(".tmp"):
-                    os.replace(file, target / file.name)
+        _set_aside([d.path for d in damaged], self.directory / "damaged")
         for mark in (self.directory / "damaged").glob("group-*.json"):
             mark.unlink(missing_ok=True)
 
@@ -620,13 +670,27 @@ class StageWriter:
                 sizes[name] = tmp.stat().st_size
             files[name], counts[name] = file_name, len(rows)
         groups = [group_id for group_id, _ in self._buffer]
-        write_text_atomic(
-            folder / f"{stem}.commit.json",
-            json.dumps({"groups": groups, "tables": files, "rows": counts, "bytes": sizes}) + "\n",
-        )
+        record: dict[str, Any] = {"groups": groups, "tables": files, "rows": counts, "bytes": sizes}
+        if self.group_signatures is not None:
+            record["signatures"] = {g: self.group_signatures[g] for g in groups}
+        write_text_atomic(folder / f"{stem}.commit.json", json.dumps(record) + "\n")
         self.committed_groups += len(groups)
         self._sequence += 1
         self._buffer.clear()
+
+
+def _set_aside(commit_records: Sequence[Path], folder: Path) -> None:
+    """Move commit records and their part files to ``folder/<time>/p<k>/<nnnn>/``."""
+    if not commit_records:
+        return
+    aside = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}"
+    for record in commit_records:
+        stem = record.name[: -len(".commit.json")]
+        target = aside / record.parent.parent.name / record.parent.name
+        target.mkdir(parents=True, exist_ok=True)
+        for file in record.parent.glob(f"{stem}.*"):
+            if not file.name.endswith(".tmp"):
+                os.replace(file, target / file.name)
 
 
 #: The command that reruns a stage on its own.
@@ -646,6 +710,9 @@ def _read_commit(path: Path) -> tuple[Commit | None, str]:
             tables={str(k): str(v) for k, v in data["tables"].items()},
             rows={str(k): int(v) for k, v in data.get("rows", {}).items()},
             sizes={str(k): int(v) for k, v in sizes.items()} if sizes is not None else None,
+            signatures={str(k): str(v) for k, v in data["signatures"].items()}
+            if "signatures" in data
+            else None,
         )
     except FileNotFoundError:
         return None, "it was removed"
