@@ -18,6 +18,7 @@ from dp2o_cli import (
     score_cmd,
     status_cmd,
     train_cmd,
+    upscale_cmd,
 )
 from dp2o_cli.output import print_error
 from dp2o_cli.state import CliState
@@ -66,7 +67,7 @@ app.command("plugins")(plugins_cmd.plugins)
 app.command("config")(config_cmd.config)
 app.command("prepare")(prepare_cmd.prepare)
 app.command("sample")(sample_cmd.sample)
-app.command("upscale")(sample_cmd.upscale)
+app.command("upscale")(upscale_cmd.upscale)
 app.command("score")(score_cmd.score)
 app.command("pairs")(pairs_cmd.pairs)
 app.command("status")(status_cmd.status)

@@ -44,3 +44,8 @@ DegradationSpec = Annotated[
     ),
 ]
 RunDir = Annotated[Path, typer.Argument(metavar="RUN", help="Run directory.")]
+
+#: M, the candidates per LR input (``dp2o sample``, ``dp2o upscale``).
+NumCandidates = Annotated[
+    int, typer.Option("--num-candidates", "-m", min=1, help="Candidates per LR input (M).")
+]

@@ -124,3 +124,42 @@ def test_stored_prompt_embeddings_spare_the_text_encoder(dp2o_cli, tiny_sd, phot
     )  # M changed: resample
     assert result.exit_code == 0, result.stderr
     assert "(2 sampled now), 3 candidates each" in result.stdout
+
+
+def test_upscale_never_overwrites_an_input_and_keeps_outputs_apart(dp2o_cli, tiny_sd, photos, tmp_path):
+    spec = f"sd2:model={tiny_sd},steps=2,device=cpu"
+    coffee = photos / "coffee.png"
+    before = coffee.read_bytes()
+    same = dp2o_cli("upscale", str(coffee), str(coffee), "--backbone", spec)
+    assert same.exit_code == 2 and "overwrite its input" in same.stderr and str(coffee) in same.stderr
+    into_itself = dp2o_cli("upscale", str(photos), str(photos), "--backbone", spec)
+    assert into_itself.exit_code == 2 and "overwrite its input" in into_itself.stderr
+    assert coffee.read_bytes() == before
+    # a.jpg and a.png in one folder get two outputs; a bad file is skipped, listed and not counted
+    from PIL import Image
+
+    Image.open(coffee).convert("RGB").save(photos / "coffee.jpg")
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    stopped = dp2o_cli("upscale", str(photos), str(tmp_path / "up"), "--backbone", spec)
+    assert (
+        stopped.exit_code == 1 and "broken.png" in stopped.stderr and "--on-bad-image skip" in stopped.stderr
+    )
+    result = dp2o_cli(
+        "upscale", str(photos), str(tmp_path / "up"), "--backbone", spec, "--on-bad-image", "skip"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "up").iterdir()) == [
+        "astronaut.png",
+        "coffee_jpg.png",
+        "coffee_png.png",
+    ]
+    assert "3 inputs × 1" in result.stdout and "1 skipped" in result.stdout and "broken.png" in result.stdout
+
+
+def test_upscale_warns_before_a_large_input(dp2o_cli, tiny_sd, photos, tmp_path, monkeypatch):
+    from dp2o_cli import upscale_cmd
+
+    monkeypatch.setattr(upscale_cmd, "LARGE_INPUT_PIXELS", 64 * 64 - 1)
+    spec = f"sd2:model={tiny_sd},steps=1,device=cpu"
+    result = dp2o_cli("upscale", str(photos / "coffee.png"), str(tmp_path / "o.png"), "--backbone", spec)
+    assert result.exit_code == 0 and "coffee.png is 64×64 px" in result.stderr, result.stderr

@@ -1,0 +1,147 @@
+"""``dp2o upscale``: plain super-resolution of an image or a folder with any backbone.
+
+Every output name is decided before the model loads: one PNG per input (``_m`` suffixes
+for several candidates), unique even when two inputs differ only in their suffix, and
+never the path of an input, so an upscale cannot overwrite what it reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from dp2o_cli.options import BackboneSpec, ConfigFile, NumCandidates
+from dp2o_cli.output import console, error_console
+from dp2o_cli.progress import stage_progress
+from dp2o_cli.run_config import load_run_config
+from dp2o_cli.state import CliState
+
+from dp2o_core.errors import UsageError
+from dp2o_core.imageio import (
+    IMAGE_SUFFIXES,
+    BadImageError,
+    list_images,
+    read_image_tensor,
+    tensor_to_array,
+    write_png,
+)
+
+#: Inputs above this many pixels get a warning before they are upscaled: memory and time
+#: grow with the output's pixel count (16× the input's at scale 4).
+LARGE_INPUT_PIXELS = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UpscaleJob:
+    """One input image and the output file of each of its candidates."""
+
+    source: Path
+    outputs: tuple[Path, ...]
+
+
+def plan_upscale(source: Path, target: Path, num_candidates: int) -> list[UpscaleJob]:
+    """The input files under ``source`` and the output files each one writes.
+
+    A folder keeps its sub-folders under ``target``; ``a.jpg`` and ``a.png`` in one folder
+    become ``a_jpg.png`` and ``a_png.png``. Raises :class:`UsageError` when an output
+    would be one of the inputs.
+    """
+    if source.is_dir():
+        inputs = list_images(source)
+        if not inputs:
+            raise UsageError(f"no images in {source} ({', '.join(IMAGE_SUFFIXES)})")
+        stems = [target / p.relative_to(source).with_suffix("") for p in inputs]
+    elif source.exists():
+        if target.is_dir() or target.suffix.lower() != ".png":
+            target = target / source.name
+        inputs, stems = [source], [target.with_suffix("")]
+    else:
+        raise UsageError(f"input {source} does not exist")
+    shared = {stem for stem in stems if stems.count(stem) > 1}
+    jobs = []
+    for path, stem in zip(inputs, stems, strict=True):
+        if stem in shared:  # a.jpg and a.png: keep the suffix in the name
+            stem = stem.with_name(f"{stem.name}_{path.suffix.lower().lstrip('.')}")
+        names = (
+            [stem.with_name(stem.name + ".png")]
+            if num_candidates == 1
+            else [stem.with_name(f"{stem.name}_{m}.png") for m in range(num_candidates)]
+        )
+        jobs.append(UpscaleJob(path, tuple(names)))
+    _refuse_collisions(jobs)
+    return jobs
+
+
+def _refuse_collisions(jobs: Sequence[UpscaleJob]) -> None:
+    inputs = {job.source.resolve(): job.source for job in jobs}
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        for output in job.outputs:
+            resolved = output.resolve()
+            if resolved in inputs:
+                raise UsageError(
+                    f"upscale would overwrite its input {inputs[resolved]} with the output of "
+                    f"{job.source}; choose another OUTPUT (a new file name or folder)"
+                )
+            if resolved in seen:
+                raise UsageError(
+                    f"{seen[resolved]} and {job.source} would both write {output}; rename one of them"
+                )
+            seen[resolved] = job.source
+
+
+def upscale(
+    ctx: typer.Context,
+    source: Annotated[Path, typer.Argument(metavar="INPUT", help="An LR image or a folder of them.")],
+    target: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Output PNG (for one input) or folder.")],
+    backbone: BackboneSpec = None,
+    config_file: ConfigFile = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the first candidate.")] = 0,
+    num_candidates: NumCandidates = 1,
+    on_bad_image: Annotated[
+        Literal["error", "skip"],
+        typer.Option("--on-bad-image", help="Stop at an unusable input (error) or skip and list it (skip)."),
+    ] = "error",
+) -> None:
+    """Super-resolve INPUT (a file or a folder) with a backbone; several candidates get _m suffixes.
+
+    Outputs are PNG; an output never replaces an input, and inputs that share a name
+    (a.jpg, a.png) get distinct outputs (a_jpg.png, a_png.png).
+    """
+    manager = ctx.ensure_object(CliState).manager
+    config = load_run_config(config_file, backbone=backbone)
+    jobs = plan_upscale(source, target, num_candidates)
+    model = config.resolve(manager, ("backbone",))["backbone"].build()
+    seeds = [seed + m for m in range(num_candidates)]
+    written, skipped = 0, []
+    with stage_progress("upscale", True, unit="images") as (start, advance):
+        start(len(jobs) * num_candidates)
+        for job in jobs:
+            try:
+                lr = read_image_tensor(job.source)
+            except BadImageError as error:
+                if on_bad_image == "error":
+                    raise
+                skipped.append(error)
+                advance(num_candidates)
+                continue
+            height, width = lr.shape[-2:]
+            if height * width > LARGE_INPUT_PIXELS:
+                error_console.print(
+                    f"[yellow]warning[/]: {job.source} is {width}×{height} px; upscaling it needs memory "
+                    "and time in proportion to the output's pixel count. Crop or tile it if it runs out."
+                )
+            images = model.sample(lr, [seeds]).images[0]
+            for image, output in zip(images, job.outputs, strict=True):
+                write_png(output, tensor_to_array(image))
+            written += 1
+            advance(num_candidates)
+    for error in skipped:
+        console.print(f"[yellow]skipped[/] {error.path}: {error.reason}")
+    summary = f"upscale: {written} inputs × {num_candidates} → {target}"
+    if skipped:
+        summary += f"; {len(skipped)} skipped"
+    console.print(summary)
