@@ -23,7 +23,7 @@ from dp2o_cli import (
 from dp2o_cli.output import print_error
 from dp2o_cli.state import CliState
 
-from dp2o_core.errors import Dp2oError
+from dp2o_core.errors import Dp2oError, explain_os_error
 from dp2o_core.registry import dp2o_version
 
 app = typer.Typer(
@@ -93,6 +93,11 @@ def run(argv: list[str] | None = None) -> int:
     except Dp2oError as error:
         print_error(str(error))
         return error.exit_code
+    except OSError as error:  # a full disk, a read-only run, a path that is a file
+        if error.errno is None:
+            raise
+        print_error(explain_os_error(error))
+        return 1
     return 0
 
 

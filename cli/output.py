@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
@@ -14,7 +15,7 @@ error_console = Console(stderr=True, highlight=False)
 
 def print_error(message: str) -> None:
     """``Error: message`` on stderr, the house style for every failure."""
-    error_console.print(f"[bold red]Error:[/] {message}", markup=True, soft_wrap=True)
+    error_console.print(f"[bold red]Error:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:

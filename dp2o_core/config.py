@@ -128,6 +128,10 @@ def load_config(path: Path | None) -> RunConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise UsageError(f"cannot read config file {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"config file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":

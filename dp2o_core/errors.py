@@ -7,6 +7,7 @@ without a traceback. Library users catch them like any exception.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Iterable
 
@@ -48,3 +49,32 @@ def did_you_mean(given: str, choices: Iterable[str]) -> str | None:
     """The closest of ``choices`` to ``given``, or None when nothing is close."""
     matches = difflib.get_close_matches(given, list(choices), n=1, cutoff=0.6)
     return matches[0] if matches else None
+
+
+def explain_os_error(error: OSError) -> str:
+    """One line a person can act on for a failed file operation: the file, what went
+    wrong, and what to do (a full disk and a read-only run say how to continue)."""
+    import errno
+    import shutil
+    from pathlib import Path
+
+    target = error.filename if error.filename is not None else "a file"
+    what = error.strerror or type(error).__name__
+    if error.errno == errno.ENOSPC:
+        free = ""
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            folder = Path(str(error.filename)).parent if error.filename else Path.cwd()
+            while not folder.exists():
+                folder = folder.parent
+            free = f" ({shutil.disk_usage(folder).free / 2**30:.1f} GiB free now)"
+        return (
+            f"the disk is full: writing {target} failed{free}. Free some space (or move the run "
+            "elsewhere) and run the same command again: finished work is kept and the interrupted "
+            "stage continues."
+        )
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"cannot write {target}: {what}. Run dp2o where it may write (a copy of the run, or "
+            "another --run folder); reading commands such as dp2o status work on read-only runs."
+        )
+    return f"{what}: {target}"

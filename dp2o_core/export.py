@@ -35,14 +35,16 @@ def export_pairs(store: RunStore, out: Path, format: str = "hf") -> int:
     """Write the pairs of a run to ``out``; returns how many pairs were written."""
     if format not in FORMATS:
         raise UsageError(f"unknown export format {format!r} (known: {', '.join(FORMATS)})")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; OUT must be a new folder (nothing was written)")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} exists and is not empty; choose a new folder (nothing was written)")
     if store.status("pairs").state != "done":
         raise Dp2oError(
             f"run {store.root} has no finished pairs stage ({store.status('pairs').state}); "
             "run `dp2o pairs` or `dp2o train` first"
         )
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"{out} exists and is not empty; choose a new folder (nothing was written)")
     rows = _pair_rows(store)
     try:
         import datasets
@@ -67,23 +69,33 @@ def export_pairs(store: RunStore, out: Path, format: str = "hf") -> int:
             "inter_weight": datasets.Value("float64"),
         }
     )
-    root = store.root
+
+    def read(stage: str, row: dict[str, Any], key: str) -> bytes:
+        return store.load_group_file(stage, row["group_id"], row[key], Path.read_bytes)
 
     def generate():
         for row in rows:
             yield {
                 **{k: v for k, v in row.items() if not k.startswith("path_")},
-                "jpg_0": (root / row["path_0"]).read_bytes(),
-                "jpg_1": (root / row["path_1"]).read_bytes(),
-                "lr": (root / row["path_lr"]).read_bytes(),
+                "jpg_0": read("sample", row, "path_0"),
+                "jpg_1": read("sample", row, "path_1"),
+                "lr": read("data", row, "path_lr"),
             }
 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        dataset = datasets.Dataset.from_generator(
-            generate, features=features, cache_dir=str(work / "cache"), keep_in_memory=False
-        )
+        try:
+            dataset = datasets.Dataset.from_generator(
+                generate, features=features, cache_dir=str(work / "cache"), keep_in_memory=False
+            )
+        except Exception as error:
+            cause = error
+            while cause is not None and not isinstance(cause, Dp2oError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is not None:  # datasets wraps what the generator raised
+                raise cause from None
+            raise
         dataset.save_to_disk(str(work / "dataset"))
         del dataset
         if out.exists():

@@ -153,7 +153,8 @@ def write_png(path: Path | str, array: np.ndarray) -> None:
 def list_images(root: Path, patterns: tuple[str, ...] = ("*",)) -> list[Path]:
     """Image files under ``root`` (recursively) matching any glob pattern, sorted by path.
 
-    Hidden files and folders (name starting with '.') are left out.
+    Hidden files and folders (name starting with '.') are left out. Names that are not
+    valid UTF-8 (they cannot become item ids or table entries) are refused, all at once.
     """
     found: set[Path] = set()
     for pattern in patterns:
@@ -163,4 +164,27 @@ def list_images(root: Path, patterns: tuple[str, ...] = ("*",)) -> list[Path]:
                 continue
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
                 found.add(path)
+    undecodable = [p for p in found if not _is_utf8(str(p))]
+    if undecodable:
+        from dp2o_core.errors import UsageError
+
+        shown = ", ".join(sorted(_printable(str(p)) for p in undecodable)[:5])
+        raise UsageError(
+            f"{len(undecodable)} image file name(s) under {root} are not valid UTF-8: {shown}"
+            f"{' …' if len(undecodable) > 5 else ''}. Rename them to UTF-8 names "
+            "(for example with convmv -f latin1 -t utf8 --notest -r FOLDER)."
+        )
     return sorted(found)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """A file name as bytes escaped where they are not UTF-8 (``bad\\xff.png``)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -264,3 +264,27 @@ def test_a_damaged_newest_checkpoint_is_reported_and_the_previous_used(x0_model,
     assert result.resumed_from == 2
     out = capsys.readouterr().out
     assert "step-000004 cannot be resumed from" in out and "Trying the one before" in out
+
+
+def test_a_checkpoint_that_cannot_be_written_says_where_and_how_to_continue(x0_model, tmp_path):
+    from dp2o_core.errors import Dp2oError
+
+    backbone = _backbone(x0_model)
+    store = make_preference_run(tmp_path, backbone)
+    options = dict(max_steps=5, batch_size=4, micro_batch_size=4, learning_rate=1e-4, checkpoint_every=2)
+    trainer = _trainer(store, backbone, tmp_path / "a", **options)
+    save_state = trainer.accelerator.save_state
+    calls = []
+
+    def full_disk(path):
+        calls.append(path)
+        if len(calls) == 2:  # the second checkpoint: torch's message when the disk fills up
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 192 vs 120")
+        return save_state(path)
+
+    trainer.accelerator.save_state = full_disk
+    with pytest.raises(Dp2oError) as error:
+        trainer.run()
+    message = str(error.value)
+    assert "checkpoint of step 4" in message and "GiB are free" in message and "step-000002" in message
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["step-000002"]

@@ -117,6 +117,10 @@ class RunStore:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            from dp2o_core.errors import UsageError
+
+            raise UsageError(f"{self.root} is a file, not a run directory; name a folder (new or existing)")
 
     # -- paths ------------------------------------------------------------------------
     def stage_dir(self, stage: str) -> Path:

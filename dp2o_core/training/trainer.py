@@ -46,6 +46,22 @@ class TrainingDiverged(Dp2oError):
     """The loss became NaN or infinite; the checkpoints written before are kept."""
 
 
+class CheckpointWriteError(Dp2oError):
+    """A checkpoint could not be written (most often: the disk is full)."""
+
+    def __init__(self, staging: Path, step: int, error: BaseException, last: Path | None) -> None:
+        free = ""
+        with contextlib.suppress(OSError):
+            free = f"; {shutil.disk_usage(staging.parent).free / 2**30:.2f} GiB are free there now"
+        detail = " ".join(str(error).split())[:200]
+        super().__init__(
+            f"writing the checkpoint of step {step} under {staging.parent} failed ({detail}){free}. "
+            "If the disk is full, free space (or lower keep_checkpoints) and run the same command "
+            "again: training resumes from "
+            + (f"{last}." if last else "the start (no checkpoint was written yet).")
+        )
+
+
 @dataclass
 class StepMetrics:
     """What one optimizer step reports (means over the step's pairs)."""
@@ -376,14 +392,21 @@ class Trainer:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
         acc.wait_for_everyone()
-        acc.save_state(str(staging / "state"))
+        try:
+            acc.save_state(str(staging / "state"))
+            if acc.is_main_process:
+                write_text_atomic(
+                    staging / "state" / "schedule.json", json.dumps(schedule.state_dict()) + "\n"
+                )
+                self.backbone.save(staging / "weights")
+                write_text_atomic(
+                    staging / "position.json",
+                    json.dumps({"step": step, "pairs_seen": step * self.settings.batch_size}) + "\n",
+                )
+        except (OSError, RuntimeError) as error:
+            shutil.rmtree(staging, ignore_errors=True)  # frees what the failed write took
+            raise CheckpointWriteError(staging, step, error, self.latest_checkpoint()) from error
         if acc.is_main_process:
-            write_text_atomic(staging / "state" / "schedule.json", json.dumps(schedule.state_dict()) + "\n")
-            self.backbone.save(staging / "weights")
-            write_text_atomic(
-                staging / "position.json",
-                json.dumps({"step": step, "pairs_seen": step * self.settings.batch_size}) + "\n",
-            )
             shutil.rmtree(final, ignore_errors=True)
             staging.rename(final)
             self._prune_checkpoints()

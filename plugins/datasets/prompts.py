@@ -30,6 +30,10 @@ def load_prompt_table(path: Path) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise UsageError(f"cannot read prompts file {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"prompts file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from None
     rows: list[dict[str, str]] = []
     if suffix == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
@@ -37,9 +41,15 @@ def load_prompt_table(path: Path) -> dict[str, str]:
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except ValueError as error:
                     raise UsageError(f"prompts file {path}, line {number}: not JSON ({error})") from None
+                if not isinstance(row, dict):
+                    raise UsageError(
+                        f'prompts file {path}, line {number}: expected an object like {{"file": ..., '
+                        f'"prompt": ...}}, got {type(row).__name__}'
+                    )
+                rows.append(row)
     elif suffix == ".txt":
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
@@ -66,7 +76,14 @@ def prompt_for(image: Path, root: Path, table: dict[str, str]) -> str | None:
     """The prompt of ``image``: its sidecar ``.txt``, else the prompts table, else None."""
     sidecar = image.with_suffix(".txt")
     if sidecar.is_file():
-        return sidecar.read_text(encoding="utf-8").strip()
+        try:
+            return sidecar.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError as error:
+            raise UsageError(
+                f"prompt file {sidecar} is not UTF-8 text (byte {error.start}); save it as UTF-8"
+            ) from None
+        except OSError as error:
+            raise UsageError(f"cannot read prompt file {sidecar}: {error.strerror or error}") from None
     for key in prompt_keys(image, root):
         if key in table:
             return table[key]
