@@ -53,6 +53,16 @@ def pulse_kernel(size: int):
     return kernel
 
 
+def pad_kernel(kernel, size: int):
+    """``kernel`` (odd side) zero-padded equally on every side to ``size`` × ``size``."""
+    import torch.nn.functional as F
+
+    pad = (size - kernel.shape[-1]) // 2
+    if pad < 0:
+        raise ValueError(f"a {kernel.shape[-1]}×{kernel.shape[-1]} kernel does not fit in {size}×{size}")
+    return F.pad(kernel, (pad, pad, pad, pad)) if pad else kernel
+
+
 def filter_images(images, kernels):
     """Filter each image (B×C×H×W) with its own kernel (B×k×k), reflect-padded, in one call."""
     import torch.nn.functional as F
