@@ -11,7 +11,7 @@ from rich.table import Table
 
 from dp2o_core.errors import UsageError
 from dp2o_core.stages.train import train_progress
-from dp2o_core.store import RunStore
+from dp2o_core.store import STAGES, RunStore
 
 STATE_STYLE = {"done": "green", "partial": "yellow", "stale": "red", "damaged": "bold red", "missing": "dim"}
 
@@ -21,14 +21,29 @@ def status(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON with stable keys, not a table.")
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Also check that every image and latent file the stages wrote is still there "
+            "(one stat per file); groups with a missing file are marked damaged.",
+        ),
+    ] = False,
 ) -> None:
     """Show each stage of RUN: done, partial, stale, damaged or missing, with counts and fingerprints."""
     if not run.is_dir():
         raise UsageError(f"run directory {run} does not exist")
     store = RunStore(run)
+    problems = [(stage, *bad) for stage in STAGES for bad in store.verify_files(stage)] if verify else []
     statuses = store.statuses()
     if as_json:
-        print_json({"run": str(run), "stages": [s.as_record() for s in statuses]})
+        record: dict = {"run": str(run), "stages": [s.as_record() for s in statuses]}
+        if verify:
+            record["damaged_files"] = [
+                {"stage": stage, "group_id": group, "file": file, "problem": problem}
+                for stage, group, file, problem in problems
+            ]
+        print_json(record)
         return
     table = Table(title=f"run {run}", title_justify="left")
     for column in ("Stage", "State", "Groups", "Rows", "Fingerprint", "Inputs", "Updated"):
@@ -44,3 +59,12 @@ def status(
         inputs = "\n".join(f"{name}: {fp}" for name, fp in s.inputs.items()) or "-"
         table.add_row(s.stage, state, groups, rows, s.fingerprint or "-", inputs, s.updated or "-")
     console.print(table)
+    if verify:
+        for stage, group, file, problem in problems[:20]:
+            console.print(f"[red]damaged[/] {stage}: {file} (group {group!r}) {problem}")
+        more = f" ({len(problems) - 20} more not shown)" if len(problems) > 20 else ""
+        console.print(
+            f"verify: {len(problems)} damaged file(s){more}; rerun the stages marked damaged to redo them"
+            if problems
+            else "verify: every file the stages wrote is there"
+        )

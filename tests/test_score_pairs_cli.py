@@ -202,3 +202,21 @@ def test_a_candidate_deleted_from_the_run_is_a_damaged_sample_stage_not_a_bad_in
     write_candidates(store)  # what rerunning the sample stage does: only the damaged commit's groups
     assert missing.exists() and store.status("sample").state == "done"
     assert dp2o_cli("score", str(run), "--reward", "hybrid-offline").exit_code == 0
+
+
+def test_status_verify_finds_a_deleted_lr_image(dp2o_cli, tmp_path):
+    folder, run = tmp_path / "imgs", tmp_path / "run"
+    write_photos(folder, ("astronaut", "chelsea"), size=64)
+    assert dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64").exit_code == 0
+    store = RunStore(run)
+    store.group_path("data", "lr", "chelsea", suffix=".png").unlink()
+    assert store.status("data").state == "done"  # a plain status does not look at images
+    result = dp2o_cli("status", str(run), "--verify", "--json")
+    record = json.loads(result.stdout)
+    assert record["stages"][0]["state"] == "damaged"
+    assert [(f["stage"], f["group_id"], f["problem"]) for f in record["damaged_files"]] == [
+        ("data", "chelsea", "is missing")
+    ]
+    redo = dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=64")
+    assert redo.exit_code == 0 and store.status("data").state == "done"
+    assert "every file the stages wrote is there" in dp2o_cli("status", str(run), "--verify").stdout
