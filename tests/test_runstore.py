@@ -222,6 +222,12 @@ def test_group_file_names_are_distinct_for_distinct_ids(tmp_path):
     ids += ["a/b", "a__b", "a_b", ".", "..", ".hidden", "", "é", "e\u0301", "x" * 300, "x" * 299 + "y"]
     names = [store.group_path("data", "lr", g, suffix=".png") for g in ids]
     assert len(set(names)) == len(ids)
+    for stage, subdir, suffix in (
+        ("sample", "latents", ".safetensors"),
+        ("sample", "conditions", ".safetensors"),
+    ):
+        assert len({store.group_path(stage, subdir, g, suffix=suffix) for g in ids}) == len(ids)
+    assert len({store.group_path("sample", "images", g, "000.png") for g in ids}) == len(ids)
     assert all(n.parent.parent == tmp_path / "data" / "lr" for n in names)  # never escapes its folder
     assert store.group_path("data", "lr", "frame.0007", suffix=".png").name == "frame.0007.png"
     assert safe_name("img 7") == "img%207" and safe_name("img_7") == "img_7"
