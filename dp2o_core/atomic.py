@@ -21,15 +21,14 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~process_umask())
-    finally:
-        os.close(fd)
+    os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:
+            # after the write: some writers (safetensors) replace the file with an 0600 one
+            os.fchmod(fd, 0o666 & ~process_umask())
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -37,6 +36,16 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def follow_umask(folder: Path | str) -> None:
+    """Give every file under ``folder`` the mode ``open(path, "w")`` would (0666 less the
+    umask): for folders written by libraries that create owner-only files (safetensors
+    writes 0600 files, so do accelerate and diffusers through it)."""
+    mode = 0o666 & ~process_umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
 
 
 def process_umask() -> int:

@@ -191,3 +191,22 @@ def test_fixing_a_bad_input_redoes_only_that_input(dp2o_cli, tmp_path):
     rows = {r["group_id"]: r for r in store.read_table("data", "groups").to_pylist()}
     assert read_image(run / rows["rocket"]["hr"]).shape == (64, 64, 3)
     assert astronaut.stat().st_mtime_ns == written
+
+
+def test_safetensors_files_follow_the_umask_too(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from dp2o_core.atomic import atomic_path, follow_umask
+
+    previous = os.umask(0o002)
+    try:
+        with atomic_path(tmp_path / "latents.safetensors") as tmp:  # as the sample stage writes latents
+            save_file({"latents": torch.zeros(2)}, str(tmp))  # safetensors creates an 0600 file
+        (tmp_path / "weights").mkdir()
+        save_file({"w": torch.zeros(2)}, str(tmp_path / "weights" / "model.safetensors"))
+        follow_umask(tmp_path / "weights")  # what the trainer does to saved checkpoints and weights
+    finally:
+        os.umask(previous)
+    assert oct((tmp_path / "latents.safetensors").stat().st_mode & 0o777) == "0o664"
+    assert oct((tmp_path / "weights" / "model.safetensors").stat().st_mode & 0o777) == "0o664"

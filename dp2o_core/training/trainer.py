@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from dp2o_core.atomic import write_text_atomic
+from dp2o_core.atomic import follow_umask, write_text_atomic
 from dp2o_core.errors import Dp2oError, UsageError
 from dp2o_core.training.checkpoints import checkpoint_name, checkpoint_problem, complete_checkpoints
 from dp2o_core.training.data import TrainingData
@@ -395,9 +395,8 @@ class Trainer:
         try:
             acc.save_state(str(staging / "state"))
             if acc.is_main_process:
-                write_text_atomic(
-                    staging / "state" / "schedule.json", json.dumps(schedule.state_dict()) + "\n"
-                )
+                state = {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"}
+                write_text_atomic(staging / "state" / "schedule.json", json.dumps(state) + "\n")
                 self.backbone.save(staging / "weights")
                 write_text_atomic(
                     staging / "position.json",
@@ -407,6 +406,7 @@ class Trainer:
             shutil.rmtree(staging, ignore_errors=True)  # frees what the failed write took
             raise CheckpointWriteError(staging, step, error, self.latest_checkpoint()) from error
         if acc.is_main_process:
+            follow_umask(staging)
             shutil.rmtree(final, ignore_errors=True)
             staging.rename(final)
             self._prune_checkpoints()
@@ -423,6 +423,7 @@ class Trainer:
             staging = target.with_name(f".staging-{target.name}")
             shutil.rmtree(staging, ignore_errors=True)
             self.backbone.save(staging)
+            follow_umask(staging)
             shutil.rmtree(target, ignore_errors=True)
             staging.rename(target)
         acc.wait_for_everyone()
