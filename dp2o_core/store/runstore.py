@@ -37,6 +37,16 @@ from typing import Any, Literal
 
 from dp2o_core.atomic import atomic_path, write_text_atomic
 from dp2o_core.errors import Dp2oError
+from dp2o_core.store.commits import (
+    COMMIT_PATTERN,
+    Commit,
+    DamagedCommit,
+    DamagedStageError,
+    parts_problem,
+    read_commit,
+    set_aside,
+    short_reason,
+)
 from dp2o_core.store.fingerprint import fingerprint
 from dp2o_core.store.lock import StageLock
 from dp2o_core.store.schemas import arrow_schema, to_arrow
@@ -54,7 +64,6 @@ STAGES: dict[str, tuple[str, ...]] = {
 
 State = Literal["missing", "partial", "done", "stale", "damaged"]
 PARTS_PER_FOLDER = 1000
-_PART = re.compile(r"part-(\d+)\.commit\.json$")
 
 
 @dataclass
@@ -84,32 +93,6 @@ class StageStatus:
             "updated": self.updated,
             "reason": self.reason,
         }
-
-
-@dataclass(frozen=True)
-class Commit:
-    """One committed batch of groups and the part file of each table."""
-
-    path: Path
-    process: int
-    sequence: int
-    groups: tuple[str, ...]
-    tables: dict[str, str]
-    rows: dict[str, int]
-    sizes: dict[str, int] | None = None  #: bytes of each part file (None: written before dp2o recorded them)
-    signatures: dict[str, str] | None = None  #: group id → its inputs' signature, where the stage has them
-
-
-class DamagedStageError(Dp2oError):
-    """A file a finished stage wrote is missing or unreadable; a rerun of the stage redoes it."""
-
-
-@dataclass(frozen=True)
-class DamagedCommit:
-    """A commit record that cannot be trusted, and why."""
-
-    path: Path
-    problem: str
 
 
 class RunStore:
@@ -168,13 +151,13 @@ class RunStore:
         found, damaged = [], []
         marks = self._damage_marks(stage)
         for path in (self.stage_dir(stage) / "parts").glob("p*/*/part-*.commit.json"):
-            commit, problem = _read_commit(path)
+            commit, problem = read_commit(path)
             if commit is None:
                 if path.exists():  # not moved away meanwhile
                     damaged.append(DamagedCommit(path, problem))
                 continue
             marked = [marks[g] for g in commit.groups if g in marks]
-            problem = marked[0] if marked else _parts_problem(commit)
+            problem = marked[0] if marked else parts_problem(commit)
             if problem:
                 damaged.append(DamagedCommit(path, problem))
             else:
@@ -203,13 +186,19 @@ class RunStore:
         except Exception as error:  # noqa: BLE001 - any failure to load a file the run wrote
             if path.exists() and not _looks_damaged(error):
                 raise
-            problem = "is missing" if not path.exists() else f"cannot be read ({_reason(error)})"
+            problem = "is missing" if not path.exists() else f"cannot be read ({short_reason(error)})"
             self.mark_damaged(stage, group_id, f"{relative} {problem}")
             raise DamagedStageError(
                 f"stage {stage!r} of run {self.root} is damaged: {relative} (group {group_id!r}) {problem}. "
-                f"Run the {stage!r} stage again (dp2o {_COMMAND.get(stage, 'train')} {self.root}, or "
-                "dp2o train): it redoes the damaged groups and keeps the rest."
+                + self._rerun_hint(stage)
             ) from None
+
+    def _rerun_hint(self, stage: str) -> str:
+        command = _COMMAND.get(stage, "train")
+        return (
+            f"Run the {stage!r} stage again (dp2o {command} {self.root}, or dp2o train): it redoes "
+            "the damaged groups and keeps the rest."
+        )
 
     def verify_files(self, stage: str) -> list[tuple[str, str, str]]:
         """Check that every file ``stage``'s tables name (LR/HR images, candidates, latent
@@ -275,8 +264,8 @@ class RunStore:
                 f"stage {stage!r} of run {self.root} is damaged: {self.relative(damaged[0].path)}: "
                 f"{damaged[0].problem}"
                 + (f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else "")
-                + f". Run the {stage!r} stage again (dp2o {_COMMAND.get(stage, 'train')} {self.root}, "
-                "or dp2o train): it redoes the damaged groups and keeps the rest."
+                + ". "
+                + self._rerun_hint(stage)
             )
         seen: set[str] = set()
         files, repeats = [], []
@@ -308,7 +297,7 @@ class RunStore:
             except (OSError, pa.ArrowException) as error:
                 raise DamagedStageError(
                     f"stage {stage!r} of run {self.root} is damaged: its part file {self.relative(path)} "
-                    f"cannot be read ({_reason(error)}). Delete that file and run the stage again "
+                    f"cannot be read ({short_reason(error)}). Delete that file and run the stage again "
                     "(it redoes the groups of that part)."
                 ) from None
             pieces.append(piece)
@@ -496,7 +485,7 @@ class RunStore:
             for c in commits
             if not c.signatures or any(c.signatures.get(g) != signatures.get(g) for g in c.groups)
         ]
-        _set_aside([*changed, *(d.path for d in damaged)], self.stage_dir(stage) / "outdated")
+        set_aside([*changed, *(d.path for d in damaged)], self.stage_dir(stage) / "outdated")
         directory = self.stage_dir(stage)
         (directory / "complete.json").unlink(missing_ok=True)
         for marker in (directory / "processes").glob("p*.json"):
@@ -592,7 +581,9 @@ class StageWriter:
             self.todo = self.process.share(self.group_ids, done)
             own_folder = self.directory / "parts" / f"p{self.process.index:03d}"
             # damaged commits too: their sequence numbers are never reused
-            own = [int(_PART.search(p.name).group(1)) for p in own_folder.glob("*/part-*.commit.json")]
+            own = [
+                int(COMMIT_PATTERN.search(p.name).group(1)) for p in own_folder.glob("*/part-*.commit.json")
+            ]
             self._sequence = max(own, default=-1) + 1
         except BaseException:
             self._lock.__exit__(None, None, None)
@@ -634,7 +625,7 @@ class StageWriter:
         damaged = self.store.damaged_commits(self.stage)
         if not damaged:
             return
-        _set_aside([d.path for d in damaged], self.directory / "damaged")
+        set_aside([d.path for d in damaged], self.directory / "damaged")
         for mark in (self.directory / "damaged").glob("group-*.json"):
             mark.unlink(missing_ok=True)
 
@@ -715,20 +706,6 @@ class StageWriter:
         self._buffer.clear()
 
 
-def _set_aside(commit_records: Sequence[Path], folder: Path) -> None:
-    """Move commit records and their part files to ``folder/<time>/p<k>/<nnnn>/``."""
-    if not commit_records:
-        return
-    aside = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}"
-    for record in commit_records:
-        stem = record.name[: -len(".commit.json")]
-        target = aside / record.parent.parent.name / record.parent.name
-        target.mkdir(parents=True, exist_ok=True)
-        for file in record.parent.glob(f"{stem}.*"):
-            if not file.name.endswith(".tmp"):
-                os.replace(file, target / file.name)
-
-
 #: The columns of each stage's tables that name files in the run (checked by verify_files).
 _FILE_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     "data": {"groups": ("lr", "hr")},
@@ -739,56 +716,6 @@ _FILE_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
 _COMMAND = {"data": "prepare", "sample": "sample", "score": "score", "pairs": "pairs", "train": "train"}
 
 
-def _read_commit(path: Path) -> tuple[Commit | None, str]:
-    """The commit record at ``path``, or None and what is wrong with it."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        sizes = data.get("bytes")
-        commit = Commit(
-            path=path,
-            process=int(path.parent.parent.name[1:]),
-            sequence=int(_PART.search(path.name).group(1)),
-            groups=tuple(str(g) for g in data["groups"]),
-            tables={str(k): str(v) for k, v in data["tables"].items()},
-            rows={str(k): int(v) for k, v in data.get("rows", {}).items()},
-            sizes={str(k): int(v) for k, v in sizes.items()} if sizes is not None else None,
-            signatures={str(k): str(v) for k, v in data["signatures"].items()}
-            if "signatures" in data
-            else None,
-        )
-    except FileNotFoundError:
-        return None, "it was removed"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        return None, f"the commit record is unreadable ({_reason(error)})"
-    return commit, ""
-
-
-def _parts_problem(commit: Commit) -> str:
-    """What is wrong with the part files a commit names ('' when nothing is)."""
-    sizes = commit.sizes
-    for table, name in commit.tables.items():
-        part = commit.path.parent / name
-        try:
-            size = part.stat().st_size
-        except FileNotFoundError:
-            return f"its part file {name} is missing"
-        except OSError as error:
-            return f"its part file {name} cannot be read ({error.strerror})"
-        if sizes is not None and table in sizes:
-            if size != sizes[table]:
-                return f"its part file {name} is {size} bytes, written as {sizes[table]}"
-        else:  # written before sizes were recorded: compare the row count in the footer
-            import pyarrow.parquet as pq
-
-            try:
-                rows = pq.read_metadata(part).num_rows
-            except Exception as error:  # noqa: BLE001 - any unreadable footer
-                return f"its part file {name} is unreadable ({_reason(error)})"
-            if table in commit.rows and rows != commit.rows[table]:
-                return f"its part file {name} holds {rows} rows, committed as {commit.rows[table]}"
-    return ""
-
-
 def _looks_damaged(error: BaseException) -> bool:
     """Whether a loader's error says the file itself is bad (not, e.g., out of memory)."""
     from dp2o_core.imageio import BadImageError
@@ -797,11 +724,6 @@ def _looks_damaged(error: BaseException) -> bool:
         "SafetensorError",
         "ArrowInvalid",
     )
-
-
-def _reason(error: BaseException) -> str:
-    text = " ".join(str(getattr(error, "reason", None) or error).split()) or type(error).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def safe_name(group_id: str) -> str:
