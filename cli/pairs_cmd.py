@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from dp2o_cli.options import ConfigFile, RewardSpec, RunDir, SelectorSpec, WeightingSpec
@@ -12,7 +12,6 @@ from dp2o_cli.run_config import load_run_config, write_run_config
 from dp2o_cli.state import CliState
 from rich.table import Table
 
-from dp2o_core.stages.pairs import PairsSummary, import_scores, make_pairs, pairs_stage_config
 from dp2o_core.store import ProcessInfo, RunStore
 
 
@@ -38,6 +37,8 @@ def pairs(
     resolved = config.resolve(manager, ("reward", "selector", "weighting"))
     components = {key: item.build() for key, item in resolved.items()}
     store = RunStore(run)
+    from dp2o_core.stages.pairs import import_scores, make_pairs, pairs_stage_config  # numpy: not at start-up
+
     if scores is not None:
         import_scores(store, scores)
     stage_config = pairs_stage_config({key: item.as_record() for key, item in resolved.items()})
@@ -48,7 +49,7 @@ def pairs(
     console.print(_summary_table(result.summary, run))
 
 
-def _summary_table(summary: PairsSummary, run: Path) -> Table:
+def _summary_table(summary: Any, run: Path) -> Table:
     table = Table(title=f"pairs of {run}", title_justify="left")
     table.add_column("")
     table.add_column("value", justify="right")
@@ -62,4 +63,6 @@ def _summary_table(summary: PairsSummary, run: Path) -> Table:
         "reward gap mean / min / max",
         f"{summary.gap_mean:.4f} / {summary.gap_min:.4f} / {summary.gap_max:.4f}",
     )
+    if summary.groups_without_pairs:
+        table.add_row("groups the selector gave no pairs", f"{summary.groups_without_pairs}")
     return table

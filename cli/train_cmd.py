@@ -32,7 +32,6 @@ from rich.table import Table
 from dp2o_core.config import SETTINGS_SECTIONS, RunConfig
 from dp2o_core.presets import embedded_default
 from dp2o_core.specs import Resolved, Spec, parse_spec
-from dp2o_core.stages.pairs import make_pairs, pairs_stage_config
 from dp2o_core.stages.sample import run_sample_stage, sample_stage_config
 from dp2o_core.stages.score import run_score_stage, score_stage_config
 from dp2o_core.stages.timings import timed
@@ -269,6 +268,8 @@ def _score_stage(store, resolved, process, show) -> None:
 
 
 def _pairs_stage(store, resolved, show) -> None:
+    from dp2o_core.stages.pairs import make_pairs, pairs_stage_config  # numpy: not at start-up
+
     keys = ("reward", "selector", "weighting")
     stage_config = pairs_stage_config({key: resolved[key].as_record() for key in keys})
     if not _announce(store, "pairs", store.expected_fingerprint("pairs", stage_config), show):

@@ -1,24 +1,38 @@
 """The ``pairs`` stage: rewards from raw scores, preference pairs, and their weights.
 
 Runs on the whole data set in one process, because the inter-group weight needs every
-group (PAPER.md §4). Everything is computed and checked before anything is written, so a
-bad scores table leaves the run as it was.
+group. It streams: the scores are read in blocks of whole groups (:func:`score_blocks`),
+and every block's rewards, pairs and weights are computed with the plugins' block methods
+(``reward_block``, ``select_block``, ``group_statistics`` / ``weigh_block``: array
+operations over all the block's groups) and written as one commit, so memory holds a block,
+not the data set. Two passes: the first checks every block and collects what the weighting
+needs from every group (μ_σ of hierarchical weighting is over all groups); the second
+writes. Nothing is written before the first pass has checked everything, so a bad scores
+table leaves the run as it was. A weighting with only the per-group ``weigh`` gets every
+group in one call, as before, at the memory cost of holding all pairs.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dp2o_core.errors import Dp2oError
 from dp2o_core.interfaces import GroupPairs, PairSelector, RewardModel, Weighting
+from dp2o_core.interfaces.weighting import BlockWeights, PairBlock
 from dp2o_core.stages import without_runtime_options
 from dp2o_core.store import ProcessInfo, RunStore
 from dp2o_core.store.fingerprint import file_signature
+
+#: Rows of the scores table per block: ~1 M rows (15,600 groups of 64) keep a block's
+#: arrays and its pairs table (N² per group) to a few hundred MB at the paper's ratios.
+BLOCK_ROWS = 1_000_000
 
 
 @dataclass
@@ -33,19 +47,31 @@ class PairsSummary:
     gap_mean: float
     gap_min: float
     gap_max: float
+    groups_without_pairs: int = 0
 
 
 @dataclass
 class PairsResult:
-    """Rows of the rewards and pairs tables, by group, and their summary."""
+    """What the pairs stage did (its tables are in the run)."""
 
-    rewards: dict[str, list[dict[str, Any]]]
-    pairs: dict[str, list[dict[str, Any]]]
     summary: PairsSummary
 
 
-def scores_by_group(table: Any, metrics: list[str]) -> dict[str, tuple[list[int], dict[str, list[float]]]]:
-    """Check a scores table and split it into {group: (candidates, {metric: scores})}."""
+@dataclass
+class ScoreBlock:
+    """Whole groups of the scores table as flat arrays, groups sorted by id and candidates
+    by index within each (group g at ``[offsets[g]:offsets[g + 1]]``)."""
+
+    group_ids: list[str]
+    offsets: np.ndarray
+    candidates: np.ndarray
+    scores: dict[str, np.ndarray]
+
+
+def score_block(table: Any, metrics: Sequence[str]) -> ScoreBlock:
+    """Check a block of the scores table (whole groups) and lay it out as a :class:`ScoreBlock`."""
+    import pyarrow.compute as pc
+
     columns = set(table.column_names)
     missing = [name for name in ["group_id", "candidate", *metrics] if name not in columns]
     if missing:
@@ -54,87 +80,97 @@ def scores_by_group(table: Any, metrics: list[str]) -> dict[str, tuple[list[int]
             f"(columns: {', '.join(sorted(columns))}); score with a reward that includes "
             f"{'them' if len(missing) > 1 else 'it'} or choose a reward whose metrics are present"
         )
-    group_ids = table.column("group_id").to_pylist()
-    candidates = table.column("candidate").to_pylist()
-    values = {name: table.column(name).to_pylist() for name in metrics}
-    groups: dict[str, tuple[list[int], dict[str, list[float]]]] = {}
-    for row, (group_id, candidate) in enumerate(zip(group_ids, candidates, strict=True)):
-        indices, scores = groups.setdefault(group_id, ([], {name: [] for name in metrics}))
-        indices.append(int(candidate))
-        for name in metrics:
-            value = values[name][row]
-            if value is None or not math.isfinite(float(value)):
-                raise Dp2oError(
-                    f"the scores table has a {'missing' if value is None else 'non-finite'} {name!r} score "
-                    f"({value}) for candidate {candidate} of group {group_id!r}; rescore that group"
-                )
-            scores[name].append(float(value))
-    for group_id, (indices, _) in groups.items():
-        if len(indices) < 2:
+    order = pc.sort_indices(table, sort_keys=[("group_id", "ascending"), ("candidate", "ascending")])
+    table = table.take(order)
+    ids = table.column("group_id").combine_chunks()
+    codes = ids.dictionary_encode().indices.to_numpy(zero_copy_only=False)
+    rows = len(codes)
+    starts = np.flatnonzero(np.diff(codes) != 0) + 1 if rows else np.zeros(0, np.int64)
+    offsets = np.concatenate([[0], starts, [rows]]).astype(np.int64) if rows else np.zeros(1, np.int64)
+    group_ids = ids.take(offsets[:-1]).to_pylist() if rows else []
+    candidates = table.column("candidate").to_numpy().astype(np.int64)
+
+    def where(row: int) -> str:
+        group = int(np.searchsorted(offsets, row, side="right")) - 1
+        return f"candidate {candidates[row]} of group {group_ids[group]!r}"
+
+    scores = {}
+    for name in metrics:
+        column = table.column(name)
+        values = column.to_numpy(zero_copy_only=False).astype(np.float64)
+        nulls = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False)) if column.null_count else []
+        bad = nulls if len(nulls) else np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            value = None if len(nulls) else values[bad[0]]
             raise Dp2oError(
-                f"group {group_id!r} has {len(indices)} candidate; pairs need at least two per group"
+                f"the scores table has a {'missing' if value is None else 'non-finite'} {name!r} score "
+                f"({value}) for {where(int(bad[0]))}; rescore that group"
             )
-        if len(set(indices)) != len(indices):
-            raise Dp2oError(f"group {group_id!r} lists a candidate index twice in the scores table")
-    return groups
+        scores[name] = values
+    sizes = np.diff(offsets)
+    if (sizes < 2).any():
+        group = int(np.flatnonzero(sizes < 2)[0])
+        raise Dp2oError(
+            f"group {group_ids[group]!r} has {sizes[group]} candidate; pairs need at least two per group"
+        )
+    repeated = np.flatnonzero(candidates[1:] == candidates[:-1]) + 1
+    repeated = repeated[~np.isin(repeated, offsets)]  # equal indices across a group boundary are fine
+    if len(repeated):
+        group = int(np.searchsorted(offsets, repeated[0], side="right")) - 1
+        raise Dp2oError(f"group {group_ids[group]!r} lists a candidate index twice in the scores table")
+    return ScoreBlock(group_ids, offsets, candidates, scores)
 
 
-def compute_pairs(
-    scores_table: Any, reward: RewardModel, selector: PairSelector, weighting: Weighting
-) -> PairsResult:
-    """Rewards, pairs and weights for every group of a scores table (nothing written)."""
-    metrics = [m.name for m in reward.metrics()]
-    groups = scores_by_group(scores_table, metrics)
-    if not groups:
-        raise Dp2oError("the scores table is empty")
-    ordered = sorted(groups)
-    all_pairs: list[GroupPairs] = []
-    reward_rows: dict[str, list[dict[str, Any]]] = {}
-    for group_id in ordered:
-        indices, scores = groups[group_id]
-        order = sorted(range(len(indices)), key=indices.__getitem__)
-        indices = [indices[i] for i in order]
-        scores = {name: [values[i] for i in order] for name, values in scores.items()}
-        rewards = [float(r) for r in reward.reward(scores)]
-        selected = selector.select(rewards)
-        all_pairs.append(GroupPairs(group_id, rewards, selected))
-        reward_rows[group_id] = [{"candidate": c, "reward": r} for c, r in zip(indices, rewards, strict=True)]
-    weights = weighting.weigh(all_pairs)
-    pair_rows: dict[str, list[dict[str, Any]]] = {}
-    flat_weights, gaps = [], []
-    for group, group_weights in zip(all_pairs, weights, strict=True):
-        indices = [row["candidate"] for row in reward_rows[group.group_id]]
-        rows = []
-        for (winner, loser), intra, inter, weight in zip(
-            group.pairs, group_weights.intra, group_weights.inter, group_weights.weight, strict=True
-        ):
-            rows.append(
-                {
-                    "winner": indices[winner],
-                    "loser": indices[loser],
-                    "winner_reward": group.rewards[winner],
-                    "loser_reward": group.rewards[loser],
-                    "intra_weight": float(intra),
-                    "inter_weight": float(inter),
-                    "weight": float(weight),
-                }
-            )
-            flat_weights.append(float(weight))
-            gaps.append(group.rewards[winner] - group.rewards[loser])
-        pair_rows[group.group_id] = rows
-    if not flat_weights:
-        raise Dp2oError("the selector produced no pairs")
-    summary = PairsSummary(
-        groups=len(all_pairs),
-        pairs=len(flat_weights),
-        weight_mean=statistics.fmean(flat_weights),
-        weight_min=min(flat_weights),
-        weight_max=max(flat_weights),
-        gap_mean=statistics.fmean(gaps),
-        gap_min=min(gaps),
-        gap_max=max(gaps),
-    )
-    return PairsResult(reward_rows, pair_rows, summary)
+def score_blocks(
+    store: RunStore, metrics: Sequence[str], block_rows: int = BLOCK_ROWS
+) -> Iterator[ScoreBlock]:
+    """The run's scores table in checked blocks of whole groups (see :func:`score_block`)."""
+    columns = ["group_id", "candidate", *metrics]
+    for table in store.iter_table_blocks("score", "scores", min_rows=block_rows):
+        present = [c for c in columns if c in table.column_names]
+        yield score_block(table.select(present) if len(present) == len(columns) else table, metrics)
+
+
+@dataclass
+class _Totals:
+    """Running summary of the written pairs."""
+
+    groups: int = 0
+    pairs: int = 0
+    empty_groups: int = 0
+    weight_sums: list[float] = field(default_factory=list)
+    gap_sums: list[float] = field(default_factory=list)
+    weight_min: float = math.inf
+    weight_max: float = -math.inf
+    gap_min: float = math.inf
+    gap_max: float = -math.inf
+
+    def add(self, block: PairBlock, weights: BlockWeights) -> None:
+        self.groups += len(block.group_ids)
+        self.empty_groups += int((np.diff(block.pair_offsets) == 0).sum())
+        if len(weights.weight) == 0:
+            return
+        gaps = block.winner_rewards() - block.loser_rewards()
+        self.pairs += len(weights.weight)
+        self.weight_sums.append(float(np.sum(weights.weight)))
+        self.gap_sums.append(float(np.sum(gaps)))
+        self.weight_min = min(self.weight_min, float(weights.weight.min()))
+        self.weight_max = max(self.weight_max, float(weights.weight.max()))
+        self.gap_min = min(self.gap_min, float(gaps.min()))
+        self.gap_max = max(self.gap_max, float(gaps.max()))
+
+    def summary(self) -> PairsSummary:
+        return PairsSummary(
+            groups=self.groups,
+            pairs=self.pairs,
+            weight_mean=math.fsum(self.weight_sums) / self.pairs,
+            weight_min=self.weight_min,
+            weight_max=self.weight_max,
+            gap_mean=math.fsum(self.gap_sums) / self.pairs,
+            gap_min=self.gap_min,
+            gap_max=self.gap_max,
+            groups_without_pairs=self.empty_groups,
+        )
 
 
 def pairs_stage_config(records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -146,59 +182,287 @@ def pairs_stage_config(records: Mapping[str, Mapping[str, Any]]) -> dict[str, An
     return config
 
 
-def run_pairs_stage(store: RunStore, result: PairsResult, config: Mapping[str, Any]) -> None:
-    """Write computed rewards and pairs into the run (process 0 alone: it needs every group)."""
-    with store.open_stage(
-        "pairs", config=config, group_ids=list(result.pairs), process=ProcessInfo(), flush_every=4096
-    ) as writer:
-        for group_id in writer.todo:
-            writer.add_group(group_id, rewards=result.rewards[group_id], pairs=result.pairs[group_id])
-
-
 def make_pairs(
     store: RunStore,
     reward: RewardModel,
     selector: PairSelector,
     weighting: Weighting,
     config: Mapping[str, Any],
+    *,
+    block_rows: int = BLOCK_ROWS,
 ) -> PairsResult:
-    """The pairs stage: read the run's scores, compute everything, then write it."""
-    result = compute_pairs(store.read_table("score", "scores"), reward, selector, weighting)
-    run_pairs_stage(store, result, config)
-    return result
+    """The pairs stage: read the run's scores in blocks, check them, then write rewards,
+    pairs and weights block by block (module docstring)."""
+    metrics = [m.name for m in reward.metrics()]
+    vectorised = _overrides(weighting, "group_statistics") and _overrides(weighting, "weigh_block")
+
+    def pair_blocks() -> Iterator[tuple[ScoreBlock, PairBlock]]:
+        for block in score_blocks(store, metrics, block_rows):
+            rewards = np.asarray(reward.reward_block(block.scores, block.offsets), dtype=np.float64)
+            selected = selector.select_block(rewards, block.offsets)
+            _check_selection(selector, block, selected)
+            yield (
+                block,
+                PairBlock(
+                    group_ids=block.group_ids,
+                    positions=np.zeros(0, np.int64),
+                    rewards=rewards,
+                    offsets=block.offsets,
+                    pair_offsets=np.asarray(selected.pair_offsets, np.int64),
+                    winners=np.asarray(selected.winners, np.int64),
+                    losers=np.asarray(selected.losers, np.int64),
+                ),
+            )
+
+    # pass 1: check everything, collect the per-group statistics the weighting needs
+    ids: list[str] = []
+    statistics: list[np.ndarray] = []
+    kept: list[tuple[np.ndarray, PairBlock]] = []  # every block, only for a weighting without a block path
+    pairs = 0
+    for scores, block in pair_blocks():
+        ids.extend(block.group_ids)
+        pairs += int(block.pair_offsets[-1])
+        if vectorised:
+            statistics.append(
+                np.asarray(weighting.group_statistics(block.rewards, block.offsets), np.float64)
+            )
+        else:
+            kept.append((scores.candidates, block))
+    if not ids:
+        raise Dp2oError("the scores table is empty")
+    if pairs == 0:
+        raise Dp2oError("the selector produced no pairs")
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    positions = np.empty(len(ids), dtype=np.int64)
+    positions[order] = np.arange(len(ids))
+    by_position = np.concatenate(statistics)[order] if vectorised else np.zeros(0)
+    fallback = None if vectorised else _weigh_all_groups(weighting, [b for _, b in kept], order)
+
+    # pass 2: weigh and write, block by block
+    totals = _Totals()
+    with store.open_stage(
+        "pairs", config=config, group_ids=[ids[i] for i in order], process=ProcessInfo(), flush_every=4096
+    ) as writer:
+        todo = set(writer.todo)
+        first = 0
+        blocks = ((s.candidates, b) for s, b in pair_blocks()) if vectorised else iter(kept)
+        for candidates, block in blocks:
+            count = len(block.group_ids)
+            block = replace(block, positions=positions[first : first + count])
+            first += count
+            weights = weighting.weigh_block(block, by_position) if vectorised else fallback(block)
+            totals.add(block, weights)
+            _write_block(writer, block, weights, candidates, todo)
+    return PairsResult(totals.summary())
 
 
-def import_scores(store: RunStore, path: Path) -> None:
+def _overrides(weighting: Weighting, method: str) -> bool:
+    return getattr(type(weighting), method) is not getattr(Weighting, method)
+
+
+def _check_selection(selector: PairSelector, block: ScoreBlock, selected: Any) -> None:
+    pair_offsets = np.asarray(selected.pair_offsets)
+    if pair_offsets.shape != (len(block.group_ids) + 1,) or pair_offsets[-1] != len(selected.winners):
+        raise Dp2oError(f"selector {selector.name!r} returned pair offsets that do not match its groups")
+    sizes = np.repeat(np.diff(block.offsets), np.diff(pair_offsets))
+    for name, positions in (("winner", selected.winners), ("loser", selected.losers)):
+        positions = np.asarray(positions)
+        if len(positions) and ((positions < 0) | (positions >= sizes)).any():
+            raise Dp2oError(f"selector {selector.name!r} returned a {name} index outside its group")
+
+
+def _weigh_all_groups(weighting: Weighting, blocks: list[PairBlock], order: list[int]):
+    """The per-group path: ``weigh`` once over every group (in id order); returns a function
+    giving each block its weights."""
+    groups: list[GroupPairs] = []
+    for block in blocks:
+        for g, group_id in enumerate(block.group_ids):
+            start, end = block.offsets[g], block.offsets[g + 1]
+            p0, p1 = block.pair_offsets[g], block.pair_offsets[g + 1]
+            groups.append(
+                GroupPairs(
+                    group_id,
+                    block.rewards[start:end].tolist(),
+                    list(zip(block.winners[p0:p1].tolist(), block.losers[p0:p1].tolist(), strict=True)),
+                )
+            )
+    ordered = [groups[i] for i in order]
+    weights = dict(zip(order, weighting.weigh(ordered), strict=True))
+    flat = [weights[i] for i in range(len(groups))]
+    cursor = {"next": 0}
+
+    def weigh_block(block: PairBlock) -> BlockWeights:
+        count = len(block.group_ids)
+        mine = flat[cursor["next"] : cursor["next"] + count]
+        cursor["next"] += count
+        columns = [
+            np.asarray([x for w in mine for x in getattr(w, key)], np.float64)
+            for key in ("intra", "inter", "weight")
+        ]
+        return BlockWeights(*columns)
+
+    return weigh_block
+
+
+def _write_block(
+    writer: Any, block: PairBlock, weights: BlockWeights, candidates: np.ndarray, todo: set[str]
+) -> None:
+    """One commit with the block's rewards and pairs tables (groups not yet committed only)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    sizes, counts = np.diff(block.offsets), np.diff(block.pair_offsets)
+    ids = pa.array(block.group_ids, pa.string())
+    base = np.repeat(block.offsets[:-1], counts)
+    rewards = pa.table(
+        {
+            "group_id": ids.take(np.repeat(np.arange(len(sizes)), sizes)),
+            "candidate": candidates,
+            "reward": block.rewards,
+        }
+    )
+    pairs = pa.table(
+        {
+            "group_id": ids.take(np.repeat(np.arange(len(counts)), counts)),
+            "winner": candidates[base + block.winners],
+            "loser": candidates[base + block.losers],
+            "winner_reward": block.rewards[base + block.winners],
+            "loser_reward": block.rewards[base + block.losers],
+            "intra_weight": np.asarray(weights.intra, np.float64),
+            "inter_weight": np.asarray(weights.inter, np.float64),
+            "weight": np.asarray(weights.weight, np.float64),
+        }
+    )
+    groups = [g for g in block.group_ids if g in todo]
+    if len(groups) != len(block.group_ids):  # resuming: part of the block is committed
+        keep = pa.array(groups, pa.string())
+        rewards = rewards.filter(pc.is_in(rewards.column("group_id"), keep))
+        pairs = pairs.filter(pc.is_in(pairs.column("group_id"), keep))
+    writer.add_block(groups, rewards=rewards, pairs=pairs)
+
+
+def import_scores(store: RunStore, path: Path, *, rows_per_part: int = BLOCK_ROWS) -> None:
     """Make a scores table written by another tool (parquet or CSV) the run's ``score`` stage.
 
     It needs ``group_id``, ``candidate`` and one column per metric; the stage records the
-    file's path, size and time, so importing a changed file redoes the later stages.
+    file's path, size and time, so importing a changed file redoes the later stages. The
+    file is streamed in two passes with flat memory, whatever its size and however its
+    rows are ordered: rows are first spread over temporary bucket files by a hash of the
+    group id (so each group lands whole in one bucket), then each bucket becomes one commit.
     """
+    import shutil
+
+    path = Path(path)
+    batches, total_rows = _scores_batches(path)
+    buckets = max(1, math.ceil(total_rows / max(1, rows_per_part)))
+    work = store.root / f".import-{path.stem}-{time.time_ns()}"
+    try:
+        group_ids, schema = _spread_over_buckets(path, batches, buckets, work)
+        with store.open_stage(
+            "score",
+            config={"imported": file_signature(path)},
+            group_ids=sorted(group_ids),
+            process=ProcessInfo(),
+            imported=True,
+        ) as writer:
+            todo = set(writer.todo)
+            for bucket in range(buckets):
+                _commit_bucket(writer, work / f"bucket-{bucket:05d}.parquet", schema, todo)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _scores_batches(path: Path) -> tuple[Iterator[Any], int]:
+    """Record batches of a parquet or CSV scores table, and its row count (estimated for CSV)."""
+    import pyarrow as pa
     import pyarrow.csv
     import pyarrow.parquet as pq
 
-    path = Path(path)
     try:
-        table = pyarrow.csv.read_csv(path) if path.suffix.lower() == ".csv" else pq.read_table(path)
-    except (OSError, ValueError) as error:
-        raise Dp2oError(f"cannot read scores table {path}: {error}") from None
-    for column in ("group_id", "candidate"):
-        if column not in table.column_names:
-            raise Dp2oError(
-                f"scores table {path} has no {column!r} column (columns: {', '.join(table.column_names)})"
+        if path.suffix.lower() == ".csv":
+            reader = pyarrow.csv.open_csv(
+                path,
+                read_options=pyarrow.csv.ReadOptions(block_size=16 << 20),
+                convert_options=pyarrow.csv.ConvertOptions(column_types={"group_id": pa.string()}),
             )
-    rows = table.to_pylist()
-    by_group: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        row = {**row, "group_id": str(row["group_id"]), "candidate": int(row["candidate"])}
-        by_group.setdefault(row["group_id"], []).append(row)
-    with store.open_stage(
-        "score",
-        config={"imported": file_signature(path)},
-        group_ids=list(by_group),
-        process=ProcessInfo(),
-        flush_every=4096,
-        imported=True,
-    ) as writer:
-        for group_id in writer.todo:
-            writer.add_group(group_id, scores=by_group[group_id])
+            estimate = max(1, path.stat().st_size // 64)  # ~64 bytes a row of nine metrics
+            return iter(reader), estimate
+        parquet = pq.ParquetFile(path)
+        return parquet.iter_batches(batch_size=262_144), parquet.metadata.num_rows
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise Dp2oError(f"cannot read scores table {path}: {error}") from None
+
+
+def _spread_over_buckets(
+    path: Path, batches: Iterator[Any], buckets: int, work: Path
+) -> tuple[set[str], Any]:
+    """Pass 1 of the import: every row into the bucket file of its group; the group ids."""
+    import zlib
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    work.mkdir(parents=True)
+    writers: dict[int, Any] = {}
+    group_ids: set[str] = set()
+    schema = None
+    try:
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            for column in ("group_id", "candidate"):
+                if column not in table.column_names:
+                    found = ", ".join(table.column_names)
+                    raise Dp2oError(f"scores table {path} has no {column!r} column (columns: {found})")
+            table = table.set_column(
+                table.column_names.index("group_id"),
+                "group_id",
+                pc.cast(table.column("group_id"), pa.string()),
+            )
+            table = table.set_column(
+                table.column_names.index("candidate"),
+                "candidate",
+                pc.cast(table.column("candidate"), pa.int64()),
+            )
+            if schema is None:
+                schema = table.schema
+            table = table.cast(schema)
+            encoded = table.column("group_id").combine_chunks().dictionary_encode()
+            names = encoded.dictionary.to_pylist()
+            group_ids.update(names)
+            bucket_of_name = np.array(
+                [zlib.crc32(n.encode("utf-8")) % buckets for n in names], dtype=np.int64
+            )
+            rows_bucket = bucket_of_name[encoded.indices.to_numpy(zero_copy_only=False)]
+            for bucket in np.unique(rows_bucket):
+                part = table.filter(pa.array(rows_bucket == bucket))
+                if bucket not in writers:
+                    writers[int(bucket)] = pq.ParquetWriter(
+                        work / f"bucket-{int(bucket):05d}.parquet", schema
+                    )
+                writers[int(bucket)].write_table(part)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise Dp2oError(f"cannot read scores table {path}: {error}") from None
+    finally:
+        for writer in writers.values():
+            writer.close()
+    if schema is None:
+        raise Dp2oError(f"scores table {path} has no rows")
+    return group_ids, schema
+
+
+def _commit_bucket(writer: Any, bucket: Path, schema: Any, todo: set[str]) -> None:
+    """Pass 2 of the import: one bucket's groups (not yet committed) as one commit."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if not bucket.exists():
+        return
+    table = pq.read_table(bucket, schema=schema)
+    table = table.take(pc.sort_indices(table, sort_keys=[("group_id", "ascending")]))
+    groups = sorted(set(table.column("group_id").to_pylist()) & todo)
+    if not groups:
+        return
+    table = table.filter(pc.is_in(table.column("group_id"), pa.array(groups, pa.string())))
+    writer.add_block(groups, scores=table)

@@ -30,7 +30,7 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -302,6 +302,50 @@ class RunStore:
                 ) from None
             pieces.append(piece)
         return pa.concat_tables(pieces, promote_options="default")
+
+    def iter_table_blocks(
+        self, stage: str, table: str, columns: Sequence[str] | None = None, min_rows: int = 1_000_000
+    ) -> Iterator[Any]:
+        """``table`` as a sequence of pyarrow Tables of whole commits (at least ``min_rows``
+        rows each, but the last): every group's rows arrive in one block, and memory stays
+        that of a block however large the table. Rows of a group committed twice are kept
+        from its first commit only, as :meth:`read_table` does."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        commits, damaged = self._scan(stage)
+        if damaged:
+            self.read_table(stage, table)  # raises the damaged-stage message
+        wanted = list(columns) if columns else None
+        seen: set[str] = set()
+        pieces: list[Any] = []
+        rows = 0
+        for commit in commits:
+            name = commit.tables.get(table)
+            repeated = seen.intersection(commit.groups)
+            seen.update(commit.groups)
+            if name is None:
+                continue
+            path = commit.path.parent / name
+            try:
+                piece = pq.read_table(path, columns=wanted)
+                if repeated:
+                    ids = pq.read_table(path, columns=["group_id"]).column("group_id")
+                    piece = piece.filter(pc.invert(pc.is_in(ids, pa.array(sorted(repeated)))))
+            except (OSError, pa.ArrowException) as error:
+                raise DamagedStageError(
+                    f"stage {stage!r} of run {self.root} is damaged: its part file {self.relative(path)} "
+                    f"cannot be read ({short_reason(error)}). Delete that file and run the stage again "
+                    "(it redoes the groups of that part)."
+                ) from None
+            pieces.append(piece)
+            rows += piece.num_rows
+            if rows >= min_rows:
+                yield pa.concat_tables(pieces, promote_options="default")
+                pieces, rows = [], 0
+        if pieces:
+            yield pa.concat_tables(pieces, promote_options="default")
 
     def status(self, stage: str, expected: str | None = None) -> StageStatus:
         """The state of ``stage``; ``expected`` is the fingerprint a rerun would have."""
@@ -669,10 +713,30 @@ class StageWriter:
         if len(self._buffer) >= self.flush_every:
             self.flush()
 
+    def add_block(self, group_ids: Sequence[str], **tables: Any) -> None:
+        """Commit many finished groups at once from pyarrow Tables (one per table name,
+        each with a ``group_id`` column): the columnar path for stages with millions of
+        rows, which never become Python dicts. Buffered groups are committed first."""
+        self.flush()
+        if group_ids:
+            self._commit(list(group_ids), {name: _cast(name, table) for name, table in tables.items()})
+
     def flush(self) -> None:
         """Commit the buffered groups: part files first, then the commit record."""
         if not self._buffer:
             return
+        merged: dict[str, list[dict[str, Any]]] = {}
+        for group_id, tables in self._buffer:
+            for name, rows in tables.items():
+                for row in rows:
+                    row.setdefault("group_id", group_id)
+                merged.setdefault(name, []).extend(rows)
+        groups = [group_id for group_id, _ in self._buffer]
+        self._commit(groups, {name: to_arrow(name, rows) for name, rows in merged.items()})
+        self._buffer.clear()
+
+    def _commit(self, groups: list[str], tables: Mapping[str, Any]) -> None:
+        """Write each table's part file, then the commit record naming them and ``groups``."""
         import pyarrow.parquet as pq
 
         folder = (
@@ -683,27 +747,19 @@ class StageWriter:
         )
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"part-{self._sequence:07d}"
-        merged: dict[str, list[dict[str, Any]]] = {}
-        for group_id, tables in self._buffer:
-            for name, rows in tables.items():
-                for row in rows:
-                    row.setdefault("group_id", group_id)
-                merged.setdefault(name, []).extend(rows)
         files, counts, sizes = {}, {}, {}
-        for name, rows in merged.items():
+        for name, table in tables.items():
             file_name = f"{stem}.{name}.parquet"
             with atomic_path(folder / file_name) as tmp:
-                pq.write_table(to_arrow(name, rows), tmp)
+                pq.write_table(table, tmp)
                 sizes[name] = tmp.stat().st_size
-            files[name], counts[name] = file_name, len(rows)
-        groups = [group_id for group_id, _ in self._buffer]
+            files[name], counts[name] = file_name, table.num_rows
         record: dict[str, Any] = {"groups": groups, "tables": files, "rows": counts, "bytes": sizes}
         if self.group_signatures is not None:
             record["signatures"] = {g: self.group_signatures[g] for g in groups}
         write_text_atomic(folder / f"{stem}.commit.json", json.dumps(record) + "\n")
         self.committed_groups += len(groups)
         self._sequence += 1
-        self._buffer.clear()
 
 
 #: The columns of each stage's tables that name files in the run (checked by verify_files).
@@ -714,6 +770,17 @@ _FILE_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
 
 #: The command that reruns a stage on its own.
 _COMMAND = {"data": "prepare", "sample": "sample", "score": "score", "pairs": "pairs", "train": "train"}
+
+
+def _cast(name: str, table: Any) -> Any:
+    """``table`` with the known schema of ``name`` (columns in order, types cast)."""
+    schema = arrow_schema(name)
+    if schema is None:
+        return table
+    extra = set(table.column_names) - set(schema.names)
+    if extra:
+        raise ValueError(f"table {name!r} has no columns {sorted(extra)}")
+    return table.select(schema.names).cast(schema)
 
 
 def _looks_damaged(error: BaseException) -> bool:

@@ -1,10 +1,12 @@
-"""The hybrid perceptual reward of DP²O-SR (PAPER.md §2) and its offline preset.
+"""The hybrid perceptual reward of DP²O-SR and its offline preset.
 
 Per metric φ of a group of M candidates: orient so higher is better (negate when the
 metric's own ``lower_better`` says so), then min-max normalise within the group,
 s̄ = (s − min) / (max − min), or 0.5 for every candidate when the metric is constant in the
 group. R_m = balance · mean_FR s̄ + (1 − balance) · mean_NR s̄, balance 0.5 by default; when
-one set is empty R is the mean of the other.
+one set is empty R is the mean of the other. :func:`hybrid_rewards_block` computes the same
+for many groups at once (the pairs stage's path), adding the metrics of a set left to right
+as the per-group form does.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from dp2o_plugins.rewards.pyiqa_metric import MetricOptions, PyiqaReward, metric_info
 from pydantic import Field, model_validator
@@ -43,11 +46,13 @@ def hybrid_rewards(
     by_name = {info.name: info for info in infos}
     size = len(next(iter(scores.values())))
 
+    from dp2o_core.segments import left_to_right
+
     def set_mean(names: Sequence[str]) -> list[float] | None:
         if not names:
             return None
         normalised = [normalise_within_group(scores[n], by_name[n].lower_better) for n in names]
-        return [sum(column[m] for column in normalised) / len(normalised) for m in range(size)]
+        return [left_to_right(column[m] for column in normalised) / len(normalised) for m in range(size)]
 
     fr_mean, nr_mean = set_mean(fr), set_mean(nr)
     if fr_mean is None:
@@ -55,6 +60,47 @@ def hybrid_rewards(
     if nr_mean is None:
         return fr_mean
     return [balance * f + (1 - balance) * n for f, n in zip(fr_mean, nr_mean, strict=True)]
+
+
+def hybrid_rewards_block(
+    scores: Mapping[str, Any],
+    infos: Sequence[MetricInfo],
+    fr: Sequence[str],
+    nr: Sequence[str],
+    offsets: Any,
+    balance: float = 0.5,
+):
+    """:func:`hybrid_rewards` for every group of a block (flat arrays, see dp2o_core.segments)."""
+    import numpy as np
+
+    from dp2o_core.segments import expand, segment_max, segment_min
+
+    by_name = {info.name: info for info in infos}
+
+    def normalised(name: str):
+        values = np.asarray(scores[name], dtype=np.float64)
+        oriented = -values if by_name[name].lower_better else values
+        low = expand(segment_min(oriented, offsets), offsets)
+        span = expand(segment_max(oriented, offsets), offsets) - low
+        constant = span == 0
+        out = np.full(len(oriented), 0.5)
+        out[~constant] = (oriented[~constant] - low[~constant]) / span[~constant]
+        return out
+
+    def set_mean(names: Sequence[str]):
+        if not names:
+            return None
+        total = np.zeros(int(offsets[-1]))
+        for name in names:
+            total = total + normalised(name)
+        return total / len(names)
+
+    fr_mean, nr_mean = set_mean(fr), set_mean(nr)
+    if fr_mean is None:
+        return nr_mean
+    if nr_mean is None:
+        return fr_mean
+    return balance * fr_mean + (1 - balance) * nr_mean
 
 
 class HybridOptions(MetricOptions):
@@ -132,11 +178,22 @@ class HybridReward(RewardModel):
         return scores
 
     def reward(self, scores: Mapping[str, Sequence[float]]):
-        """PAPER.md §2, Eq. 2, on one group's raw scores."""
+        """The hybrid reward (module docstring) of one group's raw scores."""
         for name in [*self.options.fr, *self.options.nr]:
             if any(not math.isfinite(float(v)) for v in scores[name]):
                 raise Dp2oError(f"metric {name!r} has a non-finite score in this group")
         return hybrid_rewards(scores, self.infos, self.options.fr, self.options.nr, self.options.balance)
+
+    def reward_block(self, scores, offsets):
+        """:meth:`reward` for every group of a block, vectorised (same values)."""
+        import numpy as np
+
+        for name in [*self.options.fr, *self.options.nr]:
+            if not np.isfinite(np.asarray(scores[name], dtype=np.float64)).all():
+                raise Dp2oError(f"metric {name!r} has a non-finite score in this group")
+        return hybrid_rewards_block(
+            scores, self.infos, self.options.fr, self.options.nr, offsets, self.options.balance
+        )
 
 
 OFFLINE_FR = ["fsim", "vsi", "gmsd"]

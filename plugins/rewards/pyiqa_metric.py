@@ -114,6 +114,13 @@ class PyiqaReward(RewardModel):
         sign = -1.0 if self.info.lower_better else 1.0
         return [sign * float(v) for v in scores[self.info.name]]
 
+    def reward_block(self, scores, offsets):
+        """:meth:`reward` for every group of a block at once."""
+        import numpy as np
+
+        sign = -1.0 if self.info.lower_better else 1.0
+        return sign * np.asarray(scores[self.info.name], dtype=np.float64)
+
 
 def resolve_device(device: str) -> str:
     """'auto' → the GPU of this process's local rank when there is one, else 'cpu'."""

@@ -1,15 +1,16 @@
-"""Top-N × bottom-N pair selection (PAPER.md §3)."""
+"""Top-N × bottom-N pair selection, per group and vectorised over blocks of groups."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 from pydantic import Field, model_validator
 
 from dp2o_core import PairSelector, PluginOptions
 from dp2o_core.errors import Dp2oError
+from dp2o_core.interfaces.selector import SelectedPairs
 
 
 def rank_candidates(rewards: Sequence[float]) -> list[int]:
@@ -30,6 +31,41 @@ def cross_pairs(rewards: Sequence[float], n: int) -> list[tuple[int, int]]:
     order = rank_candidates(rewards)
     winners, losers = order[:n], order[m - n :]
     return [(w, loser) for w in winners for loser in losers]
+
+
+def cross_pairs_block(rewards, offsets, size_to_n: Callable[[int], int]) -> SelectedPairs:
+    """:func:`cross_pairs` for every group of a block at once (same pairs, same order)."""
+    import numpy as np
+
+    from dp2o_core.segments import by_size, descending_order, group_sizes
+
+    bad = np.flatnonzero(~np.isfinite(rewards))
+    if len(bad):
+        group = int(np.searchsorted(offsets, bad[0], side="right")) - 1
+        index = int(bad[0] - offsets[group])
+        raise Dp2oError(
+            f"candidate {index} has a non-finite reward ({rewards[bad[0]]}); cannot rank the group"
+        )
+    sizes = group_sizes(offsets)
+    counts = np.zeros(len(sizes), dtype=np.int64)
+    plans = []
+    for m, groups in by_size(offsets):
+        n = size_to_n(m)
+        if m < 2:
+            raise Dp2oError(f"a group needs at least two candidates to form pairs, got {m}")
+        if 2 * n > m:
+            raise Dp2oError(f"top-{n} and bottom-{n} need at least {2 * n} candidates per group, got {m}")
+        counts[groups] = n * n
+        plans.append((m, n, groups))
+    pair_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    winners = np.empty(int(pair_offsets[-1]), dtype=np.int64)
+    losers = np.empty_like(winners)
+    for m, n, groups in plans:
+        order = descending_order(rewards, groups, m, offsets)
+        slots = pair_offsets[groups][:, None] + np.arange(n * n)
+        winners[slots] = np.repeat(order[:, :n], n, axis=1)  # each winner against every loser
+        losers[slots] = np.tile(order[:, m - n :], (1, n))
+    return SelectedPairs(pair_offsets, winners, losers)
 
 
 class RatioSelector(PairSelector):
@@ -66,6 +102,10 @@ class RatioSelector(PairSelector):
         """The N² cross pairs of the top-N and bottom-N candidates."""
         return cross_pairs(rewards, self.group_size(len(rewards)))
 
+    def select_block(self, rewards, offsets) -> SelectedPairs:
+        """:meth:`select` for every group of a block, vectorised."""
+        return cross_pairs_block(rewards, offsets, self.group_size)
+
 
 class BestWorstSelector(PairSelector):
     """The single best-vs-worst pair of each group (N = 1)."""
@@ -75,3 +115,7 @@ class BestWorstSelector(PairSelector):
     def select(self, rewards: Sequence[float]) -> list[tuple[int, int]]:
         """One pair: the highest-reward candidate over the lowest."""
         return cross_pairs(rewards, 1)
+
+    def select_block(self, rewards, offsets) -> SelectedPairs:
+        """:meth:`select` for every group of a block, vectorised."""
+        return cross_pairs_block(rewards, offsets, lambda m: 1)

@@ -1,0 +1,127 @@
+"""The streamed, vectorised pairs stage gives exactly what the per-group computation gives."""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dp2o_core.interfaces import PairSelector, Weighting
+from dp2o_core.registry import PluginManager
+from dp2o_core.specs import resolve_spec
+from dp2o_core.stages.pairs import import_scores, make_pairs
+from dp2o_core.store import RunStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from per_group_pairs import compute_pairs  # noqa: E402  (the computation before vectorising)
+
+METRICS = ("fsim", "vsi", "gmsd", "niqe", "piqe")
+
+
+def random_scores(seed: int, groups: int = 60) -> pa.Table:
+    """Scores with ties (few distinct values), constant metrics and two group sizes."""
+    rng = np.random.default_rng(seed)
+    rows = {"group_id": [], "candidate": [], **{m: [] for m in METRICS}}
+    for g in range(groups):
+        m = 16 if g % 5 else 12
+        for candidate in rng.permutation(m):  # rows not in candidate order
+            rows["group_id"].append(f"g{(g * 7919) % 1000:03d}/img {g}")
+            rows["candidate"].append(int(candidate))
+            for k, metric in enumerate(METRICS):
+                constant = (g + k) % 9 == 0
+                rows[metric].append(float(k) if constant else float(rng.integers(0, 4)) / 3)
+    order = rng.permutation(len(rows["group_id"]))  # groups interleaved in the file
+    return pa.table({k: pa.array([v[i] for i in order]) for k, v in rows.items()})
+
+
+class PerGroupSelector(PairSelector):
+    """The ratio selector seen through the per-group method only (a third-party plugin)."""
+
+    name = "per-group-ratio"
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def select(self, rewards):
+        return self.inner.select(rewards)
+
+
+class PerGroupWeighting(Weighting):
+    """A weighting with only ``weigh`` (the fallback path)."""
+
+    name = "per-group-weighting"
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def weigh(self, groups):
+        return self.inner.weigh(groups)
+
+
+def _build(kind, spec):
+    return resolve_spec(PluginManager(), kind, spec).build()
+
+
+def _rows(store: RunStore, table: str, keys):
+    rows = store.read_table("pairs", table).to_pylist()
+    return sorted(rows, key=lambda r: tuple(r[k] for k in keys))
+
+
+@pytest.mark.parametrize(
+    ("selector", "weighting", "per_group_plugins"),
+    [
+        ("ratio:ratio=0.25", "hierarchical", False),
+        ("ratio:ratio=0.0625", "hierarchical", False),
+        ("best-worst", "hierarchical:intra=false", False),
+        ("ratio:n=3", "hierarchical:inter=false", False),
+        ("ratio:ratio=0.25", "uniform", False),
+        ("ratio:ratio=0.25", "hierarchical", True),
+    ],
+)
+def test_streamed_pairs_equal_the_per_group_computation(tmp_path, selector, weighting, per_group_plugins):
+    scores = tmp_path / "scores.parquet"
+    pq.write_table(random_scores(zlib.crc32(f"{selector} {weighting}".encode()) % 1000), scores)
+    store = RunStore(tmp_path / "run")
+    import_scores(store, scores, rows_per_part=150)  # several commits, so several blocks
+    reward = _build("reward", "hybrid-offline")
+    chosen, weigh = _build("selector", selector), _build("weighting", weighting)
+    expected = compute_pairs(pq.read_table(scores), reward, chosen, weigh)
+    if per_group_plugins:
+        chosen, weigh = PerGroupSelector(chosen), PerGroupWeighting(weigh)
+    result = make_pairs(store, reward, chosen, weigh, {"test": selector}, block_rows=100)  # many blocks
+    assert len(store.commits("pairs")) > 3
+
+    want_rewards = sorted(
+        ({"group_id": g, **row} for g, rows in expected.rewards.items() for row in rows),
+        key=lambda r: (r["group_id"], r["candidate"]),
+    )
+    assert _rows(store, "rewards", ("group_id", "candidate")) == want_rewards  # bit for bit
+    want_pairs = sorted(
+        ({"group_id": g, **row} for g, rows in expected.pairs.items() for row in rows),
+        key=lambda r: (r["group_id"], r["winner"], r["loser"]),
+    )
+    assert _rows(store, "pairs", ("group_id", "winner", "loser")) == want_pairs
+    assert result.summary.pairs == expected.summary.pairs and result.summary.groups == expected.summary.groups
+    assert result.summary.weight_mean == pytest.approx(expected.summary.weight_mean, rel=1e-12)
+    assert result.summary.gap_max == expected.summary.gap_max
+
+
+def test_bad_scores_are_named_and_leave_the_run_as_it_was(tmp_path):
+    table = random_scores(3, groups=6)
+    values = table.column("niqe").to_pylist()
+    values[7] = float("nan")
+    bad = table.set_column(table.column_names.index("niqe"), "niqe", pa.array(values))
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    store = RunStore(tmp_path / "run")
+    import_scores(store, tmp_path / "bad.parquet")
+    reward = _build("reward", "hybrid-offline")
+    with pytest.raises(Exception, match=r"non-finite 'niqe' score \(nan\) for candidate \d+ of group"):
+        make_pairs(store, reward, _build("selector", "ratio"), _build("weighting", "hierarchical"), {})
+    assert store.status("pairs").state == "missing"
