@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def export_pairs(store: RunStore, out: Path, format: str = "hf") -> int:
             f"run {store.root} has no finished pairs stage ({store.status('pairs').state}); "
             "run `dp2o pairs` or `dp2o train` first"
         )
-    rows = _pair_rows(store)
+    count = store.status("pairs").rows.get("pairs", 0)
     try:
         import datasets
     except ImportError:
@@ -74,7 +75,7 @@ def export_pairs(store: RunStore, out: Path, format: str = "hf") -> int:
         return store.load_group_file(stage, row["group_id"], row[key], Path.read_bytes)
 
     def generate():
-        for row in rows:
+        for row in (row for block in pair_rows(store) for row in block):
             yield {
                 **{k: v for k, v in row.items() if not k.startswith("path_")},
                 "jpg_0": read("sample", row, "path_0"),
@@ -103,49 +104,61 @@ def export_pairs(store: RunStore, out: Path, format: str = "hf") -> int:
         os.replace(work / "dataset", out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return len(rows)
+    return count
 
 
-def _pair_rows(store: RunStore) -> list[dict[str, Any]]:
-    """One dict per pair with the image paths to read, in a fixed order."""
-    pairs = store.read_table("pairs", "pairs").to_pylist()
-    pairs.sort(key=lambda r: (r["group_id"], r["winner"], r["loser"]))
-    images = {
-        (r["group_id"], int(r["candidate"])): r["image"]
-        for r in store.read_table(
-            "sample", "candidates", columns=["group_id", "candidate", "image"]
-        ).to_pylist()
-    }
+def pair_rows(store: RunStore, block_rows: int = 1_000_000) -> Iterator[list[dict[str, Any]]]:
+    """The export's rows (with the image paths to read), a block of whole groups at a time.
+
+    Order: the pairs stage's commits in turn, and within one by group, winner, loser — fixed
+    for a run. Memory holds one block of pairs and the candidates of its groups, however
+    many pairs the run has.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
     groups = {
         r["group_id"]: r
         for r in store.read_table("data", "groups", columns=["group_id", "lr", "prompt"]).to_pylist()
     }
-    rows = []
-    for pair in pairs:
-        group_id, winner, loser = pair["group_id"], int(pair["winner"]), int(pair["loser"])
-        for candidate in (winner, loser):
-            if (group_id, candidate) not in images:
-                raise Dp2oError(
-                    f"candidate {candidate} of group {group_id!r} has no image in the sample stage"
-                )
-        swap = derive_seed(0, "export", group_id, winner, loser) % 2 == 1
-        first, second = (loser, winner) if swap else (winner, loser)
-        rewards = {winner: pair["winner_reward"], loser: pair["loser_reward"]}
-        rows.append(
-            {
-                "label_0": 0.0 if swap else 1.0,
-                "caption": groups[group_id].get("prompt") or "",
-                "group_id": group_id,
-                "candidate_0": first,
-                "candidate_1": second,
-                "reward_0": float(rewards[first]),
-                "reward_1": float(rewards[second]),
-                "weight": float(pair["weight"]),
-                "intra_weight": float(pair["intra_weight"]),
-                "inter_weight": float(pair["inter_weight"]),
-                "path_0": images[(group_id, first)],
-                "path_1": images[(group_id, second)],
-                "path_lr": groups[group_id]["lr"],
-            }
-        )
-    return rows
+    candidates = ds.dataset(
+        [
+            str(c.path.parent / c.tables["candidates"])
+            for c in store.commits("sample")
+            if "candidates" in c.tables
+        ],
+        format="parquet",
+    )
+    for block in store.iter_table_blocks("pairs", "pairs", min_rows=block_rows):
+        block = block.sort_by([("group_id", "ascending"), ("winner", "ascending"), ("loser", "ascending")])
+        ids = pc.unique(block.column("group_id"))
+        found = candidates.to_table(
+            columns=["group_id", "candidate", "image"], filter=ds.field("group_id").isin(ids)
+        ).to_pylist()
+        images = {(r["group_id"], int(r["candidate"])): r["image"] for r in found}
+        yield [_row(pair, images, groups) for pair in block.to_pylist()]
+
+
+def _row(pair: dict[str, Any], images: dict[tuple[str, int], str], groups: dict[str, Any]) -> dict[str, Any]:
+    group_id, winner, loser = pair["group_id"], int(pair["winner"]), int(pair["loser"])
+    for candidate in (winner, loser):
+        if (group_id, candidate) not in images:
+            raise Dp2oError(f"candidate {candidate} of group {group_id!r} has no image in the sample stage")
+    swap = derive_seed(0, "export", group_id, winner, loser) % 2 == 1
+    first, second = (loser, winner) if swap else (winner, loser)
+    rewards = {winner: pair["winner_reward"], loser: pair["loser_reward"]}
+    return {
+        "label_0": 0.0 if swap else 1.0,
+        "caption": groups[group_id].get("prompt") or "",
+        "group_id": group_id,
+        "candidate_0": first,
+        "candidate_1": second,
+        "reward_0": float(rewards[first]),
+        "reward_1": float(rewards[second]),
+        "weight": float(pair["weight"]),
+        "intra_weight": float(pair["intra_weight"]),
+        "inter_weight": float(pair["inter_weight"]),
+        "path_0": images[(group_id, first)],
+        "path_1": images[(group_id, second)],
+        "path_lr": groups[group_id]["lr"],
+    }

@@ -125,3 +125,27 @@ def test_bad_scores_are_named_and_leave_the_run_as_it_was(tmp_path):
     with pytest.raises(Exception, match=r"non-finite 'niqe' score \(nan\) for candidate \d+ of group"):
         make_pairs(store, reward, _build("selector", "ratio"), _build("weighting", "hierarchical"), {})
     assert store.status("pairs").state == "missing"
+
+
+def test_report_statistics_read_in_blocks_match_the_whole_tables(tmp_path):
+    from dp2o_core.report.facts import pair_facts
+
+    pq.write_table(random_scores(11), tmp_path / "scores.parquet")
+    store = RunStore(tmp_path / "run")
+    import_scores(store, tmp_path / "scores.parquet", rows_per_part=150)
+    make_pairs(
+        store, _build("reward", "hybrid-offline"), _build("selector", "ratio:ratio=0.25"),
+        _build("weighting", "hierarchical"), {}, block_rows=100,
+    )  # fmt: skip
+    facts = pair_facts(store, limit=50)
+    rewards = store.read_table("pairs", "rewards").column("reward").to_numpy()
+    pairs = store.read_table("pairs", "pairs")
+    weights = pairs.column("weight").to_numpy()
+    gaps = pairs.column("winner_reward").to_numpy() - pairs.column("loser_reward").to_numpy()
+    assert facts.pairs == len(weights) and facts.groups == 60 and facts.sampled
+    for got, values in ((facts.rewards, rewards), (facts.weights, weights), (facts.gaps, gaps)):
+        assert got.count == len(values) and got.min == values.min() and got.max == values.max()
+        assert got.mean == pytest.approx(values.mean(), rel=1e-12)
+        assert got.std == pytest.approx(values.std(), rel=1e-9)
+    assert 40 <= len(facts.weight_sample) <= 50 and set(facts.weight_sample) <= set(weights.tolist())
+    assert 40 <= len(facts.reward_sample) <= 50

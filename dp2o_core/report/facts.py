@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,38 +33,107 @@ class Distribution:
         return cls(len(values), statistics.fmean(values), std, min(values), max(values))
 
 
+class RunningDistribution:
+    """A :class:`Distribution` accumulated block by block (Chan's parallel mean/variance)."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+        self.min, self.max = math.inf, -math.inf
+
+    def add(self, values: Any) -> None:
+        """Merge a block of values (a numpy array)."""
+        import numpy as np
+
+        values = np.asarray(values, dtype=np.float64)
+        if not len(values):
+            return
+        count, mean = len(values), float(values.mean())
+        m2 = float(((values - mean) * (values - mean)).sum())
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean += delta * count / total
+        self.m2 += m2 + delta * delta * self.count * count / total
+        self.count = total
+        self.min, self.max = min(self.min, float(values.min())), max(self.max, float(values.max()))
+
+    def result(self) -> Distribution | None:
+        """The summary, None when nothing was added."""
+        if not self.count:
+            return None
+        return Distribution(
+            self.count, self.mean, math.sqrt(max(self.m2, 0.0) / self.count), self.min, self.max
+        )
+
+
+@dataclass
+class PairFacts:
+    """The pairs stage's numbers, read block by block, and evenly spaced samples for charts.
+
+    ``*_sample`` hold every value when there are at most ``limit`` of them, else every
+    k-th (``sampled`` says so, and the charts' titles too).
+    """
+
+    pairs: int
+    groups: int
+    rewards: Distribution | None
+    gaps: Distribution | None
+    weights: Distribution | None
+    reward_sample: list[float] = field(default_factory=list)
+    winner_sample: list[float] = field(default_factory=list)
+    loser_sample: list[float] = field(default_factory=list)
+    weight_sample: list[float] = field(default_factory=list)
+    gap_sample: list[float] = field(default_factory=list)
+    sampled: bool = False
+
+
+def pair_facts(store: RunStore, limit: int = 50_000) -> PairFacts:
+    """Read the pairs stage's rewards and pairs tables in blocks (flat memory at any size)."""
+    import numpy as np
+
+    counts = store.status("pairs").rows
+    reward_step = max(1, math.ceil(counts.get("rewards", 0) / limit))
+    pair_step = max(1, math.ceil(counts.get("pairs", 0) / limit))
+    rewards, gaps, weights = RunningDistribution(), RunningDistribution(), RunningDistribution()
+    facts = PairFacts(0, 0, None, None, None, sampled=reward_step > 1 or pair_step > 1)
+    seen = 0
+    for block in store.iter_table_blocks("pairs", "rewards", columns=["reward"]):
+        values = block.column("reward").to_numpy()
+        rewards.add(values)
+        facts.reward_sample.extend(values[(-seen) % reward_step :: reward_step].tolist())
+        seen += len(values)
+    seen = 0
+    columns = ["group_id", "winner", "loser", "winner_reward", "loser_reward", "weight"]
+    for block in store.iter_table_blocks("pairs", "pairs", columns=columns):
+        weight = block.column("weight").to_numpy()
+        gap = block.column("winner_reward").to_numpy() - block.column("loser_reward").to_numpy()
+        weights.add(weight)
+        gaps.add(gap)
+        facts.pairs += len(weight)
+        codes = block.column("group_id").combine_chunks().dictionary_encode().indices.to_numpy()
+        facts.groups += len(np.unique(codes))
+        picks = slice((-seen) % pair_step, None, pair_step)
+        facts.weight_sample.extend(weight[picks].tolist())
+        facts.gap_sample.extend(gap[picks].tolist())
+        for role, sample in (("winner", facts.winner_sample), ("loser", facts.loser_sample)):
+            keys = codes.astype(np.int64) * 1_000_000 + block.column(role).to_numpy()
+            _, first = np.unique(keys, return_index=True)  # each candidate once per group
+            sample.extend(block.column(f"{role}_reward").to_numpy()[np.sort(first)][::pair_step].tolist())
+        seen += len(weight)
+    facts.rewards, facts.gaps, facts.weights = rewards.result(), gaps.result(), weights.result()
+    return facts
+
+
 @dataclass
 class RunFacts:
-    """The run's configuration, stage states and timings, tables and curves."""
+    """The run's configuration, stage states and timings, pair statistics and curves."""
 
     root: Any
     config: dict[str, Any]
     stages: list[dict[str, Any]]
-    rewards: list[float] = field(default_factory=list)
-    pairs: list[dict[str, Any]] = field(default_factory=list)
+    pairs: PairFacts | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     evaluation: dict[str, Any] | None = None
     train: dict[str, Any] | None = None
-
-    @property
-    def weights(self) -> Distribution | None:
-        """Distribution of the final pair weights."""
-        return Distribution.of([p["weight"] for p in self.pairs])
-
-    @property
-    def gaps(self) -> Distribution | None:
-        """Distribution of the winner − loser reward gaps."""
-        return Distribution.of([p["winner_reward"] - p["loser_reward"] for p in self.pairs])
-
-    @property
-    def reward_distribution(self) -> Distribution | None:
-        """Distribution of every candidate's reward."""
-        return Distribution.of(self.rewards)
-
-    @property
-    def groups_with_pairs(self) -> int:
-        """How many groups contributed pairs."""
-        return len({p["group_id"] for p in self.pairs})
 
 
 def gather(store: RunStore) -> RunFacts:
@@ -90,9 +160,7 @@ def gather(store: RunStore) -> RunFacts:
         )
     facts = RunFacts(root=store.root, config=config, stages=stages)
     if store.status("pairs").state == "done":
-        facts.rewards = [float(r) for r in store.read_table("pairs", "rewards").column("reward").to_pylist()]
-        facts.pairs = store.read_table("pairs", "pairs").to_pylist()
-        facts.pairs.sort(key=lambda r: (r["group_id"], r["winner"], r["loser"]))
+        facts.pairs = pair_facts(store)
     metrics = store.stage_dir("train") / "metrics.jsonl"
     if metrics.exists():
         for line in metrics.read_text(encoding="utf-8").splitlines():

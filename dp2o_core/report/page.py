@@ -164,20 +164,22 @@ def _training_section(facts: RunFacts, charts: dict[str, str]) -> list[str]:
 
 
 def _pairs_section(facts: RunFacts, charts: dict[str, str]) -> list[str]:
-    if not facts.pairs:
+    pairs = facts.pairs
+    if pairs is None or not pairs.pairs:
         return []
     parts = ["<h2>Rewards, pairs and weights</h2>", "<table><tr><th></th><th>count</th><th>mean</th>"
              "<th>std</th><th>min</th><th>max</th></tr>"]  # fmt: skip
     for label, key, distribution in (
-        ("candidate reward", "rewards", facts.reward_distribution),
-        ("reward gap of a pair", "gaps", facts.gaps),
-        ("pair weight", "weights", facts.weights),
+        ("candidate reward", "rewards", pairs.rewards),
+        ("reward gap of a pair", "gaps", pairs.gaps),
+        ("pair weight", "weights", pairs.weights),
     ):
         parts.append(_distribution_row(label, key, distribution))
     parts.append("</table>")
     parts.append(
-        f"<p>{_number('pairs.count', len(facts.pairs), tag='span')} pairs from "
-        f"{_number('pairs.groups', facts.groups_with_pairs, tag='span')} groups.</p>"
+        f"<p>{_number('pairs.count', pairs.pairs, tag='span')} pairs from "
+        f"{_number('pairs.groups', pairs.groups, tag='span')} groups"
+        + (" (the charts show evenly spaced samples).</p>" if pairs.sampled else ".</p>")
     )
     for key, alt in (("reward_distribution", "Reward distribution"), ("pair_weights", "Pair weights")):
         if key in charts:

@@ -30,35 +30,34 @@ def _save(figure, path: Path) -> Path:
 
 def reward_distribution(facts: RunFacts, path: Path) -> Path | None:
     """Histogram of every candidate's reward, with the winners' and losers' rewards over it."""
-    if not facts.rewards:
+    pairs = facts.pairs
+    if pairs is None or not pairs.reward_sample:
         return None
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 3.4))
     bins = 30
-    axis.hist(facts.rewards, bins=bins, color="#bbbbbb", label="all candidates")
-    winners = sorted({(p["group_id"], p["winner"]): p["winner_reward"] for p in facts.pairs}.values())
-    losers = sorted({(p["group_id"], p["loser"]): p["loser_reward"] for p in facts.pairs}.values())
-    axis.hist(winners, bins=bins, alpha=0.7, color=COLOURS["winner"], label="winners")
-    axis.hist(losers, bins=bins, alpha=0.7, color=COLOURS["loser"], label="losers")
+    axis.hist(pairs.reward_sample, bins=bins, color="#bbbbbb", label="all candidates")
+    axis.hist(sorted(pairs.winner_sample), bins=bins, alpha=0.7, color=COLOURS["winner"], label="winners")
+    axis.hist(sorted(pairs.loser_sample), bins=bins, alpha=0.7, color=COLOURS["loser"], label="losers")
     axis.set_xlabel("reward")
     axis.set_ylabel("candidates")
     axis.legend()
-    axis.set_title("Reward of the candidates")
+    axis.set_title("Reward of the candidates" + (" (evenly spaced sample)" if pairs.sampled else ""))
     return _save(figure, path)
 
 
 def pair_weights(facts: RunFacts, path: Path) -> Path | None:
     """Pair weights: their histogram, and weight against reward gap."""
-    if not facts.pairs:
+    pairs = facts.pairs
+    if pairs is None or not pairs.weight_sample:
         return None
     plt = _pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    weights = [p["weight"] for p in facts.pairs]
-    gaps = [p["winner_reward"] - p["loser_reward"] for p in facts.pairs]
+    weights, gaps = pairs.weight_sample, pairs.gap_sample
     left.hist(weights, bins=30, color=COLOURS["tuned"])
     left.set_xlabel("pair weight")
     left.set_ylabel("pairs")
-    left.set_title("Pair weights")
+    left.set_title("Pair weights" + (" (evenly spaced sample)" if pairs.sampled else ""))
     right.scatter(gaps, weights, s=8, alpha=0.6, color=COLOURS["tuned"])
     right.set_xlabel("reward gap (winner − loser)")
     right.set_ylabel("pair weight")
