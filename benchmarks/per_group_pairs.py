@@ -131,3 +131,35 @@ def compute_pairs(
         gap_max=max(gaps),
     )
     return PairsResult(reward_rows, pair_rows, summary)
+
+
+def per_group_stage(store: Any, path: Any, reward: Any, selector: Any, weighting: Any, config: Any) -> Any:
+    """``dp2o pairs RUN --scores FILE`` as it was: the whole file as Python rows, every group's
+    rows as dicts, every pair as a dict, written group by group."""
+    import pyarrow.parquet as pq
+
+    from dp2o_core.store import ProcessInfo
+    from dp2o_core.store.fingerprint import file_signature
+
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for row in pq.read_table(path).to_pylist():
+        row = {**row, "group_id": str(row["group_id"]), "candidate": int(row["candidate"])}
+        by_group.setdefault(row["group_id"], []).append(row)
+    with store.open_stage(
+        "score",
+        config={"imported": file_signature(path)},
+        group_ids=list(by_group),
+        process=ProcessInfo(),
+        flush_every=4096,
+        imported=True,
+    ) as writer:
+        for group_id in writer.todo:
+            writer.add_group(group_id, scores=by_group[group_id])
+    del by_group
+    result = compute_pairs(store.read_table("score", "scores"), reward, selector, weighting)
+    with store.open_stage(
+        "pairs", config=config, group_ids=list(result.pairs), process=ProcessInfo(), flush_every=4096
+    ) as writer:
+        for group_id in writer.todo:
+            writer.add_group(group_id, rewards=result.rewards[group_id], pairs=result.pairs[group_id])
+    return result.summary

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,20 +17,36 @@ from dp2o_core.errors import UnknownNameError
 
 def metric_info(name: str) -> MetricInfo:
     """Mode and direction of a pyiqa metric from pyiqa's own configuration (no weights needed)."""
-    import pyiqa
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
-
-    config = DEFAULT_CONFIGS.get(name)
+    configs = pyiqa_configs()
+    config = configs.get(name)
     if config is None:
-        raise UnknownNameError(
-            "pyiqa metric", name, DEFAULT_CONFIGS, hint="`pyiqa.list_models()` lists them."
-        )
+        raise UnknownNameError("pyiqa metric", name, configs, hint="`pyiqa.list_models()` lists them.")
     return MetricInfo(
         name=name,
         mode=config.get("metric_mode", "NR"),
         lower_better=bool(config.get("lower_better", False)),
-        version=f"pyiqa {pyiqa.__version__}",
+        version=f"pyiqa {metadata.version('pyiqa')}",
     )
+
+
+@functools.cache
+def pyiqa_configs() -> dict[str, dict]:
+    """pyiqa's table of metric configurations, read without importing pyiqa itself.
+
+    Importing pyiqa imports torch, OpenCV and every network (~0.7 GB, seconds); the table
+    is a plain module inside it. Commands that only need a metric's direction (``dp2o
+    pairs``, ``dp2o config``) stay light; scoring imports pyiqa as usual.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyiqa")
+    if spec is None or not spec.submodule_search_locations:
+        raise UnknownNameError("pyiqa metric", "(pyiqa is not installed)", [], hint="pip install pyiqa")
+    path = Path(next(iter(spec.submodule_search_locations))) / "default_model_configs.py"
+    module_spec = importlib.util.spec_from_file_location("_dp2o_pyiqa_configs", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return dict(module.DEFAULT_CONFIGS)
 
 
 class MetricOptions(PluginOptions):
