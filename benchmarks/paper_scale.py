@@ -232,6 +232,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="dp2o-paper-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
     figures = {}
     for index, groups in enumerate(sorted(args.groups)):
         figures[groups] = benchmark(groups, work, baseline=not args.no_baseline and index == 0)

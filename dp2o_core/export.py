@@ -107,7 +107,7 @@ def export_pairs(store: RunStore, out: Path, format: str = "hf") -> int:
     return count
 
 
-def pair_rows(store: RunStore, block_rows: int = 1_000_000) -> Iterator[list[dict[str, Any]]]:
+def pair_rows(store: RunStore, block_rows: int = 100_000) -> Iterator[list[dict[str, Any]]]:
     """The export's rows (with the image paths to read), a block of whole groups at a time.
 
     Order: the pairs stage's commits in turn, and within one by group, winner, loser — fixed
@@ -129,14 +129,15 @@ def pair_rows(store: RunStore, block_rows: int = 1_000_000) -> Iterator[list[dic
         ],
         format="parquet",
     )
-    for block in store.iter_table_blocks("pairs", "pairs", min_rows=block_rows):
+    for block in store.iter_table_blocks("pairs", "pairs", min_rows=1):  # one commit at a time
         block = block.sort_by([("group_id", "ascending"), ("winner", "ascending"), ("loser", "ascending")])
         ids = pc.unique(block.column("group_id"))
         found = candidates.to_table(
             columns=["group_id", "candidate", "image"], filter=ds.field("group_id").isin(ids)
         ).to_pylist()
         images = {(r["group_id"], int(r["candidate"])): r["image"] for r in found}
-        yield [_row(pair, images, groups) for pair in block.to_pylist()]
+        for start in range(0, block.num_rows, block_rows):  # Python rows for a slice at a time
+            yield [_row(pair, images, groups) for pair in block.slice(start, block_rows).to_pylist()]
 
 
 def _row(pair: dict[str, Any], images: dict[tuple[str, int], str], groups: dict[str, Any]) -> dict[str, Any]:

@@ -85,7 +85,12 @@ def _rows(store: RunStore, table: str, keys):
         ("ratio:ratio=0.25", "hierarchical", True),
     ],
 )
-def test_streamed_pairs_equal_the_per_group_computation(tmp_path, selector, weighting, per_group_plugins):
+def test_streamed_pairs_equal_the_per_group_computation(
+    tmp_path, monkeypatch, selector, weighting, per_group_plugins
+):
+    from dp2o_core.stages import pairs as pairs_stage
+
+    monkeypatch.setattr(pairs_stage, "PAIRS_PER_COMMIT", 37)  # blocks split over several commits
     scores = tmp_path / "scores.parquet"
     pq.write_table(random_scores(zlib.crc32(f"{selector} {weighting}".encode()) % 1000), scores)
     store = RunStore(tmp_path / "run")

@@ -30,9 +30,12 @@ from dp2o_core.stages import without_runtime_options
 from dp2o_core.store import ProcessInfo, RunStore
 from dp2o_core.store.fingerprint import file_signature
 
-#: Rows of the scores table per block: ~1 M rows (15,600 groups of 64) keep a block's
-#: arrays and its pairs table (N² per group) to a few hundred MB at the paper's ratios.
-BLOCK_ROWS = 1_000_000
+#: Rows of the scores table per block: 500,000 rows (7,800 groups of 64) keep a block's
+#: arrays and its pairs (2 M at ratio 1/4) to a few hundred MB.
+BLOCK_ROWS = 500_000
+#: Pairs per commit of the pairs stage, so that every reader of the table (training, the
+#: report, the export) reads it in blocks of this size.
+PAIRS_PER_COMMIT = 500_000
 
 
 @dataclass
@@ -333,12 +336,25 @@ def _write_block(
             "weight": np.asarray(weights.weight, np.float64),
         }
     )
-    groups = [g for g in block.group_ids if g in todo]
-    if len(groups) != len(block.group_ids):  # resuming: part of the block is committed
-        keep = pa.array(groups, pa.string())
-        rewards = rewards.filter(pc.is_in(rewards.column("group_id"), keep))
-        pairs = pairs.filter(pc.is_in(pairs.column("group_id"), keep))
-    writer.add_block(groups, rewards=rewards, pairs=pairs)
+    # commits of at most PAIRS_PER_COMMIT pairs (whole groups), so readers' blocks stay small
+    first = 0
+    while first < len(counts):
+        last = max(
+            first + 1,
+            int(np.searchsorted(block.pair_offsets, block.pair_offsets[first] + PAIRS_PER_COMMIT, "right"))
+            - 1,
+        )
+        last = min(last, len(counts))
+        c0, c1 = int(block.offsets[first]), int(block.offsets[last])
+        p0, p1 = int(block.pair_offsets[first]), int(block.pair_offsets[last])
+        part_rewards, part_pairs = rewards.slice(c0, c1 - c0), pairs.slice(p0, p1 - p0)
+        groups = [g for g in block.group_ids[first:last] if g in todo]
+        if len(groups) != last - first:  # resuming: some of these groups are committed
+            keep = pa.array(groups, pa.string())
+            part_rewards = part_rewards.filter(pc.is_in(part_rewards.column("group_id"), keep))
+            part_pairs = part_pairs.filter(pc.is_in(part_pairs.column("group_id"), keep))
+        writer.add_block(groups, rewards=part_rewards, pairs=part_pairs)
+        first = last
 
 
 def import_scores(store: RunStore, path: Path, *, rows_per_part: int = BLOCK_ROWS) -> None:
