@@ -155,6 +155,18 @@ def step(name: str, run: Path, scores: Path, ratio: float) -> dict:
     raise SystemExit(f"unknown step {name}")
 
 
+def peak_kb() -> int:
+    """This process's peak resident memory (VmHWM; ru_maxrss would carry over the parent's
+    peak across exec on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def measure(name: str, run: Path, scores: Path, ratio: float = 0.25) -> dict:
     """One step in a fresh process: wall seconds, peak resident memory (GB) and its result."""
     command = [
@@ -257,7 +269,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.step:
         result = step(args.step, args.run, args.scores, args.ratio)
-        result["peak_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result["peak_kb"] = peak_kb()
         print(json.dumps(result))
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="dp2o-paper-scale-"))
