@@ -15,20 +15,7 @@ from typing import Any
 
 from dp2o_core.errors import Dp2oError
 from dp2o_core.interfaces import GroupPairs, PairSelector, RewardModel, Weighting
-
-
-@dataclass
-class PairsSummary:
-    """What ``dp2o pairs`` prints."""
-
-    groups: int
-    pairs: int
-    weight_mean: float
-    weight_min: float
-    weight_max: float
-    gap_mean: float
-    gap_min: float
-    gap_max: float
+from dp2o_core.stages.pairs import PairsSummary
 
 
 @dataclass

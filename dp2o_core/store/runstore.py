@@ -253,9 +253,7 @@ class RunStore:
         lack groups.
         """
         import pyarrow as pa
-        import pyarrow.compute as pc
         import pyarrow.dataset as ds
-        import pyarrow.parquet as pq
 
         wanted = list(columns) if columns else None
         commits, damaged = self._scan(stage)
@@ -289,19 +287,27 @@ class RunStore:
                 pass  # read part by part below, which names the damaged file
         pieces = []
         for path, repeated in zip(files, repeats, strict=True):
-            try:
-                piece = pq.read_table(path, columns=wanted)
-                if repeated:
-                    ids = pq.read_table(path, columns=["group_id"]).column("group_id")
-                    piece = piece.filter(pc.invert(pc.is_in(ids, pa.array(sorted(repeated)))))
-            except (OSError, pa.ArrowException) as error:
-                raise DamagedStageError(
-                    f"stage {stage!r} of run {self.root} is damaged: its part file {self.relative(path)} "
-                    f"cannot be read ({short_reason(error)}). Delete that file and run the stage again "
-                    "(it redoes the groups of that part)."
-                ) from None
-            pieces.append(piece)
+            pieces.append(self._read_part(stage, path, wanted, repeated))
         return pa.concat_tables(pieces, promote_options="default")
+
+    def _read_part(self, stage: str, path: Path, columns: list[str] | None, repeated: set[str]) -> Any:
+        """One part file's rows (less those of ``repeated`` groups), or a message naming it."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        try:
+            piece = pq.read_table(path, columns=columns)
+            if repeated:
+                ids = pq.read_table(path, columns=["group_id"]).column("group_id")
+                piece = piece.filter(pc.invert(pc.is_in(ids, pa.array(sorted(repeated)))))
+        except (OSError, pa.ArrowException) as error:
+            raise DamagedStageError(
+                f"stage {stage!r} of run {self.root} is damaged: its part file {self.relative(path)} "
+                f"cannot be read ({short_reason(error)}). Delete that file and run the stage again "
+                "(it redoes the groups of that part)."
+            ) from None
+        return piece
 
     def iter_table_blocks(
         self, stage: str, table: str, columns: Sequence[str] | None = None, min_rows: int = 1_000_000
@@ -311,8 +317,6 @@ class RunStore:
         that of a block however large the table. Rows of a group committed twice are kept
         from its first commit only, as :meth:`read_table` does."""
         import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         commits, damaged = self._scan(stage)
         if damaged:
@@ -328,19 +332,8 @@ class RunStore:
             if name is None:
                 continue
             path = commit.path.parent / name
-            try:
-                piece = pq.read_table(path, columns=wanted)
-                if repeated:
-                    ids = pq.read_table(path, columns=["group_id"]).column("group_id")
-                    piece = piece.filter(pc.invert(pc.is_in(ids, pa.array(sorted(repeated)))))
-            except (OSError, pa.ArrowException) as error:
-                raise DamagedStageError(
-                    f"stage {stage!r} of run {self.root} is damaged: its part file {self.relative(path)} "
-                    f"cannot be read ({short_reason(error)}). Delete that file and run the stage again "
-                    "(it redoes the groups of that part)."
-                ) from None
-            pieces.append(piece)
-            rows += piece.num_rows
+            pieces.append(self._read_part(stage, path, wanted, repeated))
+            rows += pieces[-1].num_rows
             if rows >= min_rows:
                 yield pa.concat_tables(pieces, promote_options="default")
                 pieces, rows = [], 0
