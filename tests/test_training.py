@@ -288,3 +288,20 @@ def test_a_checkpoint_that_cannot_be_written_says_where_and_how_to_continue(x0_m
     message = str(error.value)
     assert "checkpoint of step 4" in message and "GiB are free" in message and "step-000002" in message
     assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["step-000002"]
+
+
+def test_a_checkpoint_from_before_schedule_json_resumes_to_the_same_weights(x0_model, tmp_path):
+    backbone = _backbone(x0_model)
+    store = make_preference_run(tmp_path, backbone)
+    options = dict(
+        max_steps=6, batch_size=4, micro_batch_size=4, learning_rate=1e-4, checkpoint_every=2, warmup_steps=5
+    )
+    full = _trainer(store, backbone, tmp_path / "full", **options).run()
+    _trainer(store, _backbone(x0_model), tmp_path / "a", **{**options, "max_steps": 5}).run()
+    (tmp_path / "a" / "checkpoints" / "step-000004" / "state" / "schedule.json").unlink()  # older layout
+    resumed = _trainer(store, _backbone(x0_model), tmp_path / "a", **options).run()
+    assert resumed.resumed_from == 4
+    assert [m.learning_rate for m in resumed.history] == [m.learning_rate for m in full.history]
+    a = load_file(str(resumed.weights / "model.safetensors"))
+    b = load_file(str(full.weights / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
