@@ -51,6 +51,13 @@ def did_you_mean(given: str, choices: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
+def short_reason(error: BaseException) -> str:
+    """An exception as one line of at most 160 characters, for messages that quote it
+    (a :class:`~dp2o_core.imageio.BadImageError` gives its ``reason``)."""
+    text = " ".join(str(getattr(error, "reason", None) or error).split()) or type(error).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def explain_os_error(error: OSError) -> str:
     """One line a person can act on for a failed file operation: the file, what went
     wrong, and what to do (a full disk and a read-only run say how to continue)."""

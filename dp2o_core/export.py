@@ -121,19 +121,11 @@ def pair_rows(store: RunStore, block_rows: int = 100_000) -> Iterator[list[dict[
         r["group_id"]: r
         for r in store.read_table("data", "groups", columns=["group_id", "lr", "prompt"]).to_pylist()
     }
-    candidates = ds.dataset(
-        [
-            str(c.path.parent / c.tables["candidates"])
-            for c in store.commits("sample")
-            if "candidates" in c.tables
-        ],
-        format="parquet",
-    )
     for block in store.iter_table_blocks("pairs", "pairs", min_rows=1):  # one commit at a time
         block = block.sort_by([("group_id", "ascending"), ("winner", "ascending"), ("loser", "ascending")])
         ids = pc.unique(block.column("group_id"))
-        found = candidates.to_table(
-            columns=["group_id", "candidate", "image"], filter=ds.field("group_id").isin(ids)
+        found = store.read_table(
+            "sample", "candidates", ["group_id", "candidate", "image"], filter=ds.field("group_id").isin(ids)
         ).to_pylist()
         images = {(r["group_id"], int(r["candidate"])): r["image"] for r in found}
         for start in range(0, block.num_rows, block_rows):  # Python rows for a slice at a time

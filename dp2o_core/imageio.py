@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dp2o_core.atomic import atomic_path
-from dp2o_core.errors import Dp2oError
+from dp2o_core.errors import Dp2oError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -166,8 +166,6 @@ def list_images(root: Path, patterns: tuple[str, ...] = ("*",)) -> list[Path]:
                 found.add(path)
     undecodable = [p for p in found if not _is_utf8(str(p))]
     if undecodable:
-        from dp2o_core.errors import UsageError
-
         shown = ", ".join(sorted(_printable(str(p)) for p in undecodable)[:5])
         raise UsageError(
             f"{len(undecodable)} image file name(s) under {root} are not valid UTF-8: {shown}"

@@ -83,6 +83,7 @@ def score_block(table: Any, metrics: Sequence[str]) -> ScoreBlock:
             f"(columns: {', '.join(sorted(columns))}); score with a reward that includes "
             f"{'them' if len(missing) > 1 else 'it'} or choose a reward whose metrics are present"
         )
+    table = table.select(["group_id", "candidate", *metrics])
     order = pc.sort_indices(table, sort_keys=[("group_id", "ascending"), ("candidate", "ascending")])
     table = table.take(order)
     ids = table.column("group_id").combine_chunks()
@@ -128,10 +129,8 @@ def score_blocks(
     store: RunStore, metrics: Sequence[str], block_rows: int = BLOCK_ROWS
 ) -> Iterator[ScoreBlock]:
     """The run's scores table in checked blocks of whole groups (see :func:`score_block`)."""
-    columns = ["group_id", "candidate", *metrics]
     for table in store.iter_table_blocks("score", "scores", min_rows=block_rows):
-        present = [c for c in columns if c in table.column_names]
-        yield score_block(table.select(present) if len(present) == len(columns) else table, metrics)
+        yield score_block(table, metrics)
 
 
 @dataclass
@@ -239,7 +238,11 @@ def make_pairs(
     positions = np.empty(len(ids), dtype=np.int64)
     positions[order] = np.arange(len(ids))
     by_position = np.concatenate(statistics)[order] if vectorised else np.zeros(0)
-    fallback = None if vectorised else _weigh_all_groups(weighting, [b for _, b in kept], order)
+    if vectorised:
+        blocks = ((s.candidates, b, None) for s, b in pair_blocks())
+    else:
+        weighed = _weigh_all_groups(weighting, [b for _, b in kept], order)
+        blocks = ((c, b, w) for (c, b), w in zip(kept, weighed, strict=True))
 
     # pass 2: weigh and write, block by block
     totals = _Totals()
@@ -248,12 +251,12 @@ def make_pairs(
     ) as writer:
         todo = set(writer.todo)
         first = 0
-        blocks = ((s.candidates, b) for s, b in pair_blocks()) if vectorised else iter(kept)
-        for candidates, block in blocks:
+        for candidates, block, weights in blocks:
             count = len(block.group_ids)
             block = replace(block, positions=positions[first : first + count])
             first += count
-            weights = weighting.weigh_block(block, by_position) if vectorised else fallback(block)
+            if weights is None:
+                weights = weighting.weigh_block(block, by_position)
             totals.add(block, weights)
             _write_block(writer, block, weights, candidates, todo)
     return PairsResult(totals.summary())
@@ -274,9 +277,9 @@ def _check_selection(selector: PairSelector, block: ScoreBlock, selected: Any) -
             raise Dp2oError(f"selector {selector.name!r} returned a {name} index outside its group")
 
 
-def _weigh_all_groups(weighting: Weighting, blocks: list[PairBlock], order: list[int]):
-    """The per-group path: ``weigh`` once over every group (in id order); returns a function
-    giving each block its weights."""
+def _weigh_all_groups(weighting: Weighting, blocks: list[PairBlock], order: list[int]) -> list[BlockWeights]:
+    """The per-group path: ``weigh`` once over every group (in id order); the weights of
+    each block, in block order."""
     groups: list[GroupPairs] = []
     for block in blocks:
         for g, group_id in enumerate(block.group_ids):
@@ -289,22 +292,20 @@ def _weigh_all_groups(weighting: Weighting, blocks: list[PairBlock], order: list
                     list(zip(block.winners[p0:p1].tolist(), block.losers[p0:p1].tolist(), strict=True)),
                 )
             )
-    ordered = [groups[i] for i in order]
-    weights = dict(zip(order, weighting.weigh(ordered), strict=True))
-    flat = [weights[i] for i in range(len(groups))]
-    cursor = {"next": 0}
-
-    def weigh_block(block: PairBlock) -> BlockWeights:
-        count = len(block.group_ids)
-        mine = flat[cursor["next"] : cursor["next"] + count]
-        cursor["next"] += count
-        columns = [
-            np.asarray([x for w in mine for x in getattr(w, key)], np.float64)
-            for key in ("intra", "inter", "weight")
-        ]
-        return BlockWeights(*columns)
-
-    return weigh_block
+    by_group = dict(zip(order, weighting.weigh([groups[i] for i in order]), strict=True))
+    result, first = [], 0
+    for block in blocks:
+        mine = [by_group[i] for i in range(first, first + len(block.group_ids))]
+        first += len(block.group_ids)
+        result.append(
+            BlockWeights(
+                *(
+                    np.asarray([x for w in mine for x in getattr(w, key)], np.float64)
+                    for key in ("intra", "inter", "weight")
+                )
+            )
+        )
+    return result
 
 
 def _write_block(

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dp2o_core.errors import Dp2oError
+from dp2o_core.errors import Dp2oError, short_reason
 
 COMMIT_PATTERN = re.compile(r"part-(\d+)\.commit\.json$")
 
@@ -95,11 +95,6 @@ def parts_problem(commit: Commit) -> str:
             if table in commit.rows and rows != commit.rows[table]:
                 return f"its part file {name} holds {rows} rows, committed as {commit.rows[table]}"
     return ""
-
-
-def short_reason(error: BaseException) -> str:
-    text = " ".join(str(getattr(error, "reason", None) or error).split()) or type(error).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def set_aside(commit_records: Sequence[Path], folder: Path) -> None:

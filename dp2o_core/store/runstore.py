@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dp2o_core.atomic import atomic_path, write_text_atomic
-from dp2o_core.errors import Dp2oError
+from dp2o_core.errors import Dp2oError, UsageError, short_reason
 from dp2o_core.store.commits import (
     COMMIT_PATTERN,
     Commit,
@@ -45,7 +45,6 @@ from dp2o_core.store.commits import (
     parts_problem,
     read_commit,
     set_aside,
-    short_reason,
 )
 from dp2o_core.store.fingerprint import fingerprint
 from dp2o_core.store.lock import StageLock
@@ -101,8 +100,6 @@ class RunStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
-            from dp2o_core.errors import UsageError
-
             raise UsageError(f"{self.root} is a file, not a run directory; name a folder (new or existing)")
 
     # -- paths ------------------------------------------------------------------------
@@ -244,18 +241,40 @@ class RunStore:
         """Groups of ``stage`` that are committed."""
         return {g for commit in self.commits(stage) for g in commit.groups}
 
-    def read_table(self, stage: str, table: str, columns: Sequence[str] | None = None) -> Any:
+    def read_table(
+        self, stage: str, table: str, columns: Sequence[str] | None = None, filter: Any = None
+    ) -> Any:
         """The union of ``table``'s committed parts as one pyarrow Table.
 
         Reads only the columns asked for; never touches images. Should a group have been
-        committed twice, only its first commit's rows are kept. A stage with a damaged
-        commit is not read at all (:class:`DamagedStageError`): its table would silently
-        lack groups.
+        committed twice, only its first commit's rows are kept. ``filter`` (a pyarrow
+        dataset expression, e.g. ``ds.field("group_id").isin(ids)``) keeps matching rows
+        only. A stage with a damaged commit is not read at all (:class:`DamagedStageError`):
+        its table would silently lack groups.
         """
         import pyarrow as pa
         import pyarrow.dataset as ds
 
         wanted = list(columns) if columns else None
+        parts = self._table_parts(stage, table)
+        if not parts:
+            raise Dp2oError(f"stage {stage!r} of run {self.root} has no {table!r} table yet")
+        schema = arrow_schema(table)
+        if schema is not None and not any(repeated for _, repeated in parts):
+            # Fixed schema, no duplicates: one multi-threaded scan over every part.
+            try:
+                return ds.dataset([str(f) for f, _ in parts], schema=schema, format="parquet").to_table(
+                    columns=wanted, filter=filter
+                )
+            except (OSError, pa.ArrowException):
+                pass  # read part by part below, which names the damaged file
+        pieces = [self._read_part(stage, path, wanted, repeated) for path, repeated in parts]
+        joined = pa.concat_tables(pieces, promote_options="default")
+        return joined.filter(filter) if filter is not None else joined
+
+    def _table_parts(self, stage: str, table: str) -> list[tuple[Path, set[str]]]:
+        """(part file, groups it repeats from an earlier commit) of ``table``, in commit
+        order; a stage with a damaged commit raises :class:`DamagedStageError`."""
         commits, damaged = self._scan(stage)
         if damaged:
             raise DamagedStageError(
@@ -266,29 +285,14 @@ class RunStore:
                 + self._rerun_hint(stage)
             )
         seen: set[str] = set()
-        files, repeats = [], []
+        parts = []
         for commit in commits:
             repeated = seen.intersection(commit.groups)
             seen.update(commit.groups)
             name = commit.tables.get(table)
             if name is not None:
-                files.append(commit.path.parent / name)
-                repeats.append(repeated)
-        if not files:
-            raise Dp2oError(f"stage {stage!r} of run {self.root} has no {table!r} table yet")
-        schema = arrow_schema(table)
-        if schema is not None and not any(repeats):
-            # Fixed schema, no duplicates: one multi-threaded scan over every part.
-            try:
-                return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table(
-                    columns=wanted
-                )
-            except (OSError, pa.ArrowException):
-                pass  # read part by part below, which names the damaged file
-        pieces = []
-        for path, repeated in zip(files, repeats, strict=True):
-            pieces.append(self._read_part(stage, path, wanted, repeated))
-        return pa.concat_tables(pieces, promote_options="default")
+                parts.append((commit.path.parent / name, repeated))
+        return parts
 
     def _read_part(self, stage: str, path: Path, columns: list[str] | None, repeated: set[str]) -> Any:
         """One part file's rows (less those of ``repeated`` groups), or a message naming it."""
@@ -318,20 +322,10 @@ class RunStore:
         from its first commit only, as :meth:`read_table` does."""
         import pyarrow as pa
 
-        commits, damaged = self._scan(stage)
-        if damaged:
-            self.read_table(stage, table)  # raises the damaged-stage message
         wanted = list(columns) if columns else None
-        seen: set[str] = set()
         pieces: list[Any] = []
         rows = 0
-        for commit in commits:
-            name = commit.tables.get(table)
-            repeated = seen.intersection(commit.groups)
-            seen.update(commit.groups)
-            if name is None:
-                continue
-            path = commit.path.parent / name
+        for path, repeated in self._table_parts(stage, table):
             pieces.append(self._read_part(stage, path, wanted, repeated))
             rows += pieces[-1].num_rows
             if rows >= min_rows:
@@ -345,7 +339,7 @@ class RunStore:
         record = self.record(stage)
         if record is None:
             return StageStatus(stage, "missing")
-        commits = self.commits(stage)
+        commits, damaged = self._scan(stage)
         rows: dict[str, int] = {}
         for commit in commits:
             for table, count in commit.rows.items():
@@ -364,7 +358,6 @@ class RunStore:
         if reason:
             status.state, status.reason = "stale", reason
             return status
-        damaged = self.damaged_commits(stage)
         complete = _read_json(self.stage_dir(stage) / "complete.json")
         finished = complete is not None and complete.get("fingerprint") == record["fingerprint"]
         if damaged:

@@ -13,6 +13,8 @@ import re
 import struct
 from pathlib import Path
 
+from dp2o_core.errors import short_reason
+
 _NAME = re.compile(r"step-(\d{6,})")
 
 
@@ -50,7 +52,7 @@ def checkpoint_problem(path: Path) -> str | None:
         position = json.loads((path / "position.json").read_text(encoding="utf-8"))
         int(position["step"])
     except (OSError, ValueError, KeyError, TypeError) as error:
-        return f"position.json is unreadable ({_short(error)})"
+        return f"position.json is unreadable ({short_reason(error)})"
     state = path / "state"
     if not state.is_dir():
         return "its state/ folder is missing"
@@ -59,7 +61,7 @@ def checkpoint_problem(path: Path) -> str | None:
         try:
             json.loads(schedule.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
-            return f"state/schedule.json is unreadable ({_short(error)})"
+            return f"state/schedule.json is unreadable ({short_reason(error)})"
     for file in sorted(state.iterdir()):
         if file.match(UNSAFE_STATE_FILES):
             continue
@@ -83,7 +85,7 @@ def _safetensors_problem(file: Path) -> str | None:
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
         size = file.stat().st_size
     except (OSError, ValueError, KeyError, TypeError, struct.error, MemoryError, OverflowError) as error:
-        return f"is not a readable safetensors file ({_short(error)})"
+        return f"is not a readable safetensors file ({short_reason(error)})"
     if size != 8 + length + end:
         return f"is {size} bytes but its header describes {8 + length + end} (truncated?)"
     return None
@@ -96,10 +98,5 @@ def _pickle_problem(file: Path) -> str | None:
     try:
         load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # noqa: BLE001 - any failure means a resume cannot load it
-        return f"does not load safely ({_short(error)})"
+        return f"does not load safely ({short_reason(error)})"
     return None
-
-
-def _short(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 160 else text[:157] + "..."

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from dp2o_core.atomic import follow_umask, write_text_atomic
-from dp2o_core.errors import Dp2oError, UsageError
+from dp2o_core.errors import Dp2oError, UsageError, short_reason
 from dp2o_core.training.checkpoints import checkpoint_name, checkpoint_problem, complete_checkpoints
 from dp2o_core.training.data import TrainingData
 from dp2o_core.training.objective import dpo_loss, pair_errors
@@ -53,7 +53,7 @@ class CheckpointWriteError(Dp2oError):
         free = ""
         with contextlib.suppress(OSError):
             free = f"; {shutil.disk_usage(staging.parent).free / 2**30:.2f} GiB are free there now"
-        detail = " ".join(str(error).split())[:200]
+        detail = short_reason(error)
         super().__init__(
             f"writing the checkpoint of step {step} under {staging.parent} failed ({detail}){free}. "
             "If the disk is full, free space (or lower keep_checkpoints) and run the same command "
