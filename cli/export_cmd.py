@@ -23,4 +23,4 @@ def export(
 ) -> None:
     """Write RUN's pairs to OUT (jpg_0, jpg_1, label_0, caption, lr, group_id, weight, …)."""
     count = export_pairs(RunStore(run), out, format)
-    console.print(f"export: {count} pairs → {out} (datasets.load_from_disk({str(out)!r}))")
+    console.print(f"export: {count} pairs → {out} (datasets.load_from_disk({str(out)!r}))", markup=False)

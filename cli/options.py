@@ -1,9 +1,11 @@
-"""Option types shared by several commands, so each flag reads the same everywhere."""
+"""Option types of the commands, so each flag reads the same everywhere and a command's
+signature is one line per option. ``None`` means "not given": the config file (or the
+default) decides."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -45,7 +47,59 @@ DegradationSpec = Annotated[
 ]
 RunDir = Annotated[Path, typer.Argument(metavar="RUN", help="Run directory.")]
 
-#: M, the candidates per LR input (``dp2o sample``, ``dp2o upscale``).
-NumCandidates = Annotated[
+#: M, the outputs per LR input of ``dp2o upscale``.
+NumOutputs = Annotated[
     int, typer.Option("--num-candidates", "-m", min=1, help="Candidates per LR input (M).")
+]
+#: M of the sample stage (``dp2o sample``, ``dp2o train``): a pair needs two candidates.
+NumCandidates = Annotated[
+    int | None,
+    typer.Option(
+        "--num-candidates", "-m", min=2, help="Candidates per LR input (M; default: the config's, 32)."
+    ),
+]
+SharedNoise = Annotated[
+    bool | None,
+    typer.Option("--shared-noise/--own-noise", help="Candidate m of every group starts from seed + m."),
+]
+OnBadImage = Annotated[
+    Literal["error", "skip"],
+    typer.Option("--on-bad-image", help="Stop at an unusable input image, or skip and list it."),
+]
+
+# -- dp2o train ----------------------------------------------------------------------------------
+RunOption = Annotated[
+    Path | None, typer.Option("--run", metavar="DIR", help="Run directory (default: runs/<backbone>).")
+]
+EvalData = Annotated[
+    str | None,
+    typer.Option(
+        "--eval-data", metavar="SPEC", help="Held-out data evaluated after training (base vs tuned)."
+    ),
+]
+MaxSteps = Annotated[int | None, typer.Option("--max-steps", min=1, help="Optimizer steps.")]
+BatchSize = Annotated[
+    int | None, typer.Option("--batch-size", min=1, help="Pairs per optimizer step (all processes).")
+]
+MicroBatchSize = Annotated[
+    int | None, typer.Option("--micro-batch-size", min=1, help="Pairs per forward pass per process.")
+]
+LearningRate = Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Learning rate.")]
+Beta = Annotated[float | None, typer.Option("--beta", help="DPO β (paper: 5000).")]
+Loss = Annotated[Literal["sigmoid", "hinge", "ipo"] | None, typer.Option("--loss", help="DPO loss variant.")]
+MixedPrecision = Annotated[
+    Literal["no", "fp16", "bf16"] | None, typer.Option("--mixed-precision", help="Autocast precision.")
+]
+CheckpointEvery = Annotated[
+    int | None, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints.")
+]
+Tracker = Annotated[
+    Literal["tensorboard", "wandb", "none"] | None, typer.Option("--tracker", help="Training-curve logger.")
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume/--restart",
+        help="Continue training from the newest checkpoint (default), or start training over.",
+    ),
 ]

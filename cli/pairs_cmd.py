@@ -8,11 +8,19 @@ from typing import Annotated, Any
 import typer
 from dp2o_cli.options import ConfigFile, RewardSpec, RunDir, SelectorSpec, WeightingSpec
 from dp2o_cli.output import console
-from dp2o_cli.run_config import load_run_config, write_run_config
-from dp2o_cli.state import CliState
+from dp2o_cli.run_config import load_run_config
+from dp2o_cli.runs import open_run
+from rich.markup import escape
 from rich.table import Table
 
-from dp2o_core.store import ProcessInfo, RunStore
+from dp2o_core.pipeline import Pipeline
+
+ScoresFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--scores", metavar="FILE", help="Use a scores table written by another tool (parquet or CSV)."
+    ),
+]
 
 
 def pairs(
@@ -22,35 +30,26 @@ def pairs(
     selector: SelectorSpec = None,
     weighting: WeightingSpec = None,
     config_file: ConfigFile = None,
-    scores: Annotated[
-        Path | None,
-        typer.Option(
-            "--scores", metavar="FILE", help="Use a scores table written by another tool (parquet or CSV)."
-        ),
-    ] = None,
+    scores: ScoresFile = None,
 ) -> None:
     """Compute rewards, pairs and weights for RUN from its raw scores (no rescoring)."""
-    if not ProcessInfo.detect().is_main:
-        return  # the inter-group weight needs every group: process 0 does it alone
-    manager = ctx.ensure_object(CliState).manager
     config = load_run_config(config_file, run=run, reward=reward, selector=selector, weighting=weighting)
-    resolved = config.resolve(manager, ("reward", "selector", "weighting"))
-    components = {key: item.build() for key, item in resolved.items()}
-    store = RunStore(run)
-    from dp2o_core.stages.pairs import import_scores, make_pairs, pairs_stage_config  # numpy: not at start-up
-
+    context = open_run(ctx, run, config)
+    if not context.process.is_main:
+        return  # the inter-group weight needs every group: process 0 does it alone
+    pipeline = Pipeline.method().select("pairs")
+    pipeline.resolve(context)  # a misspelt selector fails before anything is imported
     if scores is not None:
-        import_scores(store, scores)
-    stage_config = pairs_stage_config({key: item.as_record() for key, item in resolved.items()})
-    result = make_pairs(
-        store, components["reward"], components["selector"], components["weighting"], stage_config
-    )
-    write_run_config(store, config, resolved)
-    console.print(_summary_table(result.summary, run))
+        from dp2o_core.stages.pairs import import_scores  # numpy: not at start-up
+
+        import_scores(context.store, scores)
+    made = pipeline.run(context, announce=False, force=["pairs"])["pairs"]
+    assert made is not None  # forced
+    console.print(_summary_table(made.result.summary, run))
 
 
 def _summary_table(summary: Any, run: Path) -> Table:
-    table = Table(title=f"pairs of {run}", title_justify="left")
+    table = Table(title=f"pairs of {escape(str(run))}", title_justify="left")
     table.add_column("")
     table.add_column("value", justify="right")
     table.add_row("groups", f"{summary.groups}")

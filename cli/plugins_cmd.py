@@ -98,8 +98,12 @@ def _sources_table(sources: list[PluginSource], kind: str | None) -> Table:
         status = f"[{style}]{source.status}[/]"
         if source.error:
             status += f"\n{_escape(source.error)}"
-        table.add_row(source.distribution, source.version or "-", provides or "-", status)
+        table.add_row(_escape(source.distribution), _escape(source.version or "-"), provides or "-", status)
     return table
+
+
+#: What the options table says about an option's declared role (docs/plugins.md).
+ROLE_NOTES = {"runtime": "runtime: changes no result", "training": "training only: no resampling"}
 
 
 def _options_table(registration: Registration) -> Table:
@@ -115,8 +119,9 @@ def _options_table(registration: Registration) -> Table:
     records = describe_options(registration.cls.Options)
     for record in records:
         default = "(required)" if record["required"] else repr(record["default"])
+        role = f" ({ROLE_NOTES[record['role']]})" if record.get("role") else ""
         table.add_row(
-            record["name"], _escape(record["type"]), _escape(default), _escape(record["description"])
+            record["name"], _escape(record["type"]), _escape(default), _escape(record["description"] + role)
         )
     if not records:
         table.add_row("-", "", "", "no options")

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
-from dp2o_cli.options import ConfigFile, DataSpec, DegradationSpec, RunDir, Seed
+from dp2o_cli.options import ConfigFile, DataSpec, DegradationSpec, OnBadImage, RunDir, Seed
 from dp2o_cli.output import console
-from dp2o_cli.progress import stage_progress
-from dp2o_cli.run_config import load_run_config, write_run_config
-from dp2o_cli.state import CliState
+from dp2o_cli.run_config import load_run_config
+from dp2o_cli.runs import open_run
+from rich.markup import escape
 from rich.table import Table
 
 from dp2o_core.errors import UsageError
-from dp2o_core.specs import Resolved
-from dp2o_core.stages.data import DataStageResult, data_stage_config, run_data_stage
-from dp2o_core.store import ProcessInfo, RunStore
+from dp2o_core.pipeline import Pipeline, RunOptions
+from dp2o_core.store import RunStore
+
+DataBatchSize = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Items loaded and degraded together.")
+]
 
 
 def prepare(
@@ -26,67 +28,31 @@ def prepare(
     degradation: DegradationSpec = None,
     config_file: ConfigFile = None,
     seed: Seed = None,
-    on_bad_image: Annotated[
-        Literal["error", "skip"],
-        typer.Option("--on-bad-image", help="Stop at an unusable image (error) or skip and list it (skip)."),
-    ] = "error",
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Items loaded and degraded together.")
-    ] = 16,
+    on_bad_image: OnBadImage = "error",
+    batch_size: DataBatchSize = 16,
 ) -> None:
     """Load the data set into RUN: LR inputs (degraded from HR where needed) and HR references."""
-    manager = ctx.ensure_object(CliState).manager
     config = load_run_config(config_file, run=run, data=data, degradation=degradation, seed=seed)
     if config.data.name is None:
         raise UsageError(
             "no data set given: pass --data SPEC (e.g. --data hr:path=imgs,crop=512) or set data in --config"
         )
-    store = RunStore(run)
-    process = ProcessInfo.detect()
-    resolved = config.resolve(manager, ("data", "degradation"))
-    if process.is_main:
-        write_run_config(store, config, resolved)
-    result = prepare_data(
-        store, resolved, config.seed, process, on_bad_image=on_bad_image, batch_size=batch_size
-    )
-    if not process.is_main:
+    options = RunOptions(on_bad_image=on_bad_image, data_batch_size=batch_size)
+    context = open_run(ctx, run, config, options)
+    done = Pipeline.method().select("data").run(context, announce=False)["data"]
+    if not context.process.is_main:
         return
-    status = store.status("data")
+    status = context.store.status("data")
+    written, already_done = (
+        (done.result.written, done.result.already_done) if done else (0, status.groups_done)
+    )
     console.print(
         f"data: {status.state} — {status.groups_done}/{status.groups_total} items, "
-        f"{result.written} written now, {result.already_done} already done, in {run}"
+        f"{written} written now, {already_done} already done, in {run}",
+        markup=False,
     )
     if status.rows.get("bad_images"):
-        _print_bad_images(store)
-
-
-def prepare_data(
-    store: RunStore,
-    resolved: Mapping[str, Resolved],
-    seed: int,
-    process: ProcessInfo,
-    on_bad_image: Literal["error", "skip"] = "error",
-    batch_size: int = 16,
-) -> DataStageResult:
-    """Run the data stage for resolved ``data`` and ``degradation`` components, with progress."""
-    dataset = resolved["data"].build()
-    degrader = resolved["degradation"].build() if dataset.synthesises_lr else None
-    stage_config = data_stage_config(
-        dataset, resolved["data"].as_record(), resolved["degradation"].as_record(), seed
-    )
-    with stage_progress("data", process.is_main) as (start, advance):
-        return run_data_stage(
-            store,
-            dataset,
-            stage_config,
-            degradation=degrader,
-            seed=seed,
-            process=process,
-            on_bad_image=on_bad_image,
-            batch_size=batch_size,
-            on_start=start,
-            on_progress=advance,
-        )
+        _print_bad_images(context.store)
 
 
 def _print_bad_images(store: RunStore) -> None:
@@ -97,5 +63,5 @@ def _print_bad_images(store: RunStore) -> None:
     table.add_column("File")
     table.add_column("Reason")
     for row in bad:
-        table.add_row(row["path"], row["reason"])
+        table.add_row(escape(row["path"]), escape(row["reason"]))
     console.print(table)

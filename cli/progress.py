@@ -1,11 +1,13 @@
-"""One rich progress bar for a stage, shown by process 0 only."""
+"""Progress bars and stage lines on the terminal, shown by process 0 only."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from dp2o_cli.output import console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -15,6 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+
+from dp2o_core.pipeline import Reporter
 
 
 class RateColumn(ProgressColumn):
@@ -50,7 +54,7 @@ def stages_progress(show: bool, stages: list[tuple[str, str]]) -> Iterator[list[
         console=console,
         disable=not show,
     ) as progress:
-        callbacks = []
+        callbacks: list[Callbacks] = []
         for stage, unit in stages:
             task = progress.add_task(stage, total=None, unit=unit, note="", start=False)
 
@@ -59,7 +63,31 @@ def stages_progress(show: bool, stages: list[tuple[str, str]]) -> Iterator[list[
                 progress.update(task, total=total)
 
             def advance(count: int, note: str | None = None, task=task) -> None:
-                progress.update(task, advance=count, **({"note": note} if note is not None else {}))
+                fields: dict[str, Any] = {"note": note} if note is not None else {}
+                progress.update(task, advance=count, **fields)
 
             callbacks.append((start, advance))
         yield callbacks
+
+
+class ConsoleReporter(Reporter):
+    """The pipeline's reporter for the terminal: stage lines and progress bars on process 0."""
+
+    def __init__(self, show: bool) -> None:
+        self.show = show
+
+    def announce(self, stage: str, text: str) -> None:
+        """``stage: text`` in bold, the text escaped (it may quote file names and options)."""
+        if self.show:
+            console.print(f"[bold]{stage}[/]: {escape(text)}", soft_wrap=True)
+
+    def note(self, stage: str, text: str) -> None:
+        """The text, indented under the stage's line."""
+        if self.show:
+            console.print(f"  {text}", soft_wrap=True, markup=False)
+
+    @contextmanager
+    def progress(self, bars: Sequence[tuple[str, str]]) -> Iterator[list[Callbacks]]:
+        """One bar per (label, unit), drawn while the block runs."""
+        with stages_progress(self.show, list(bars)) as callbacks:
+            yield callbacks

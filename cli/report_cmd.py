@@ -15,4 +15,4 @@ def report(run: RunDir) -> None:
     if not (run / "config.json").exists() and not any(run.glob("*/stage.json")):
         raise UsageError(f"{run} is not a dp2o run directory (no config.json and no stage records)")
     path = write_report(RunStore(run))
-    console.print(f"report: {path}", soft_wrap=True)
+    console.print(f"report: {path}", soft_wrap=True, markup=False)

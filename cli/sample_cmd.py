@@ -1,8 +1,6 @@
-"""``dp2o sample``: the sample stage — M candidates per LR input of a run."""
+"""``dp2o sample``: the sample stage — M candidates per LR input of a run (after its data stage)."""
 
 from __future__ import annotations
-
-from typing import Annotated
 
 import typer
 from dp2o_cli.options import (
@@ -11,17 +9,16 @@ from dp2o_cli.options import (
     DataSpec,
     DegradationSpec,
     NumCandidates,
+    OnBadImage,
     RunDir,
     Seed,
+    SharedNoise,
 )
 from dp2o_cli.output import console
-from dp2o_cli.prepare_cmd import prepare_data
-from dp2o_cli.progress import stage_progress
-from dp2o_cli.run_config import load_run_config, write_run_config
-from dp2o_cli.state import CliState
+from dp2o_cli.run_config import load_run_config
+from dp2o_cli.runs import open_run
 
-from dp2o_core.stages.sample import run_sample_stage, sample_stage_config
-from dp2o_core.store import ProcessInfo, RunStore
+from dp2o_core.pipeline import Pipeline, RunOptions
 
 
 def sample(
@@ -32,43 +29,24 @@ def sample(
     degradation: DegradationSpec = None,
     config_file: ConfigFile = None,
     seed: Seed = None,
-    num_candidates: NumCandidates = 32,
-    shared_noise: Annotated[
-        bool, typer.Option("--shared-noise", help="Candidate m of every group starts from seed + m.")
-    ] = False,
+    num_candidates: NumCandidates = None,
+    shared_noise: SharedNoise = None,
+    on_bad_image: OnBadImage = "error",
 ) -> None:
     """Sample M candidates per LR input of RUN (runs the data stage first when --data is given)."""
-    manager = ctx.ensure_object(CliState).manager
     config = load_run_config(
-        config_file, run=run, backbone=backbone, data=data, degradation=degradation, seed=seed
-    )
-    store = RunStore(run)
-    process = ProcessInfo.detect()
-    keys = ("backbone", "data", "degradation") if config.data.name else ("backbone",)
-    resolved = config.resolve(manager, keys)
-    if config.data.name:
-        prepare_data(store, resolved, config.seed, process)
-    model = resolved["backbone"].build()
-    if process.is_main:
-        write_run_config(store, config, resolved, owns=("sample",))
-    stage_config = sample_stage_config(
-        resolved["backbone"].as_record(), config.seed, num_candidates, shared_noise
-    )
-    with stage_progress("sample", process.is_main, unit="images") as (start, advance):
-        sampled = run_sample_stage(
-            store,
-            model,
-            stage_config,
-            seed=config.seed,
-            count=num_candidates,
-            shared_noise=shared_noise,
-            process=process,
-            on_start=start,
-            on_progress=advance,
-        )
-    if process.is_main:
-        status = store.status("sample")
+        config_file, run=run, backbone=backbone, data=data, degradation=degradation, seed=seed,
+        sample={"num_candidates": num_candidates, "shared_noise": shared_noise},
+    )  # fmt: skip
+    context = open_run(ctx, run, config, RunOptions(on_bad_image=on_bad_image, owns=("sample",)))
+    # with --data the data stage runs first; without it the run's data stage must exist
+    stages = ("data", "sample") if config.data.name is not None else ("sample",)
+    results = Pipeline.method().select(*stages).run(context, announce=False)
+    if context.process.is_main:
+        status = context.store.status("sample")
+        sampled = results["sample"].result if results["sample"] is not None else 0
         console.print(
             f"sample: {status.state} — {status.groups_done}/{status.groups_total} groups "
-            f"({sampled} sampled now), {num_candidates} candidates each, in {run}"
+            f"({sampled} sampled now), {config.sample.num_candidates} candidates each, in {run}",
+            markup=False,
         )

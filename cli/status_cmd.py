@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from dp2o_cli.options import RunDir
 from dp2o_cli.output import console, print_json
+from rich.markup import escape
 from rich.table import Table
 
 from dp2o_core.errors import UsageError
@@ -45,12 +46,12 @@ def status(
             ]
         print_json(record)
         return
-    table = Table(title=f"run {run}", title_justify="left")
+    table = Table(title=f"run {escape(str(run))}", title_justify="left")
     for column in ("Stage", "State", "Groups", "Rows", "Fingerprint", "Inputs", "Updated"):
         table.add_column(column)
     for s in statuses:
         style = STATE_STYLE[s.state]
-        state = f"[{style}]{s.state}[/]" + (f"\n{s.reason}" if s.reason else "")
+        state = f"[{style}]{s.state}[/]" + (f"\n{escape(s.reason)}" if s.reason else "")
         groups = f"{s.groups_done}/{s.groups_total}" if s.groups_total is not None else "-"
         if s.stage == "train" and s.state != "missing":
             done, total = train_progress(store)
@@ -61,7 +62,7 @@ def status(
     console.print(table)
     if verify:
         for stage, group, file, problem in problems[:20]:
-            console.print(f"[red]damaged[/] {stage}: {file} (group {group!r}) {problem}")
+            console.print(f"[red]damaged[/] {stage}: {escape(f'{file} (group {group!r}) {problem}')}")
         more = f" ({len(problems) - 20} more not shown)" if len(problems) > 20 else ""
         console.print(
             f"verify: {len(problems)} damaged file(s){more}; rerun the stages marked damaged to redo them"

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from dp2o_cli.options import BackboneSpec, ConfigFile, NumCandidates
+from dp2o_cli.options import BackboneSpec, ConfigFile, NumOutputs
 from dp2o_cli.output import console, error_console
 from dp2o_cli.progress import stage_progress
 from dp2o_cli.run_config import load_run_config
 from dp2o_cli.state import CliState
+from rich.markup import escape
 
 from dp2o_core.errors import UsageError
 from dp2o_core.imageio import (
@@ -100,7 +101,7 @@ def upscale(
     backbone: BackboneSpec = None,
     config_file: ConfigFile = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first candidate.")] = 0,
-    num_candidates: NumCandidates = 1,
+    num_candidates: NumOutputs = 1,
     on_bad_image: Annotated[
         Literal["error", "skip"],
         typer.Option("--on-bad-image", help="Stop at an unusable input (error) or skip and list it (skip)."),
@@ -131,16 +132,17 @@ def upscale(
             height, width = lr.shape[-2:]
             if height * width > LARGE_INPUT_PIXELS:
                 error_console.print(
-                    f"[yellow]warning[/]: {job.source} is {width}×{height} px; upscaling it needs memory "
-                    "and time in proportion to the output's pixel count. Crop or tile it if it runs out."
+                    f"[yellow]warning[/]: {escape(str(job.source))} is {width}×{height} px; upscaling it "
+                    "needs memory and time in proportion to the output's pixel count. "
+                    "Crop or tile it if it runs out."
                 )
             images = model.sample(lr, [seeds]).images[0]
             for image, output in zip(images, job.outputs, strict=True):
                 write_png(output, tensor_to_array(image))
             written += 1
             advance(num_candidates)
-    for error in skipped:
-        console.print(f"[yellow]skipped[/] {error.path}: {error.reason}")
+    for bad in skipped:
+        console.print(f"[yellow]skipped[/] {escape(str(bad.path))}: {escape(bad.reason)}")
     summary = f"upscale: {written} inputs × {num_candidates} → {target}"
     if skipped:
         summary += f"; {len(skipped)} skipped"

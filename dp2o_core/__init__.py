@@ -1,9 +1,11 @@
 """dp2o's core: the interfaces plugins implement, the plugin machinery, specs and config.
 
-Plugin authors need three names from here: an interface (:class:`Backbone`,
-:class:`RewardModel`, :class:`PairSelector` or :class:`Weighting`), :class:`PluginOptions`
-for their options and :data:`hookimpl` to mark their ``register_<kind>s`` hook. See
-docs/plugins.md. Importing this package imports no torch.
+Plugin authors need a few names from here: an interface (:class:`Backbone`,
+:class:`RewardModel`, :class:`PairSelector`, :class:`Weighting`, :class:`Dataset` or
+:class:`Degradation`), :class:`PluginOptions` for their options (with
+:func:`runtime_option` and :func:`training_option` for options that change no result) and
+:data:`hookimpl` to mark their ``register_<kind>s`` hook. See docs/plugins.md. Importing this
+package imports no torch.
 """
 
 from dp2o_core.hookspecs import hookimpl
@@ -22,7 +24,7 @@ from dp2o_core.interfaces import (
     SampleResult,
     Weighting,
 )
-from dp2o_core.options import PluginOptions
+from dp2o_core.options import PluginOptions, runtime_option, training_option
 from dp2o_core.registry import dp2o_version
 
 __version__ = dp2o_version()
@@ -44,4 +46,6 @@ __all__ = [
     "Weighting",
     "__version__",
     "hookimpl",
+    "runtime_option",
+    "training_option",
 ]

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -32,6 +32,9 @@ from dp2o_core.atomic import write_text_atomic
 from dp2o_core.errors import UsageError
 from dp2o_core.specs import Resolved, Spec, parse_spec, resolve_spec
 from dp2o_core.training.settings import EvalSettings, SampleSettings, TrainSettings
+
+if TYPE_CHECKING:
+    from dp2o_core.store import RunStore
 
 #: The components a run configures: config key (= CLI flag) → (plugin kind, default name).
 COMPONENTS: dict[str, tuple[str, str | None]] = {
@@ -45,8 +48,13 @@ COMPONENTS: dict[str, tuple[str, str | None]] = {
 }
 
 
-#: Config sections that are plain settings (not plugin specs).
-SETTINGS_SECTIONS = ("sample", "train", "eval")
+#: Config sections that are plain settings (not plugin specs), and their models.
+SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "sample": SampleSettings,
+    "train": TrainSettings,
+    "eval": EvalSettings,
+}
+SETTINGS_SECTIONS = tuple(SECTION_MODELS)
 
 
 class RunConfig(BaseModel):
@@ -169,7 +177,7 @@ def _format_config_error(where: str, error: ValidationError) -> str:
         if problem["type"] == "extra_forbidden":
             section = problem.get("loc", ("",))[0]
             fields = (
-                RunConfig.model_fields[section].annotation.model_fields
+                SECTION_MODELS[str(section)].model_fields
                 if section in SETTINGS_SECTIONS and len(problem.get("loc", ())) > 1
                 else RunConfig.model_fields
             )
@@ -200,6 +208,38 @@ def write_resolved_config(path: Path, config: RunConfig, resolved: Mapping[str, 
     record = resolved_config_record(config, resolved)
     write_text_atomic(Path(path), json.dumps(record, indent=2, sort_keys=True) + "\n")
     return Path(path)
+
+
+def record_run_config(
+    store: RunStore,
+    config: RunConfig,
+    resolved: Mapping[str, Resolved],
+    owns: Collection[str] = (),
+) -> Path:
+    """Merge what one command decides into ``RUN/config.json`` (written atomically).
+
+    A command records its resolved components and the settings sections it ``owns``
+    (``dp2o sample``: ``sample``; ``dp2o train``: all three); every other section keeps
+    what an earlier command recorded, so ``dp2o prepare`` on a trained run does not
+    replace its training settings with defaults. A section no command has recorded yet is
+    left out.
+    """
+    path = store.root / "config.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    fresh = resolved_config_record(config, resolved)
+    for section in SETTINGS_SECTIONS:
+        if section in owns:
+            continue
+        if section in record:
+            fresh[section] = record[section]
+        else:
+            fresh.pop(section, None)
+    fresh["components"] = {**record.get("components", {}), **fresh["components"]}
+    write_text_atomic(path, json.dumps(fresh, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def _version(distribution: str) -> str | None:

@@ -1,26 +1,48 @@
-"""Evaluation of SR generators as the paper reports it (PAPER.md §8).
+"""Evaluation of SR generators as the paper reports it (docs/evaluation.md), in one module.
 
 For every input, every model draws M candidates from each of K seed sets; the same seeds
-serve every model, so a comparison is paired. Each metric is reported as its mean over
-inputs and candidates (Mean@M), as mean ± std over the K seed sets. The reward gives
-Best@M / Mean@M / Worst@M: per input the best, mean and worst reward of the M candidates,
-averaged over inputs. A group-relative reward (the hybrid reward normalises within a group)
-is computed over the pool of all models' candidates of one input and seed set, so that the
-models' rewards are on one scale and their difference means something.
+serve every model, so a comparison is paired. Every raw score lands in one flat
+:class:`ScoreTable` (model, seed set, input, candidate, metric, value). Each metric is
+reported as its mean over inputs and candidates (Mean@M), as mean ± std over the K seed
+sets. The reward gives Best@M / Mean@M / Worst@M: per input the best, mean and worst reward
+of the M candidates, averaged over inputs. A group-relative reward (the hybrid reward
+normalises within a group) is computed over the pool of all models' candidates of one input
+and seed set, so that the models' rewards are on one scale and their difference means
+something.
+
+The module holds the whole evaluation: the inputs (:func:`load_inputs`), the models
+(:class:`EvalModel`, :class:`BicubicBaseline`), the metrics (:func:`metric_names`,
+:func:`build_scorers`), the computation (:func:`evaluate`) and the ``eval`` stage's stored
+record (:func:`write_evaluation`, :func:`read_eval`). ``dp2o eval`` and ``dp2o train``'s
+held-out stage both go through it.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dp2o_core.interfaces import Backbone, MetricInfo, RewardModel
 from dp2o_core.store.fingerprint import derive_seed
 
 if TYPE_CHECKING:
     import torch
+
+    from dp2o_core.registry import PluginManager
+    from dp2o_core.store import RunStore
+
+#: The paper's evaluation metrics: trained FR, trained NR, untrained NR, fidelity (VQ-R1 is not in pyiqa).
+PAPER_METRICS = (
+    "lpips", "topiq_fr", "afine_fr", "maniqa", "musiq", "clipiqa+", "topiq_nr", "afine_nr", "qalign",
+    "nima", "topiq_iaa", "psnry", "ssim",
+)  # fmt: skip
+#: Y-channel PSNR and SSIM (the Real-ISR protocol): pyiqa's ``psnry`` and ``ssim``.
+FIDELITY_METRICS = ("psnry", "ssim")
+#: Where the stored evaluation of a run's ``eval`` stage lives, inside the stage folder.
+RESULT_FILE = "held-out.json"
 
 
 @dataclass(frozen=True)
@@ -30,6 +52,44 @@ class EvalInput:
     id: str
     lr: torch.Tensor
     hr: torch.Tensor | None
+
+
+class EvalModel(NamedTuple):
+    """One evaluated model: its label in tables, the spec it was built from, the backbone
+    (anything with the :meth:`Backbone.sample` call)."""
+
+    label: str
+    spec: str
+    backbone: Backbone | BicubicBaseline
+
+
+@dataclass
+class ScoreTable:
+    """Every raw score of an evaluation: one row per model, seed set, input, candidate and
+    metric. Stored by key for fast lookup; :meth:`rows` gives the flat table."""
+
+    _values: dict[tuple[str, int, str, str], list[float]] = field(default_factory=dict)
+
+    def add(self, model: str, seed_set: int, input_id: str, metric: str, values: Sequence[float]) -> None:
+        """The M candidates' scores of one metric (the first scorer that reports it wins)."""
+        self._values.setdefault((model, seed_set, input_id, metric), [float(v) for v in values])
+
+    def get(self, model: str, seed_set: int, input_id: str, metric: str) -> list[float]:
+        """The M candidates' scores of one metric for one model, seed set and input."""
+        return self._values[(model, seed_set, input_id, metric)]
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """The flat table: model, seed_set, input, candidate, metric, value."""
+        for (model, seed_set, input_id, metric), values in self._values.items():
+            for candidate, value in enumerate(values):
+                yield {
+                    "model": model,
+                    "seed_set": seed_set,
+                    "input": input_id,
+                    "candidate": candidate,
+                    "metric": metric,
+                    "value": value,
+                }
 
 
 @dataclass(frozen=True)
@@ -73,6 +133,8 @@ class Evaluation:
     num_samples: int
     seeds: int
     reward: str | None
+    #: every raw score (not part of the stored record)
+    scores: ScoreTable = field(default_factory=ScoreTable)
 
     def to_record(self) -> dict[str, Any]:
         """JSON-ready form (examples left out)."""
@@ -133,7 +195,7 @@ def candidate_seeds(seed: int, seed_set: int, input_id: str, count: int) -> list
 
 
 def evaluate(
-    models: Sequence[tuple[str, str, Backbone]],
+    models: Sequence[EvalModel | tuple[str, str, Any]],
     inputs: Sequence[EvalInput],
     scorers: Sequence[RewardModel],
     reward: RewardModel | None,
@@ -143,7 +205,7 @@ def evaluate(
     seed: int = 0,
     on_progress: Callable[[int], None] | None = None,
 ) -> Evaluation:
-    """Sample, score and summarise; ``models`` are (label, spec, backbone) triples.
+    """Sample, score and summarise ``models`` on ``inputs``.
 
     ``scorers`` are rewards whose raw metrics are reported (pyiqa metrics); the ``reward``
     gives Best/Mean/Worst@M and its member metrics are reported too. Full-reference metrics
@@ -151,6 +213,7 @@ def evaluate(
     """
     import torch
 
+    entries = [EvalModel(*model) for model in models]
     have_hr = all(item.hr is not None for item in inputs)
     infos: dict[str, MetricInfo] = {}
     unavailable: dict[str, str] = {}
@@ -165,58 +228,69 @@ def evaluate(
         infos.update({info.name: info for info in scorer.metrics()})
     use_reward = reward is not None and reward in active_scorers
 
-    # raw[label][seed_set][input] = {metric: [M values]}
-    raw: dict[str, list[list[dict[str, list[float]]]]] = {label: [] for label, _, _ in models}
-    spread: dict[str, list[float]] = {label: [] for label, _, _ in models}
-    results = {label: ModelEvaluation(label, spec) for label, spec, _ in models}
+    table = ScoreTable()
+    spread: dict[str, list[float]] = {model.label: [] for model in entries}
+    results = {model.label: ModelEvaluation(model.label, model.spec) for model in entries}
     for seed_set in range(seeds):
-        for label, _, backbone in models:
-            per_input, spreads = [], []
+        for model in entries:
+            spreads = []
             for item in inputs:
                 chosen = candidate_seeds(seed, seed_set, item.id, num_samples)
                 with torch.no_grad():
-                    images = backbone.sample(item.lr, [chosen]).images[0].float().clamp(0, 1)
+                    images = model.backbone.sample(item.lr, [chosen]).images[0].float().clamp(0, 1)
                 if seed_set == 0:
-                    results[label].examples[item.id] = images[0]
+                    results[model.label].examples[item.id] = images[0]
                 spreads.append(float(images.std(dim=0, unbiased=False).mean()))
-                scores: dict[str, list[float]] = {}
                 for scorer in active_scorers:
                     for name, values in scorer.score(images, item.hr).items():
-                        scores.setdefault(name, [float(v) for v in values])
-                per_input.append(scores)
+                        table.add(model.label, seed_set, item.id, name, values)
                 if on_progress is not None:
                     on_progress(1)
-            raw[label].append(per_input)
-            spread[label].append(_mean(spreads))
+            spread[model.label].append(_mean(spreads))
 
+    input_ids = [item.id for item in inputs]
     for name in infos:
-        for label, _, _ in models:
-            per_set = [_mean([v for scores in raw[label][k] for v in scores[name]]) for k in range(seeds)]
-            results[label].metrics[name] = Stat.of(per_set)
-    for label, _, _ in models:
-        results[label].diversity = Stat.of(spread[label])
+        for model in entries:
+            per_set = [
+                _mean([v for i in input_ids for v in table.get(model.label, k, i, name)])
+                for k in range(seeds)
+            ]
+            results[model.label].metrics[name] = Stat.of(per_set)
+    for model in entries:
+        results[model.label].diversity = Stat.of(spread[model.label])
     if use_reward:
-        _reward_stats(reward, models, raw, results, len(inputs), seeds, num_samples)
+        assert reward is not None
+        _reward_stats(reward, [m.label for m in entries], table, results, input_ids, seeds, num_samples)
     return Evaluation(
-        models=[results[label] for label, _, _ in models],
+        models=[results[model.label] for model in entries],
         metrics=infos,
         unavailable=unavailable,
-        inputs=[item.id for item in inputs],
+        inputs=input_ids,
         num_samples=num_samples,
         seeds=seeds,
-        reward=reward.name if use_reward else None,
+        reward=reward.name if use_reward and reward is not None else None,
+        scores=table,
     )
 
 
-def _reward_stats(reward, models, raw, results, n_inputs: int, seeds: int, m: int) -> None:
+def _reward_stats(
+    reward: RewardModel,
+    labels: list[str],
+    table: ScoreTable,
+    results: dict[str, ModelEvaluation],
+    input_ids: list[str],
+    seeds: int,
+    m: int,
+) -> None:
     """Best/Mean/Worst@M of the reward, computed over each input's pool of all models."""
-    labels = [label for label, _, _ in models]
     names = [info.name for info in reward.metrics()]
     per_set: dict[str, dict[str, list[float]]] = {label: {c: [] for c in REWARD_COLUMNS} for label in labels}
     for k in range(seeds):
         sums = {label: dict.fromkeys(REWARD_COLUMNS, 0.0) for label in labels}
-        for i in range(n_inputs):
-            pooled = {name: [v for label in labels for v in raw[label][k][i][name]] for name in names}
+        for input_id in input_ids:
+            pooled = {
+                name: [v for label in labels for v in table.get(label, k, input_id, name)] for name in names
+            }
             rewards = [float(r) for r in reward.reward(pooled)]
             for index, label in enumerate(labels):
                 mine = rewards[index * m : (index + 1) * m]
@@ -225,7 +299,7 @@ def _reward_stats(reward, models, raw, results, n_inputs: int, seeds: int, m: in
                 sums[label]["worst"] += min(mine)
         for label in labels:
             for column in REWARD_COLUMNS:
-                per_set[label][column].append(sums[label][column] / n_inputs)
+                per_set[label][column].append(sums[label][column] / len(input_ids))
     for label in labels:
         results[label].reward = {c: Stat.of(per_set[label][c]) for c in REWARD_COLUMNS}
 
@@ -267,3 +341,100 @@ def load_inputs(dataset, degradation, seed: int) -> list[EvalInput]:
         hr = None if sample.hr is None else array_to_tensor(sample.hr)
         inputs.append(EvalInput(item.id, array_to_tensor(sample.lr), hr))
     return inputs
+
+
+# -- metrics ----------------------------------------------------------------------------------
+def metric_names(text: str | Sequence[str]) -> list[str]:
+    """Metric names from a comma-separated list (or a list); ``paper`` and ``fidelity`` expand
+    to :data:`PAPER_METRICS` and :data:`FIDELITY_METRICS`; duplicates are dropped."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    names: list[str] = []
+    for part in (p.strip() for p in parts):
+        expanded = {"paper": PAPER_METRICS, "fidelity": FIDELITY_METRICS}.get(part, (part,) if part else ())
+        names += [n for n in expanded if n not in names]
+    return names
+
+
+def build_scorers(
+    manager: PluginManager, names: Sequence[str], exclude: Sequence[str] = ()
+) -> tuple[list[RewardModel], dict[str, str]]:
+    """A prepared ``pyiqa`` reward per metric name (not in ``exclude``), and name → reason for
+    the metrics that cannot run (missing weights, missing package)."""
+    from dp2o_core.specs import parse_spec, resolve_spec
+
+    scorers: list[RewardModel] = []
+    unavailable: dict[str, str] = {}
+    for name in metric_names(names):
+        if name in exclude:
+            continue
+        scorer = resolve_spec(manager, "reward", parse_spec(f"pyiqa:metric={name}", "reward"), None).build()
+        try:
+            scorer.prepare()
+        except Exception as error:  # noqa: BLE001 - any metric that cannot be created is listed
+            unavailable[name] = unavailable_reason(error)
+            continue
+        scorers.append(scorer)
+    return scorers, unavailable
+
+
+def prepared_reward(reward: RewardModel, unavailable: dict[str, str]) -> RewardModel | None:
+    """``reward`` prepared, or None with the reason added to ``unavailable`` when it cannot run."""
+    try:
+        reward.prepare()
+    except Exception as error:  # noqa: BLE001 - a reward that cannot run is reported, not fatal
+        unavailable[f"reward {reward.name}"] = unavailable_reason(error)
+        return None
+    return reward
+
+
+def unavailable_reason(error: BaseException) -> str:
+    """The first line of why a metric cannot run, with the install command for a missing package."""
+    if isinstance(error, ModuleNotFoundError):
+        return f"needs the Python package {error.name!r}: pip install {error.name}"
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def compared_model(manager: PluginManager, spec: str, label: str = "compared") -> EvalModel:
+    """A model from a backbone spec; ``bicubic`` is the plain-upsampling baseline."""
+    from dp2o_core.specs import parse_spec, resolve_spec
+
+    parsed = parse_spec(spec, "backbone")
+    if parsed.name == "bicubic" and not parsed.options:
+        return EvalModel(label, spec, BicubicBaseline())
+    return EvalModel(label, spec, resolve_spec(manager, "backbone", parsed, None).build())
+
+
+# -- the eval stage's record --------------------------------------------------------------------
+def eval_stage_config(records: Mapping[str, Any], settings: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """What decides a run's held-out evaluation besides the trained weights."""
+    return {**records, "eval": dict(settings), "seed": seed}
+
+
+def write_evaluation(
+    store: RunStore, evaluation: Evaluation, inputs: Sequence[EvalInput], fingerprint: str
+) -> None:
+    """Store a run's held-out evaluation: ``eval/held-out.json`` and, for every input,
+    ``eval/images/<id>/{lr,hr,<label>}.png`` (the first candidate of each model, which the
+    run report shows as an image grid); then mark the stage done."""
+    from dp2o_core.atomic import write_text_atomic
+    from dp2o_core.imageio import tensor_to_array, write_png
+
+    folder = store.stage_dir("eval") / "images"
+    for item in inputs:
+        images = {"lr": item.lr[0], "hr": item.hr[0] if item.hr is not None else None}
+        images |= {model.label: model.examples[item.id] for model in evaluation.models}
+        for name, image in images.items():
+            if image is not None:
+                write_png(folder / item.id / f"{name}.png", tensor_to_array(image))
+    record = evaluation.to_record()
+    write_text_atomic(store.stage_dir("eval") / RESULT_FILE, json.dumps(record, indent=2) + "\n")
+    store.complete(
+        "eval", fingerprint, inputs=len(inputs), num_samples=evaluation.num_samples, seeds=evaluation.seeds
+    )
+
+
+def read_eval(store: RunStore) -> dict[str, Any] | None:
+    """The stored evaluation record of a run, or None when the stage has not finished."""
+    if store.completion("eval") is None:
+        return None
+    return json.loads((store.stage_dir("eval") / RESULT_FILE).read_text(encoding="utf-8"))

@@ -91,7 +91,7 @@ def export_pairs(store: RunStore, out: Path, format: str = "hf") -> int:
                 generate, features=features, cache_dir=str(work / "cache"), keep_in_memory=False
             )
         except Exception as error:
-            cause = error
+            cause: BaseException | None = error
             while cause is not None and not isinstance(cause, Dp2oError):
                 cause = cause.__cause__ or cause.__context__
             if cause is not None:  # datasets wraps what the generator raised

@@ -4,13 +4,31 @@ Options are what a user sets in a spec string (``--selector ratio=0.25``) or a c
 file. They are a pydantic model so that values given as text are converted and checked
 in one place, and so that ``dp2o plugins --options`` can list them with types, defaults
 and descriptions.
+
+An option may declare what it does *not* change, so that the run store's fingerprints leave
+it out and changing it redoes no finished work:
+
+* :func:`runtime_option` — speed, memory or the machine only (a device, a batch or chunk size,
+  gradient checkpointing): the samples, scores and trained weights are the same either way;
+* :func:`training_option` — what training updates and how (the trainable part, a LoRA rank,
+  the training timestep distribution): the candidates a frozen model samples do not depend
+  on it, the trained weights do.
+
+Both are ordinary pydantic fields carrying the role in ``json_schema_extra`` under the key
+``"dp2o"``; the core reads that marker and never a list of option names.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Role of an option that changes speed, memory or the machine, never a result.
+RUNTIME = "runtime"
+#: Role of an option that only training reads (what is trained, how timesteps are drawn).
+TRAINING = "training"
+ROLES = (RUNTIME, TRAINING)
 
 
 class PluginOptions(BaseModel):
@@ -28,11 +46,35 @@ class PluginOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+def runtime_option(default: Any, **field_arguments: Any) -> Any:
+    """A field that changes only speed, memory or the machine (see the module docstring)."""
+    return Field(default, json_schema_extra={"dp2o": RUNTIME}, **field_arguments)
+
+
+def training_option(default: Any, **field_arguments: Any) -> Any:
+    """A field that only training reads (see the module docstring)."""
+    return Field(default, json_schema_extra={"dp2o": TRAINING}, **field_arguments)
+
+
+def option_role(options_cls: type[BaseModel], name: str) -> str | None:
+    """The declared role of option ``name`` (:data:`RUNTIME`, :data:`TRAINING`) or None."""
+    field = options_cls.model_fields.get(name)
+    extra = field.json_schema_extra if field is not None else None
+    return extra.get("dp2o") if isinstance(extra, dict) else None  # type: ignore[return-value]
+
+
+def options_with_role(options_cls: type[BaseModel], *roles: str) -> list[str]:
+    """The names of the options declared with one of ``roles``."""
+    return [name for name in options_cls.model_fields if option_role(options_cls, name) in roles]
+
+
 def describe_options(options_cls: type[PluginOptions]) -> list[dict[str, Any]]:
-    """One record per option — name, type, default, required, description — for listings."""
+    """One record per option — name, type, default, required, description, and ``role`` for an
+    option declared with one — for listings."""
     records = []
     for name, field in options_cls.model_fields.items():
         required = field.is_required()
+        role = option_role(options_cls, name)
         records.append(
             {
                 "name": name,
@@ -41,6 +83,7 @@ def describe_options(options_cls: type[PluginOptions]) -> list[dict[str, Any]]:
                 "required": required,
                 "description": field.description or "",
             }
+            | ({"role": role} if role else {})
         )
     return records
 

@@ -160,11 +160,7 @@ class PluginManager:
         except Exception as error:
             if self._raise:
                 raise
-            raise UsageError(
-                f"could not import plugin module {module_name!r} given with -p: "
-                f"{type(error).__name__}: {error}. Check the module name and that it is on "
-                "PYTHONPATH."
-            ) from None
+            raise UsageError(_module_import_problem(module_name, error)) from None
         source = PluginSource(module_name, module_name, None, "module")
         self._add(source, lambda: importlib.import_module(module_name))
 
@@ -205,7 +201,7 @@ class PluginManager:
         caller = getattr(self._pm.hook, f"register_{kind}s")
         added: list[Registration] = []
 
-        def register(cls: type, aliases: tuple[str, ...] = ()) -> None:
+        def register(cls: Any, aliases: tuple[str, ...] = ()) -> None:
             aliases = tuple(aliases)
             problems = implementation_problems(cls, kind, aliases)
             if problems:
@@ -299,3 +295,23 @@ def dp2o_version() -> str:
         return metadata.version("dp2o")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+def _module_import_problem(module_name: str, error: Exception) -> str:
+    """Why a ``-p`` module did not import: not found (its name or the path), or found but
+    its own imports failed (a missing package, named), or it raised."""
+    prefix = f"could not import plugin module {module_name!r} given with -p: "
+    if isinstance(error, ModuleNotFoundError) and error.name is not None:
+        parts = module_name.split(".")
+        own = {".".join(parts[: i + 1]) for i in range(len(parts))}
+        if error.name in own:
+            return (
+                prefix + f"no module named {error.name!r}. Check the module name and that its folder is "
+                "on PYTHONPATH (or in the current directory)."
+            )
+        top = error.name.split(".")[0]
+        return (
+            prefix + f"it was found, but it imports {error.name!r}, which is not installed. "
+            f"Install it (pip install {top}) or fix the import in the module."
+        )
+    return prefix + f"importing it raised {type(error).__name__}: {error}"

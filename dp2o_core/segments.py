@@ -53,7 +53,7 @@ def rows_of(groups: np.ndarray, size: int, offsets: np.ndarray) -> np.ndarray:
 
 def sequential_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """The sum of each group's values, added left to right (as ``total += v`` in a loop)."""
-    sums = np.zeros(len(offsets) - 1, dtype=np.float64)
+    sums: np.ndarray = np.zeros(len(offsets) - 1, dtype=np.float64)
     for size, groups in by_size(offsets):
         if size:
             sums[groups] = np.cumsum(values[rows_of(groups, size, offsets)], axis=1)[:, -1]

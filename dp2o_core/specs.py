@@ -1,6 +1,6 @@
 """Spec strings: how users choose an implementation and its options in one word.
 
-Grammar (DESIGN.md)::
+Grammar (docs/configuration.md)::
 
     NAME                      an implementation with its default options   --backbone flux
     NAME:KEY=VALUE,KEY=VALUE  an implementation with options               --reward hybrid:balance=0.7
@@ -13,13 +13,14 @@ colons inside a value (``prompt="a cat, sharp"``).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from dp2o_core.errors import UnknownNameError, UsageError
-from dp2o_core.options import PluginOptions, describe_options
+from dp2o_core.options import PluginOptions, describe_options, options_with_role
 
 if TYPE_CHECKING:
     from dp2o_core.registry import PluginManager, Registration
@@ -70,6 +71,18 @@ class Resolved:
             "version": source.version,
             "options": self.options.model_dump(mode="json"),
         }
+
+    def fingerprint_record(self, leave_out: Collection[str] = ()) -> dict[str, Any]:
+        """:meth:`as_record` without the options whose declared role is in ``leave_out``
+        (:data:`~dp2o_core.options.RUNTIME`, :data:`~dp2o_core.options.TRAINING`).
+
+        Stage fingerprints are made from such records, so moving a run to another device or
+        changing a chunk size does not redo finished work.
+        """
+        record = self.as_record()
+        skip = set(options_with_role(type(self.options), *leave_out))
+        record["options"] = {k: v for k, v in record["options"].items() if k not in skip}
+        return record
 
 
 def parse_spec(text: str, kind: str = "plugin") -> Spec:

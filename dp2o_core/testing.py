@@ -21,7 +21,9 @@ Contract check:
 ``check_implementation(cls)``
     Fails with every problem found: name syntax, docstring, abstract methods left,
     ``Options`` not a :class:`~dp2o_core.PluginOptions`, options without a description,
-    ``Options()`` failing with its defaults (when no option is required). Run it on each
+    ``Options()`` failing with its defaults (when no option is required), option roles
+    other than ``runtime``/``training``; for a backbone also ``scale``, ``stochastic`` and a
+    ``prepare_training`` left at the default (docs/backbones.md). Run it on each
     class a plugin registers::
 
         from dp2o_core.testing import check_implementation
@@ -46,7 +48,7 @@ def check_implementation(cls: type, aliases: tuple[str, ...] = ()) -> None:
     """Assert that ``cls`` fulfils the contract of its kind (``cls.kind``)."""
     kind = getattr(cls, "kind", "")
     assert kind in registry.KINDS, f"{cls!r} does not subclass one of dp2o's interfaces"
-    problems = implementation_problems(cls, kind, aliases)
+    problems = implementation_problems(cls, kind, aliases, strict=True)
     assert not problems, f"{cls.__qualname__} breaks the {kind} contract:\n- " + "\n- ".join(problems)
 
 

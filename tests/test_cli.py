@@ -184,3 +184,35 @@ def test_plugin_module_flag_with_a_missing_module_is_a_usage_error(dp2o_cli):
     result = dp2o_cli("-p", "no_such_dp2o_plugin_module", "plugins")
     assert result.exit_code == 2
     assert "could not import plugin module 'no_such_dp2o_plugin_module' given with -p" in result.stderr
+
+
+def test_plugin_module_whose_own_import_fails_names_the_missing_package(dp2o_cli, tmp_path, monkeypatch):
+    (tmp_path / "needs_a_package.py").write_text("import dp2o_no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = dp2o_cli("-p", "needs_a_package", "plugins")
+    assert result.exit_code == 2
+    assert "it imports 'dp2o_no_such_dependency', which is not installed" in result.stderr
+    assert "pip install dp2o_no_such_dependency" in result.stderr
+    assert "PYTHONPATH" not in result.stderr  # the module itself was found
+
+
+def test_error_text_in_square_brackets_is_printed(dp2o_cli):
+    """rich markup used to swallow bracketed text ('[niqe]') in messages that quote the user's input."""
+    result = dp2o_cli("config", "--selector", "ratio:ratio=[0.1,0.2]")
+    assert result.exit_code == 2
+    assert "option ratio=['0.1', '0.2']" in result.stderr
+
+
+def test_cli_functions_stay_thin():
+    """The pipeline lives in dp2o_core.pipeline; a command parses flags and prints."""
+    import ast
+
+    from conftest import REPO
+
+    longest = []
+    for path in sorted((REPO / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef):
+                longest.append((node.end_lineno - node.lineno + 1, f"{path.name}:{node.name}"))
+    too_long = [f"{name} ({lines} lines)" for lines, name in longest if lines > 70]
+    assert not too_long, "CLI functions over 70 lines: " + ", ".join(too_long)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from dp2o_core.evaluation import BicubicBaseline, EvalInput, Evaluation, Stat, evaluate
+from dp2o_core.evaluation import BicubicBaseline, EvalInput, EvalModel, Evaluation, Stat, evaluate
 from dp2o_core.registry import PluginManager
 from dp2o_core.specs import resolve_spec
 
@@ -107,3 +107,21 @@ def test_pooled_reward_ranks_a_better_model_higher():
 def test_seed_set_statistics(values, expected):
     stat = Stat.of(values)
     assert (stat.mean, stat.std) == pytest.approx((expected.mean, expected.std))
+
+
+def test_every_raw_score_lands_in_one_flat_table():
+    """The evaluation keeps each candidate's score per model, seed set, input and metric."""
+    hr = torch.rand(1, 3, 32, 32)
+    lr = torch.nn.functional.interpolate(hr, size=(8, 8), mode="bicubic", antialias=True).clamp(0, 1)
+    reward = resolve_spec(PluginManager(), "reward", "hybrid:fr=[psnr],nr=[]").build()
+    result = evaluate(
+        [EvalModel("bicubic", "bicubic", BicubicBaseline())], [EvalInput("x", lr, hr)], [], reward,
+        num_samples=3, seeds=2,
+    )  # fmt: skip
+    rows = list(result.scores.rows())
+    assert len(rows) == 2 * 3  # seed sets × candidates, one metric
+    assert {(r["model"], r["input"], r["metric"]) for r in rows} == {("bicubic", "x", "psnr")}
+    expected = [(k, m) for k in range(2) for m in range(3)]
+    assert sorted({(r["seed_set"], r["candidate"]) for r in rows}) == expected
+    per_set = [sum(r["value"] for r in rows if r["seed_set"] == k) / 3 for k in range(2)]
+    assert result.models[0].metrics["psnr"].mean == pytest.approx(sum(per_set) / 2)

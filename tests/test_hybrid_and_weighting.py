@@ -1,4 +1,4 @@
-"""PAPER.md §2 and §4 on hand-computed groups."""
+"""docs/method.md §2 and §4 on hand-computed groups."""
 
 from __future__ import annotations
 

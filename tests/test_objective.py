@@ -1,4 +1,4 @@
-"""The weighted Diffusion-DPO objective against hand-computed values (PAPER.md §5)."""
+"""The weighted Diffusion-DPO objective against hand-computed values (docs/method.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The two built-in pair selectors on hand-made groups (PAPER.md §3)."""
+"""The two built-in pair selectors on hand-made groups (docs/method.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The four extension points of dp2o, one module each."""
+"""The six extension points of dp2o (one per plugin kind), one module each."""
 
 from dp2o_core.interfaces.backbone import Backbone, SampleResult
 from dp2o_core.interfaces.base import Implementation

@@ -76,8 +76,8 @@ class Backbone(Implementation):
     kind: ClassVar[str] = "backbone"
     #: False for one-step deterministic models, which cannot give seed-diverse candidates.
     stochastic: ClassVar[bool] = True
-    #: Upscaling factor from LR to HR.
-    scale: ClassVar[int] = 4
+    #: Upscaling factor from LR to HR (a class attribute; an instance may set its own from its weights).
+    scale: int = 4
 
     # -- sampling -----------------------------------------------------------------
     @abstractmethod

@@ -38,7 +38,7 @@ class RewardModel(Implementation):
       candidates of one group (and its HR reference for full-reference metrics). The run
       store keeps them in the scores table, one column per metric name.
     * :meth:`reward` turns one group's raw scores into rewards, higher is better. It may
-      be relative to the group (the hybrid reward of PAPER.md §2 is).
+      be relative to the group (the hybrid reward of docs/method.md §2 is).
 
     A composite reward (``hybrid``) lists the metrics of its members and leaves scoring
     to them. Example of a single-metric reward::
@@ -103,7 +103,7 @@ class RewardModel(Implementation):
         """
         import numpy as np
 
-        out = np.empty(int(offsets[-1]), dtype=np.float64)
+        out: np.ndarray = np.empty(int(offsets[-1]), dtype=np.float64)
         for start, end in zip(offsets[:-1], offsets[1:], strict=True):
             group = {name: values[start:end].tolist() for name, values in scores.items()}
             rewards = np.asarray(self.reward(group), dtype=np.float64)

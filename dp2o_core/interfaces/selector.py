@@ -65,7 +65,9 @@ class PairSelector(Implementation):
         """
         import numpy as np
 
-        counts, winners, losers = [], [], []
+        counts: list[int] = []
+        winners: list[int] = []
+        losers: list[int] = []
         for start, end in zip(offsets[:-1], offsets[1:], strict=True):
             pairs = self.select(rewards[start:end].tolist())
             counts.append(len(pairs))

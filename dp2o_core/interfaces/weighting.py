@@ -39,7 +39,7 @@ class Weighting(Implementation):
     """Weights every pair of the data set; constant during training (no gradient).
 
     A weighting sees all groups at once because terms such as the mean reward spread
-    over the data set (PAPER.md §4, μ_σ) need every group — never a shard or a batch.
+    over the data set (docs/method.md §4, μ_σ) need every group — never a shard or a batch.
 
     Example::
 

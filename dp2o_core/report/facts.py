@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from dp2o_core.stages.eval import read_eval
+from dp2o_core.evaluation import read_eval
 from dp2o_core.stages.timings import read_timings
 from dp2o_core.store import RunStore
 from dp2o_core.store.runstore import STAGES

@@ -128,7 +128,7 @@ def _image_grid(facts: RunFacts, labels: list[str]) -> list[str]:
         '<p class="note">LR (shown enlarged), the first sample of each model (same seed), and HR.</p>',
         '<table class="grid"><tr><th>input</th>' + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr>",
     ]
-    for input_id in facts.evaluation["inputs"]:
+    for input_id in (facts.evaluation or {}).get("inputs", []):
         cells = [f"<td>{_e(input_id)}</td>"]
         for column in columns:
             relative = f"eval/images/{input_id}/{column}.png"

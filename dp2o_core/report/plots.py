@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from dp2o_core.atomic import atomic_path
 from dp2o_core.report.facts import RunFacts
@@ -72,7 +73,7 @@ def training_curves(facts: RunFacts, path: Path) -> Path | None:
     plt = _pyplot()
     steps = [h["step"] for h in facts.history]
     figure, axes = plt.subplots(2, 2, figsize=(9, 5.6))
-    panels = [
+    panels: list[tuple[Any, str, list[tuple[str, str | None]]]] = [
         (axes[0][0], "DPO loss", [("loss", None)]),
         (axes[0][1], "Implicit accuracy", [("implicit_accuracy", None)]),
         (

@@ -58,6 +58,7 @@ def run_data_stage(
     process: ProcessInfo | None = None,
     on_bad_image: OnBadImage = "error",
     batch_size: int = 16,
+    signatures: Mapping[str, str] | None = None,
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> DataStageResult:
@@ -65,7 +66,8 @@ def run_data_stage(
 
     With ``on_bad_image="error"`` the first unusable file stops the stage with a
     :class:`BadImageError` (groups finished before it stay committed); with ``"skip"`` it
-    is listed in the ``bad_images`` table and the stage goes on.
+    is listed in the ``bad_images`` table and the stage goes on. ``signatures`` are the items'
+    :func:`item_signatures` when the caller has them already.
     """
     items = dataset.items()
     by_id = {item.id: item for item in items}
@@ -75,7 +77,7 @@ def run_data_stage(
         config=config,
         group_ids=list(by_id),
         process=process,
-        group_signatures=item_signatures(dataset, items),
+        group_signatures=item_signatures(dataset, items) if signatures is None else signatures,
     ) as writer:
         result.already_done = writer.share_total - len(writer.todo)
         todo = [by_id[group_id] for group_id in writer.todo]

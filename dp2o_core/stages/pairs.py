@@ -26,7 +26,8 @@ import numpy as np
 from dp2o_core.errors import Dp2oError
 from dp2o_core.interfaces import GroupPairs, PairSelector, RewardModel, Weighting
 from dp2o_core.interfaces.weighting import BlockWeights, PairBlock
-from dp2o_core.stages import without_runtime_options
+from dp2o_core.options import RUNTIME
+from dp2o_core.specs import Resolved
 from dp2o_core.store import ProcessInfo, RunStore
 from dp2o_core.store.fingerprint import file_signature
 
@@ -89,7 +90,7 @@ def score_block(table: Any, metrics: Sequence[str]) -> ScoreBlock:
     ids = table.column("group_id").combine_chunks()
     codes = ids.dictionary_encode().indices.to_numpy(zero_copy_only=False)
     rows = len(codes)
-    starts = np.flatnonzero(np.diff(codes) != 0) + 1 if rows else np.zeros(0, np.int64)
+    starts: np.ndarray = np.flatnonzero(np.diff(codes) != 0) + 1 if rows else np.zeros(0, np.int64)
     offsets = np.concatenate([[0], starts, [rows]]).astype(np.int64) if rows else np.zeros(1, np.int64)
     group_ids = ids.take(offsets[:-1]).to_pylist() if rows else []
     candidates = table.column("candidate").to_numpy().astype(np.int64)
@@ -102,7 +103,9 @@ def score_block(table: Any, metrics: Sequence[str]) -> ScoreBlock:
     for name in metrics:
         column = table.column(name)
         values = column.to_numpy(zero_copy_only=False).astype(np.float64)
-        nulls = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False)) if column.null_count else []
+        nulls: Any = (
+            np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False)) if column.null_count else []
+        )
         bad = nulls if len(nulls) else np.flatnonzero(~np.isfinite(values))
         if len(bad):
             value = None if len(nulls) else values[bad[0]]
@@ -117,7 +120,7 @@ def score_block(table: Any, metrics: Sequence[str]) -> ScoreBlock:
         raise Dp2oError(
             f"group {group_ids[group]!r} has {sizes[group]} candidate; pairs need at least two per group"
         )
-    repeated = np.flatnonzero(candidates[1:] == candidates[:-1]) + 1
+    repeated: np.ndarray = np.flatnonzero(candidates[1:] == candidates[:-1]) + 1
     repeated = repeated[~np.isin(repeated, offsets)]  # equal indices across a group boundary are fine
     if len(repeated):
         group = int(np.searchsorted(offsets, repeated[0], side="right")) - 1
@@ -175,13 +178,13 @@ class _Totals:
         )
 
 
-def pairs_stage_config(records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """What decides the pairs: reward (without runtime options), selector and weighting records."""
-    from dp2o_core.stages.score import RUNTIME_OPTIONS
-
-    config = {key: dict(record) for key, record in records.items()}
-    config["reward"] = without_runtime_options(records["reward"], RUNTIME_OPTIONS)
-    return config
+def pairs_stage_config(resolved: Mapping[str, Resolved]) -> dict[str, Any]:
+    """What decides the pairs: the reward (less its runtime options), selector and weighting."""
+    return {
+        "reward": resolved["reward"].fingerprint_record((RUNTIME,)),
+        "selector": resolved["selector"].as_record(),
+        "weighting": resolved["weighting"].as_record(),
+    }
 
 
 def make_pairs(
@@ -235,9 +238,10 @@ def make_pairs(
     if pairs == 0:
         raise Dp2oError("the selector produced no pairs")
     order = sorted(range(len(ids)), key=ids.__getitem__)
-    positions = np.empty(len(ids), dtype=np.int64)
+    positions: np.ndarray = np.empty(len(ids), dtype=np.int64)
     positions[order] = np.arange(len(ids))
     by_position = np.concatenate(statistics)[order] if vectorised else np.zeros(0)
+    blocks: Iterator[tuple[np.ndarray, PairBlock, BlockWeights | None]]
     if vectorised:
         blocks = ((s.candidates, b, None) for s, b in pair_blocks())
     else:
@@ -270,7 +274,7 @@ def _check_selection(selector: PairSelector, block: ScoreBlock, selected: Any) -
     pair_offsets = np.asarray(selected.pair_offsets)
     if pair_offsets.shape != (len(block.group_ids) + 1,) or pair_offsets[-1] != len(selected.winners):
         raise Dp2oError(f"selector {selector.name!r} returned pair offsets that do not match its groups")
-    sizes = np.repeat(np.diff(block.offsets), np.diff(pair_offsets))
+    sizes: np.ndarray = np.repeat(np.diff(block.offsets), np.diff(pair_offsets))
     for name, positions in (("winner", selected.winners), ("loser", selected.losers)):
         positions = np.asarray(positions)
         if len(positions) and ((positions < 0) | (positions >= sizes)).any():
@@ -317,7 +321,7 @@ def _write_block(
 
     sizes, counts = np.diff(block.offsets), np.diff(block.pair_offsets)
     ids = pa.array(block.group_ids, pa.string())
-    base = np.repeat(block.offsets[:-1], counts)
+    base: np.ndarray = np.repeat(block.offsets[:-1], counts)
     rewards = pa.table(
         {
             "group_id": ids.take(np.repeat(np.arange(len(sizes)), sizes)),

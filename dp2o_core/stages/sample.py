@@ -17,20 +17,14 @@ from typing import Any
 from dp2o_core.atomic import atomic_path
 from dp2o_core.imageio import read_image_tensor, write_png
 from dp2o_core.interfaces import Backbone
-from dp2o_core.stages import without_runtime_options
+from dp2o_core.options import RUNTIME, TRAINING
+from dp2o_core.specs import Resolved
 from dp2o_core.store import ProcessInfo, RunStore
 from dp2o_core.store.fingerprint import derive_seed
 
-#: Backbone options that do not change the candidates: speed and memory, and what training
-#: would update (``lora`` — weights to load — does change them and stays).
-RUNTIME_OPTIONS = (
-    "device",
-    "chunk_size",
-    "trainable",
-    "lora_rank",
-    "gradient_checkpointing",
-    "train_timesteps",
-)
+#: Option roles that do not change the candidates: speed and memory, and what training would
+#: update (``lora`` — weights to load — does change them and stays).
+NOT_SAMPLING = (RUNTIME, TRAINING)
 
 
 def candidate_seeds(seed: int, group_id: str, count: int, shared_noise: bool) -> list[int]:
@@ -40,12 +34,10 @@ def candidate_seeds(seed: int, group_id: str, count: int, shared_noise: bool) ->
     return [derive_seed(seed, group_id, "candidate", m) for m in range(count)]
 
 
-def sample_stage_config(
-    backbone_record: Mapping[str, Any], seed: int, count: int, shared_noise: bool
-) -> dict:
+def sample_stage_config(backbone: Resolved, seed: int, count: int, shared_noise: bool) -> dict[str, Any]:
     """What decides the candidates: the backbone and its options, the seeds, M."""
     return {
-        "backbone": without_runtime_options(backbone_record, RUNTIME_OPTIONS),
+        "backbone": backbone.fingerprint_record(NOT_SAMPLING),
         "seed": seed,
         "num_candidates": count,
         "shared_noise": shared_noise,

@@ -14,17 +14,16 @@ from typing import Any
 from dp2o_core.errors import Dp2oError
 from dp2o_core.imageio import read_image, read_image_tensor
 from dp2o_core.interfaces import RewardModel
-from dp2o_core.stages import without_runtime_options
+from dp2o_core.options import RUNTIME
+from dp2o_core.specs import Resolved
 from dp2o_core.store import ProcessInfo, RunStore
 
-#: Reward options that change how fast scores come, not what they are.
-RUNTIME_OPTIONS = ("device", "batch_size")
 
-
-def score_stage_config(reward: RewardModel, reward_record: Mapping[str, Any]) -> dict[str, Any]:
-    """What decides the scores: the metrics (with their library versions) and value-changing options."""
+def score_stage_config(reward: RewardModel, resolved: Resolved) -> dict[str, Any]:
+    """What decides the scores: the metrics (with their library versions) and the reward's
+    options, less those that change only how fast scores come (its runtime options)."""
     return {
-        "reward": without_runtime_options(reward_record, RUNTIME_OPTIONS),
+        "reward": resolved.fingerprint_record((RUNTIME,)),
         "metrics": [
             {"name": m.name, "mode": m.mode, "lower_better": m.lower_better, "version": m.version}
             for m in reward.metrics()

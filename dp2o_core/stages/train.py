@@ -13,23 +13,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from dp2o_core.stages import without_runtime_options
+from dp2o_core.options import RUNTIME, options_with_role
+from dp2o_core.specs import Resolved
 from dp2o_core.store import RunStore
 from dp2o_core.store.lock import StageLock
 from dp2o_core.training.checkpoints import complete_checkpoints
-from dp2o_core.training.settings import RUNTIME_TRAIN_SETTINGS, TrainSettings
-
-#: Backbone options that change speed or memory, not the trained weights.
-RUNTIME_BACKBONE_OPTIONS = ("device", "chunk_size", "gradient_checkpointing")
+from dp2o_core.training.settings import TrainSettings
 
 
-def train_stage_config(
-    backbone_record: Mapping[str, Any], settings: TrainSettings, seed: int
-) -> dict[str, Any]:
-    """What decides the trained weights besides the pairs."""
-    train = {k: v for k, v in settings.model_dump().items() if k not in RUNTIME_TRAIN_SETTINGS}
+def train_stage_config(backbone: Resolved, settings: TrainSettings, seed: int) -> dict[str, Any]:
+    """What decides the trained weights besides the pairs: the backbone and the train settings,
+    less their runtime options (speed, memory, bookkeeping), and the seed."""
+    runtime = set(options_with_role(TrainSettings, RUNTIME))
+    train = {k: v for k, v in settings.model_dump().items() if k not in runtime}
     return {
-        "backbone": without_runtime_options(backbone_record, RUNTIME_BACKBONE_OPTIONS),
+        "backbone": backbone.fingerprint_record((RUNTIME,)),
         "train": train,
         "seed": seed,
     }
@@ -58,7 +56,7 @@ def run_train_stage(
                 store.clear("train")
             store.begin("train", config)
         accelerator.wait_for_everyone()
-        fingerprint = store.record("train")["fingerprint"]
+        fingerprint = (store.record("train") or {})["fingerprint"]
         data = TrainingData(store, backbone, seed=seed, cache=settings.cache)
         start, advance = on_prepare or (None, None)
         data.prepare(_process_info(accelerator), on_start=start, on_progress=advance)

@@ -21,6 +21,14 @@ from dp2o_core.errors import Dp2oError, short_reason
 COMMIT_PATTERN = re.compile(r"part-(\d+)\.commit\.json$")
 
 
+def commit_sequence(path: Path) -> int:
+    """The sequence number in a commit record's name (``part-000042.commit.json`` → 42)."""
+    match = COMMIT_PATTERN.search(path.name)
+    if match is None:
+        raise ValueError(f"{path.name} is not a commit record's name")
+    return int(match.group(1))
+
+
 @dataclass(frozen=True)
 class Commit:
     """One committed batch of groups and the part file of each table."""
@@ -55,7 +63,7 @@ def read_commit(path: Path) -> tuple[Commit | None, str]:
         commit = Commit(
             path=path,
             process=int(path.parent.parent.name[1:]),
-            sequence=int(COMMIT_PATTERN.search(path.name).group(1)),
+            sequence=commit_sequence(path),
             groups=tuple(str(g) for g in data["groups"]),
             tables={str(k): str(v) for k, v in data["tables"].items()},
             rows={str(k): int(v) for k, v in data.get("rows", {}).items()},

@@ -38,10 +38,10 @@ from typing import Any, Literal
 from dp2o_core.atomic import atomic_path, write_text_atomic
 from dp2o_core.errors import Dp2oError, UsageError, short_reason
 from dp2o_core.store.commits import (
-    COMMIT_PATTERN,
     Commit,
     DamagedCommit,
     DamagedStageError,
+    commit_sequence,
     parts_problem,
     read_commit,
     set_aside,
@@ -462,7 +462,7 @@ class RunStore:
                     f"stage {stage!r} reads stage {upstream!r} of run {self.root}, which is "
                     f"{status.state}{f' ({status.reason})' if status.reason else ''}. Run {upstream!r} first."
                 )
-            inputs[upstream] = status.fingerprint
+            inputs[upstream] = str(status.fingerprint)
         return inputs
 
     def begin(
@@ -611,9 +611,7 @@ class StageWriter:
             self.todo = self.process.share(self.group_ids, done)
             own_folder = self.directory / "parts" / f"p{self.process.index:03d}"
             # damaged commits too: their sequence numbers are never reused
-            own = [
-                int(COMMIT_PATTERN.search(p.name).group(1)) for p in own_folder.glob("*/part-*.commit.json")
-            ]
+            own = [commit_sequence(p) for p in own_folder.glob("*/part-*.commit.json")]
             self._sequence = max(own, default=-1) + 1
         except BaseException:
             self._lock.__exit__(None, None, None)

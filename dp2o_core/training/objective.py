@@ -1,4 +1,4 @@
-"""The weighted Diffusion-DPO objective (PAPER.md §5), for any backbone.
+"""The weighted Diffusion-DPO objective (docs/method.md §5), for any backbone.
 
 For a pair (winner w, loser l) of one group, one timestep t and one noise ε shared by
 both, the backbone gives per-sample regression errors of the policy and of the frozen
@@ -15,7 +15,7 @@ and the pair's loss is a function of z:
 * ``ipo``: (z − ½)², IPO's squared loss (h − 1/(2β))² multiplied by β² so that the
   learning rate means the same as for the other variants.
 
-Each pair's loss is multiplied by its weight (hierarchical weighting, PAPER.md §4) and the
+Each pair's loss is multiplied by its weight (hierarchical weighting, docs/method.md §4) and the
 batch loss is the mean over pairs. A pair counts as correctly ranked when Δ < 0 (the
 policy moved towards the winner more than towards the loser); ties count as half.
 """

@@ -1,5 +1,5 @@
 """The settings of the sample and train stages (sections ``[sample]`` and ``[train]`` of a
-run configuration). Defaults follow PAPER.md §3 and §6; importing this imports no torch."""
+run configuration). Defaults follow docs/method.md §3 and §6; importing this imports no torch."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: Train settings that change speed, memory or bookkeeping, not the trained weights.
-RUNTIME_TRAIN_SETTINGS = ("micro_batch_size", "checkpoint_every", "keep_checkpoints", "tracker", "log_every")
+from dp2o_core.options import runtime_option
 
 
 class SampleSettings(BaseModel):
@@ -21,7 +20,7 @@ class SampleSettings(BaseModel):
 
 
 class TrainSettings(BaseModel):
-    """The DPO objective and the optimisation (PAPER.md §5–§6)."""
+    """The DPO objective and the optimisation (docs/method.md §5–§6)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -29,7 +28,7 @@ class TrainSettings(BaseModel):
     batch_size: int = Field(
         1024, ge=1, description="Pairs per optimizer step, over all processes (paper: 1024)."
     )
-    micro_batch_size: int = Field(
+    micro_batch_size: int = runtime_option(
         4, ge=1, description="Pairs per forward pass in each process; accumulation reaches batch_size."
     )
     learning_rate: float = Field(2e-5, gt=0, description="Learning rate after warm-up (paper: 2e-5).")
@@ -53,10 +52,12 @@ class TrainSettings(BaseModel):
         True,
         description="Train from the cached candidate latents and condition encodings (no VAE in the step).",
     )
-    checkpoint_every: int = Field(100, ge=1, description="Save a resumable checkpoint every this many steps.")
-    keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
-    log_every: int = Field(1, ge=1, description="Log metrics to the trackers every this many steps.")
-    tracker: Literal["tensorboard", "wandb", "none"] = Field(
+    checkpoint_every: int = runtime_option(
+        100, ge=1, description="Save a resumable checkpoint every this many steps."
+    )
+    keep_checkpoints: int = runtime_option(2, ge=1, description="How many of the newest checkpoints to keep.")
+    log_every: int = runtime_option(1, ge=1, description="Log metrics to the trackers every this many steps.")
+    tracker: Literal["tensorboard", "wandb", "none"] = runtime_option(
         "tensorboard",
         description="Where accelerate logs the training curves (metrics.jsonl is always written).",
     )

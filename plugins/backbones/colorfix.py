@@ -1,4 +1,4 @@
-"""Colour correction of SR outputs against the bicubic-upsampled LR (PAPER.md §7).
+"""Colour correction of SR outputs against the bicubic-upsampled LR (docs/method.md §7).
 
 Diffusion SR drifts in colour; matching the output's colour statistics to the upsampled
 LR corrects it. ``adain`` matches each channel's mean and standard deviation; ``wavelet``

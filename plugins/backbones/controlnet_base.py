@@ -18,7 +18,7 @@ from dp2o_plugins.backbones.colorfix import color_fix
 from dp2o_plugins.backbones.loading import load_component, load_state_dict_file, resolve_device
 from pydantic import Field
 
-from dp2o_core import Backbone, PluginOptions, SampleResult
+from dp2o_core import Backbone, PluginOptions, SampleResult, runtime_option, training_option
 from dp2o_core.errors import Dp2oError
 from dp2o_core.imageio import upsample_bicubic
 
@@ -34,17 +34,23 @@ class ControlNetOptions(PluginOptions):
     color_fix: Literal["adain", "wavelet", "none"] = Field(
         "adain", description="Colour correction against the upsampled LR."
     )
-    chunk_size: int = Field(8, ge=1, description="Candidates denoised together in one batch (bounds memory).")
+    chunk_size: int = runtime_option(
+        8, ge=1, description="Candidates denoised together in one batch (bounds memory)."
+    )
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="Precision of the networks."
     )
-    device: str = Field("auto", description="Torch device ('auto' picks cuda when available).")
-    lora_rank: int = Field(16, ge=1, description="Rank of LoRA adapters (when a LoRA part is trained).")
+    device: str = runtime_option("auto", description="Torch device ('auto' picks cuda when available).")
+    lora_rank: int = training_option(
+        16, ge=1, description="Rank of LoRA adapters (when a LoRA part is trained)."
+    )
     lora: str | None = Field(
         None,
         description="lora.safetensors saved by dp2o, applied to the part that trainable (lora-…) names.",
     )
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass.")
+    gradient_checkpointing: bool = runtime_option(
+        False, description="Recompute activations in the backward pass."
+    )
 
 
 class ControlNetBackbone(Backbone):
@@ -52,6 +58,11 @@ class ControlNetBackbone(Backbone):
 
     #: Attribute name of the base network LoRA may adapt ('unet' or 'transformer').
     base_attribute = ""
+    #: Set by each backbone's constructor: the ControlNet, the VAE, the text encoders (None once
+    #: released; their layout is the backbone's own).
+    controlnet: Any
+    vae: Any
+    _text: Any = None
 
     def _setup_device(self) -> None:
         import torch

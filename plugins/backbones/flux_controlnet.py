@@ -1,4 +1,4 @@
-"""C-FLUX: FLUX.1 with a FLUX ControlNet on the VAE latents of the upsampled LR (PAPER.md §7).
+"""C-FLUX: FLUX.1 with a FLUX ControlNet on the VAE latents of the upsampled LR (docs/method.md §7).
 
 Sampling runs the computation of diffusers' ``FluxControlNetPipeline`` called once per
 seed — FlowMatch Euler, 25 steps, guidance embedding 2.5, packed latents, CLIP + T5 prompts —
@@ -20,6 +20,8 @@ from dp2o_plugins.backbones.controlnet_base import ControlNetBackbone, ControlNe
 from dp2o_plugins.backbones.loading import load_component
 from pydantic import Field, model_validator
 
+from dp2o_core import runtime_option, training_option
+
 
 class FluxControlNetOptions(ControlNetOptions):
     """Where the weights come from, how candidates are sampled, how timesteps are drawn."""
@@ -30,16 +32,24 @@ class FluxControlNetOptions(ControlNetOptions):
     steps: int = Field(25, ge=1, description="Euler steps (paper: 25).")
     guidance_scale: float = Field(2.5, ge=0, description="Guidance embedding value (paper: 2.5).")
     max_sequence_length: int = Field(512, ge=1, description="T5 prompt length in tokens.")
-    chunk_size: int = Field(4, ge=1, description="Candidates denoised together in one batch (bounds memory).")
-    timestep_sampling: Literal["logit-normal", "uniform"] = Field(
+    chunk_size: int = runtime_option(
+        4, ge=1, description="Candidates denoised together in one batch (bounds memory)."
+    )
+    timestep_sampling: Literal["logit-normal", "uniform"] = training_option(
         "logit-normal",
         description="Training distribution of s ∈ (0, 1): logit-normal (diffusers) or uniform.",
     )
-    logit_mean: float = Field(0.0, description="Mean of the logit-normal distribution.")
-    logit_std: float = Field(1.0, gt=0, description="Standard deviation of the logit-normal distribution.")
-    timestep_min: float = Field(0.0, ge=0, le=1, description="Lower end of the range s is restricted to.")
-    timestep_max: float = Field(1.0, ge=0, le=1, description="Upper end of the range s is restricted to.")
-    trainable: Literal["controlnet", "lora-controlnet", "lora-transformer"] = Field(
+    logit_mean: float = training_option(0.0, description="Mean of the logit-normal distribution.")
+    logit_std: float = training_option(
+        1.0, gt=0, description="Standard deviation of the logit-normal distribution."
+    )
+    timestep_min: float = training_option(
+        0.0, ge=0, le=1, description="Lower end of the range s is restricted to."
+    )
+    timestep_max: float = training_option(
+        1.0, ge=0, le=1, description="Upper end of the range s is restricted to."
+    )
+    trainable: Literal["controlnet", "lora-controlnet", "lora-transformer"] = training_option(
         "controlnet",
         description="What preference tuning updates: the whole ControlNet (paper) or LoRA adapters.",
     )

@@ -1,4 +1,4 @@
-"""C-SD2: Stable Diffusion 2 with an SR ControlNet fed the bicubic-upsampled LR (PAPER.md §7).
+"""C-SD2: Stable Diffusion 2 with an SR ControlNet fed the bicubic-upsampled LR (docs/method.md §7).
 
 Sampling runs the same computation as diffusers' ``StableDiffusionControlNetPipeline``
 called once per seed — DDPM, classifier-free guidance, the ControlNet on the upsampled LR
@@ -21,6 +21,7 @@ from dp2o_plugins.backbones.controlnet_base import ControlNetBackbone, ControlNe
 from dp2o_plugins.backbones.loading import load_component
 from pydantic import Field
 
+from dp2o_core import training_option
 from dp2o_core.errors import Dp2oError
 
 NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
@@ -36,7 +37,7 @@ class Sd2ControlNetOptions(ControlNetOptions):
     steps: int = Field(50, ge=1, description="Denoising steps (paper: DDPM, 50).")
     guidance_scale: float = Field(3.5, ge=1, description="Classifier-free guidance scale (paper: 3.5).")
     negative_prompt: str = Field(NEGATIVE_PROMPT, description="Negative prompt for guidance.")
-    trainable: Literal["controlnet", "lora-controlnet", "lora-unet"] = Field(
+    trainable: Literal["controlnet", "lora-controlnet", "lora-unet"] = training_option(
         "controlnet",
         description="What preference tuning updates: the whole ControlNet (paper) or LoRA adapters.",
     )
@@ -61,7 +62,7 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
         self.controlnet = self._load_controlnet(ControlNetModel, lambda: ControlNetModel.from_unet(self.unet))
         self._freeze(self.unet, self.vae, self.controlnet)
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self._text: tuple[Any, Any] | None = None
+        self._text = None  # (tokenizer, text encoder) once attached
 
     # -- prompts ---------------------------------------------------------------------------
     def _encode_prompt(self, text: str) -> dict[str, Any]:

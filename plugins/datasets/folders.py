@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from dp2o_plugins.datasets.prompts import load_prompt_table, prompt_for
 from pydantic import Field, model_validator
@@ -50,7 +50,7 @@ class FolderOptions(PluginOptions):
 class _FolderDataset(Dataset):
     """Shared listing, prompts and crop logic of the folder data sets."""
 
-    Options = FolderOptions
+    Options: ClassVar[type[PluginOptions]] = FolderOptions
 
     def _root(self) -> Path:
         root = Path(self.options.path).expanduser()
@@ -142,6 +142,7 @@ class HrFolderDataset(_FolderDataset):
         scale, crop = self.options.scale, self.options.crop
 
         def read(item: DataItem):
+            assert item.hr is not None  # every item of an HR folder has one
             try:
                 hr = read_image(item.hr, min_size=crop or scale)
             except BadImageError as error:
@@ -232,6 +233,7 @@ class PairedFolderDataset(_FolderDataset):
         scale, crop = self.options.scale, self.options.crop
 
         def read(item: DataItem):
+            assert item.lr is not None and item.hr is not None  # paired items have both
             try:
                 lr = read_image(item.lr, min_size=(crop // scale) if crop else 1)
                 hr = read_image(item.hr, min_size=crop or scale)
@@ -270,6 +272,7 @@ class LrFolderDataset(_FolderDataset):
         scale, crop = self.options.scale, self.options.crop
 
         def read(item: DataItem):
+            assert item.lr is not None  # every item of an LR folder has one
             lr_crop = crop // scale if crop else None
             try:
                 lr = read_image(item.lr, min_size=lr_crop or 1)

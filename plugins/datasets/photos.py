@@ -36,7 +36,7 @@ HELD_OUT_PHOTOS = ("astronaut", "chelsea")
 class PhotosOptions(FolderOptions):
     """Which bundled photographs, and how they are cropped."""
 
-    path: Path | None = Field(
+    path: Path | None = Field(  # type: ignore[assignment]  # optional here, required in FolderOptions
         None, description="Ignored unless set: a folder used instead of scikit-image's."
     )
     split: Literal["train", "held-out", "all"] = Field(

@@ -55,11 +55,11 @@ def load_prompt_table(path: Path) -> dict[str, str]:
             if line.strip():
                 if "\t" not in line:
                     raise UsageError(f"prompts file {path}, line {number}: expected 'file<TAB>prompt'")
-                file, prompt = line.split("\t", 1)
-                rows.append({"file": file, "prompt": prompt})
+                name, text_of_line = line.split("\t", 1)
+                rows.append({"file": name, "prompt": text_of_line})
     else:
         raise UsageError(f"prompts file {path} must be .csv, .jsonl or .txt")
-    table = {}
+    table: dict[str, str] = {}
     for number, row in enumerate(rows, 1):
         file = next((str(row[k]) for k in FILE_KEYS if row.get(k) not in (None, "")), None)
         prompt = next((str(row[k]) for k in PROMPT_KEYS if row.get(k) is not None), None)

@@ -30,7 +30,7 @@ def niqe_pristine_params() -> Path:
     import scipy.io
 
     try:
-        source = Path(metadata.distribution("iqa-torch").locate_file("iqa/niqe/niqe_pris_params.npz"))
+        source = Path(str(metadata.distribution("iqa-torch").locate_file("iqa/niqe/niqe_pris_params.npz")))
     except metadata.PackageNotFoundError:
         source = None
     if source is None or not source.is_file():

@@ -8,10 +8,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from dp2o_plugins.rewards.weights import create_metric, weights_dirs
+from dp2o_plugins.rewards.weights import create_metric, offline_unless_reachable, weights_dirs
 from pydantic import Field, field_validator
 
-from dp2o_core import MetricInfo, PluginOptions, RewardModel
+from dp2o_core import MetricInfo, PluginOptions, RewardModel, runtime_option
 from dp2o_core.errors import UnknownNameError
 
 
@@ -44,6 +44,8 @@ def pyiqa_configs() -> dict[str, dict]:
         raise UnknownNameError("pyiqa metric", "(pyiqa is not installed)", [], hint="pip install pyiqa")
     path = Path(next(iter(spec.submodule_search_locations))) / "default_model_configs.py"
     module_spec = importlib.util.spec_from_file_location("_dp2o_pyiqa_configs", path)
+    if module_spec is None or module_spec.loader is None:
+        raise UnknownNameError("pyiqa metric", f"(cannot read {path})", [], hint="reinstall pyiqa")
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return dict(module.DEFAULT_CONFIGS)
@@ -52,8 +54,8 @@ def pyiqa_configs() -> dict[str, dict]:
 class MetricOptions(PluginOptions):
     """How a pyiqa metric runs; shared by ``pyiqa`` and the members of ``hybrid``."""
 
-    device: str = Field("auto", description="Torch device ('auto' picks cuda when available).")
-    batch_size: int | None = Field(
+    device: str = runtime_option("auto", description="Torch device ('auto' picks cuda when available).")
+    batch_size: int | None = runtime_option(
         None, ge=1, description="Candidates per forward pass; none picks 16 on a GPU, 1–8 on a CPU."
     )
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
@@ -109,9 +111,11 @@ class PyiqaReward(RewardModel):
         """The pyiqa metric, created on first use."""
         if self._metric is None:
             o = self.options
-            self._metric = create_metric(
-                o.metric, resolve_device(o.device), o.weights, weights_dirs(o.weights_dir), dict(o.kwargs)
-            )
+            # offline when the hub is unreachable: a missing weight file fails at once, not after retries
+            with offline_unless_reachable():
+                self._metric = create_metric(
+                    o.metric, resolve_device(o.device), o.weights, weights_dirs(o.weights_dir), dict(o.kwargs)
+                )
         return self._metric
 
     def prepare(self) -> None:

@@ -1,4 +1,4 @@
-"""Built-in pair selectors (PAPER.md §3), registered through the ``register_selectors`` hook."""
+"""Built-in pair selectors (docs/method.md §3), registered through the ``register_selectors`` hook."""
 
 from dp2o_plugins.selectors.ratio import BestWorstSelector, RatioSelector
 

@@ -47,7 +47,7 @@ def cross_pairs_block(rewards, offsets, size_to_n: Callable[[int], int]) -> Sele
             f"candidate {index} has a non-finite reward ({rewards[bad[0]]}); cannot rank the group"
         )
     sizes = group_sizes(offsets)
-    counts = np.zeros(len(sizes), dtype=np.int64)
+    counts: np.ndarray = np.zeros(len(sizes), dtype=np.int64)
     plans = []
     for m, groups in by_size(offsets):
         n = size_to_n(m)
@@ -58,7 +58,7 @@ def cross_pairs_block(rewards, offsets, size_to_n: Callable[[int], int]) -> Sele
         counts[groups] = n * n
         plans.append((m, n, groups))
     pair_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    winners = np.empty(int(pair_offsets[-1]), dtype=np.int64)
+    winners: np.ndarray = np.empty(int(pair_offsets[-1]), dtype=np.int64)
     losers = np.empty_like(winners)
     for m, n, groups in plans:
         order = descending_order(rewards, groups, m, offsets)

@@ -1,4 +1,4 @@
-"""Built-in pair weightings: hierarchical (PAPER.md §4) and uniform."""
+"""Built-in pair weightings: hierarchical (docs/method.md §4) and uniform."""
 
 from dp2o_plugins.weightings.hierarchical import HierarchicalWeighting, UniformWeighting
 

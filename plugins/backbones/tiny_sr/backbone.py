@@ -23,7 +23,7 @@ from dp2o_plugins.backbones.tiny_sr.network import (
 )
 from pydantic import Field
 
-from dp2o_core import Backbone, PluginOptions, SampleResult
+from dp2o_core import Backbone, PluginOptions, SampleResult, runtime_option, training_option
 from dp2o_core.imageio import upsample_bicubic
 
 
@@ -37,17 +37,19 @@ class TinySrOptions(PluginOptions):
     eta: float = Field(
         1.0, ge=0, le=1, description="DDIM η: 0 deterministic, 1 fresh noise every step (seed diversity)."
     )
-    train_timesteps: int = Field(
+    train_timesteps: int = training_option(
         1000,
         ge=1,
         le=1000,
         description="Training draws timesteps uniformly below this (1000: the whole schedule).",
     )
-    chunk_size: int = Field(
+    chunk_size: int = runtime_option(
         16, ge=1, description="Candidates denoised together in one batch (bounds memory)."
     )
-    device: str = Field("auto", description="Torch device ('auto' picks cuda when available).")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass.")
+    device: str = runtime_option("auto", description="Torch device ('auto' picks cuda when available).")
+    gradient_checkpointing: bool = runtime_option(
+        False, description="Recompute activations in the backward pass."
+    )
 
 
 class TinySrBackbone(Backbone):
