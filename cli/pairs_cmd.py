@@ -13,7 +13,9 @@ from dp2o_cli.runs import open_run
 from rich.markup import escape
 from rich.table import Table
 
+from dp2o_core.config import recorded_config
 from dp2o_core.pipeline import Pipeline
+from dp2o_core.store import RunStore
 
 ScoresFile = Annotated[
     Path | None,
@@ -32,8 +34,15 @@ def pairs(
     config_file: ConfigFile = None,
     scores: ScoresFile = None,
 ) -> None:
-    """Compute rewards, pairs and weights for RUN from its raw scores (no rescoring)."""
-    config = load_run_config(config_file, run=run, reward=reward, selector=selector, weighting=weighting)
+    """Compute rewards, pairs and weights for RUN from its raw scores (no rescoring).
+
+    Without flags it uses the reward, selector and weighting the run recorded.
+    """
+    # without flags or --config: the reward, selector and weighting the run recorded
+    base = recorded_config(RunStore(run)) if config_file is None else None
+    config = load_run_config(
+        config_file, base=base, run=run, reward=reward, selector=selector, weighting=weighting
+    )
     context = open_run(ctx, run, config)
     if not context.process.is_main:
         return  # the inter-group weight needs every group: process 0 does it alone

@@ -242,6 +242,25 @@ def record_run_config(
     return path
 
 
+def recorded_config(store: RunStore) -> RunConfig:
+    """The defaults a command on an existing run starts from: the components (and seed) that
+    ``RUN/config.json`` records, so ``dp2o pairs RUN`` recombines with the reward the run was
+    scored with, not the paper's default. A run without a record gives the defaults."""
+    try:
+        record = json.loads((store.root / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return RunConfig()
+    components = {
+        key: Spec(item.get("name"), dict(item.get("options") or {}))
+        for key, item in (record.get("components") or {}).items()
+        if key in COMPONENTS and isinstance(item, Mapping)
+    }
+    try:
+        return RunConfig().with_overrides(seed=record.get("seed"), **components)
+    except UsageError:
+        return RunConfig()  # a record from another version: fall back to the defaults
+
+
 def _version(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)

@@ -126,11 +126,17 @@ def resolve_spec(manager: PluginManager, kind: str, spec: Spec | str, default: s
     if name is None:
         raise UsageError(f"the {kind} spec {str(spec)!r} names no {kind}: write NAME:KEY=VALUE")
     registration = manager.lookup(kind, name)
-    return Resolved(registration, validate_options(registration, spec.options))
+    return Resolved(registration, validate_options(registration, spec.options, manager))
 
 
-def validate_options(registration: Registration, options: dict[str, Any]) -> PluginOptions:
-    """Build ``registration``'s Options from raw values, with errors a person can act on."""
+def validate_options(
+    registration: Registration, options: dict[str, Any], manager: PluginManager | None = None
+) -> PluginOptions:
+    """Build ``registration``'s Options from raw values, with errors a person can act on.
+
+    Validators that look up other plugins (the hybrid reward's members) find the plugin
+    manager in the validation context under ``"plugins"``.
+    """
     options_cls = registration.cls.Options
     label = f"{registration.kind} {registration.name!r}"
     known = list(options_cls.model_fields)
@@ -143,7 +149,7 @@ def validate_options(registration: Registration, options: dict[str, Any]) -> Plu
                 hint=f"Run `dp2o plugins --all --options --kind {registration.kind}` for details.",
             )
     try:
-        return options_cls(**options)
+        return options_cls.model_validate(options, context={"plugins": manager})
     except ValidationError as error:
         raise UsageError(_describe_validation_error(label, options_cls, options, error)) from None
 
@@ -164,7 +170,8 @@ def _describe_validation_error(
         else:
             where = "options"
         allowed = f" (expects {record['type']}: {record['description']})" if record else ""
-        lines.append(f"{where}: {problem['msg']}{allowed}")
+        message = str(problem["msg"]).removeprefix("Value error, ")  # a validator's own words
+        lines.append(f"{where}: {message}{allowed}")
     return f"invalid options for {label}: " + "; ".join(lines)
 
 

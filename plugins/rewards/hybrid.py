@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dp2o_plugins.rewards.pyiqa_metric import MetricOptions, PyiqaReward, metric_info
-from pydantic import Field, model_validator
+from dp2o_plugins.rewards.pyiqa_metric import MetricOptions, PyiqaReward, metric_info, pyiqa_configs
+from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
 from dp2o_core import MetricInfo, RewardModel
-from dp2o_core.errors import Dp2oError
+from dp2o_core.errors import Dp2oError, did_you_mean
 
 PAPER_FR = ["lpips", "topiq_fr", "afine_fr"]
 PAPER_NR = ["maniqa", "musiq", "clipiqa+", "topiq_nr", "afine_nr", "qalign"]
@@ -107,25 +107,68 @@ class HybridOptions(MetricOptions):
     """Metric sets and their balance; metric options apply to every member."""
 
     fr: list[str] = Field(
-        PAPER_FR, description="Full-reference pyiqa metrics (paper: lpips, topiq_fr, afine_fr)."
+        PAPER_FR,
+        description="Full-reference members: pyiqa metrics or reward plugins "
+        "(paper: lpips, topiq_fr, afine_fr).",
     )
     nr: list[str] = Field(
         PAPER_NR,
-        description="No-reference pyiqa metrics (paper: maniqa, musiq, clipiqa+, topiq_nr, afine_nr, qalign)",
+        description="No-reference members: pyiqa metrics or reward plugins "
+        "(paper: maniqa, musiq, clipiqa+, topiq_nr, afine_nr, qalign).",
     )
     balance: float = Field(
         0.5, ge=0, le=1, description="Weight of the FR mean; the NR mean gets 1 − balance."
     )
     weights: dict[str, Path] = Field({}, description="Weight file per metric name, e.g. {niqe: /w/niqe.mat}.")
+    #: member name → the reward plugin class that scores it (pyiqa members are not listed)
+    _plugin_members: dict[str, type[RewardModel]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
-    def _sets(self):
+    def _sets(self, info: ValidationInfo):
         if not self.fr and not self.nr:
             raise ValueError("fr and nr cannot both be empty")
         both = set(self.fr) & set(self.nr)
         if both:
             raise ValueError(f"metrics in both sets: {sorted(both)}")
+        manager = (info.context or {}).get("plugins") if info is not None else None
+        self._plugin_members = plugin_members([*self.fr, *self.nr], manager)
         return self
+
+    def member_plugins(self) -> dict[str, type[RewardModel]]:
+        """The members that are reward plugins (name → class); every other member is pyiqa's."""
+        return dict(self._plugin_members)
+
+
+def plugin_members(names: Sequence[str], manager: Any = None) -> dict[str, type[RewardModel]]:
+    """Which member names are installed reward plugins; raises naming any name that is neither
+    a pyiqa metric nor such a plugin (with the closest known name).
+
+    A pyiqa metric name is scored by pyiqa. Any other name must be a registered reward (not
+    ``pyiqa``, not a hybrid), which scores itself; its metrics become columns of the scores
+    table. The plugins are looked up in ``manager`` (a fresh one when None).
+    """
+    configs = pyiqa_configs()
+    unknown = [name for name in names if name not in configs]
+    if not unknown:
+        return {}
+    if manager is None:
+        from dp2o_core.registry import PluginManager
+
+        manager = PluginManager()
+    rewards = {
+        name: registration.cls
+        for name, registration in manager.implementations("reward").items()
+        if not issubclass(registration.cls, (HybridReward, PyiqaReward))
+    }
+    for name in unknown:
+        if name not in rewards:
+            close = did_you_mean(name, [*configs, *rewards])
+            hint = f" Did you mean {close!r}?" if close else ""
+            raise ValueError(
+                f"unknown pyiqa metric {name!r}.{hint} A member is a pyiqa metric or an installed reward "
+                "plugin; `dp2o plugins --kind reward` lists the plugins"
+            )
+    return {name: rewards[name] for name in unknown}
 
 
 class HybridReward(RewardModel):
@@ -136,32 +179,42 @@ class HybridReward(RewardModel):
 
     def __init__(self, options=None) -> None:
         super().__init__(options)
-        self.infos = [metric_info(n) for n in [*self.options.fr, *self.options.nr]]
-        for info, expected in zip(
-            self.infos, ["FR"] * len(self.options.fr) + ["NR"] * len(self.options.nr), strict=True
-        ):
-            if info.mode != expected:
-                raise Dp2oError(
-                    f"hybrid reward: {info.name!r} is a {info.mode} metric but is listed under "
-                    f"{expected.lower()}; move it to the {info.mode.lower()} set"
-                )
-        self._members: dict[str, PyiqaReward] | None = None
+        plugins = self.options.member_plugins()
+        #: the members that are reward plugins, built now (a reward's constructor is cheap)
+        self._plugins: dict[str, RewardModel] = {name: cls() for name, cls in plugins.items()}
+        self.infos: list[MetricInfo] = []
+        #: the scores-table columns of each set (a plugin member may have several)
+        self.columns: dict[str, list[str]] = {"FR": [], "NR": []}
+        for name, expected in [(n, "FR") for n in self.options.fr] + [(n, "NR") for n in self.options.nr]:
+            member = self._plugins.get(name)
+            infos = list(member.metrics()) if member is not None else [metric_info(name)]
+            for info in infos:
+                if info.mode != expected:
+                    raise Dp2oError(
+                        f"hybrid reward: {info.name!r} is a {info.mode} metric but is listed under "
+                        f"{expected.lower()}; move {name!r} to the {info.mode.lower()} set"
+                    )
+                if any(known.name == info.name for known in self.infos):
+                    raise Dp2oError(f"hybrid reward: two members report a metric named {info.name!r}")
+                self.infos.append(info)
+                self.columns[expected].append(info.name)
+        self._members: dict[str, RewardModel] | None = None
 
     def metrics(self) -> Sequence[MetricInfo]:
         """Every member metric, FR first."""
         return list(self.infos)
 
-    def members(self) -> dict[str, PyiqaReward]:
-        """One pyiqa reward per metric, sharing this reward's metric options."""
+    def members(self) -> dict[str, RewardModel]:
+        """One reward per member: a pyiqa reward per pyiqa metric, sharing this reward's metric
+        options, and the reward plugins named as members."""
         if self._members is None:
             shared = self.options.model_dump(include=set(MetricOptions.model_fields))
             self._members = {
-                info.name: PyiqaReward(
-                    PyiqaReward.Options(
-                        metric=info.name, weights=self.options.weights.get(info.name), **shared
-                    )
+                name: self._plugins.get(name)
+                or PyiqaReward(
+                    PyiqaReward.Options(metric=name, weights=self.options.weights.get(name), **shared)
                 )
-                for info in self.infos
+                for name in [*self.options.fr, *self.options.nr]
             }
         return self._members
 
@@ -179,20 +232,22 @@ class HybridReward(RewardModel):
 
     def reward(self, scores: Mapping[str, Sequence[float]]):
         """The hybrid reward (module docstring) of one group's raw scores."""
-        for name in [*self.options.fr, *self.options.nr]:
+        for name in [*self.columns["FR"], *self.columns["NR"]]:
             if any(not math.isfinite(float(v)) for v in scores[name]):
                 raise Dp2oError(f"metric {name!r} has a non-finite score in this group")
-        return hybrid_rewards(scores, self.infos, self.options.fr, self.options.nr, self.options.balance)
+        return hybrid_rewards(
+            scores, self.infos, self.columns["FR"], self.columns["NR"], self.options.balance
+        )
 
     def reward_block(self, scores, offsets):
         """:meth:`reward` for every group of a block, vectorised (same values)."""
         import numpy as np
 
-        for name in [*self.options.fr, *self.options.nr]:
+        for name in [*self.columns["FR"], *self.columns["NR"]]:
             if not np.isfinite(np.asarray(scores[name], dtype=np.float64)).all():
                 raise Dp2oError(f"metric {name!r} has a non-finite score in this group")
         return hybrid_rewards_block(
-            scores, self.infos, self.options.fr, self.options.nr, offsets, self.options.balance
+            scores, self.infos, self.columns["FR"], self.columns["NR"], offsets, self.options.balance
         )
 
 
@@ -216,7 +271,7 @@ class OfflineHybridReward(HybridReward):
     name = "hybrid-offline"
     Options = OfflineHybridOptions
 
-    def members(self) -> dict[str, PyiqaReward]:
+    def members(self) -> dict[str, RewardModel]:
         """Members, with NIQE pointed at the pristine parameters from the iqa-torch package."""
         if (
             self._members is None
