@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from dp2o_cli import (
+    check_cmd,
     config_cmd,
     eval_cmd,
     export_cmd,
@@ -72,6 +73,7 @@ app.command("score")(score_cmd.score)
 app.command("pairs")(pairs_cmd.pairs)
 app.command("status")(status_cmd.status)
 app.command("train")(train_cmd.train)
+app.command("check")(check_cmd.check)
 app.command("eval")(eval_cmd.eval_command)
 app.command("export")(export_cmd.export)
 app.command("report")(report_cmd.report)

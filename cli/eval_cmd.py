@@ -21,6 +21,7 @@ from dp2o_core.evaluation import (
     load_inputs,
     prepared_reward,
 )
+from dp2o_core.preflight import component_checks, dataset_check, ensure
 from dp2o_core.specs import parse_spec, resolve_spec
 
 Metrics = Annotated[
@@ -70,6 +71,13 @@ def eval_command(
             "no data given: pass --data SPEC (e.g. --data photos:split=held-out or --data paired:path=RealSR)"
         )
     resolved = config.resolve(manager, ("backbone", "data", "degradation"))
+    # the backbone's weights and the data, before any sampling (metrics that cannot run are listed)
+    ensure(
+        [
+            *component_checks(resolved["backbone"]),
+            dataset_check("data", str(config.data), resolved["data"].build),
+        ]
+    )
     reward_spec = config.reward if config.reward.name else parse_spec("hybrid-offline", "reward")
     reward_model = resolve_spec(manager, "reward", reward_spec, None).build()
     scorers, unavailable = build_scorers(manager, metrics, exclude=[i.name for i in reward_model.metrics()])

@@ -81,21 +81,8 @@ def train(
     With no --config and no backbone but tiny-sr it runs the embedded default: the bundled tiny-sr model
     on scikit-image's photographs with the offline reward, on a CPU in minutes (docs/embedded.md).
     """
-    train_flags = dict(
-        max_steps=max_steps, batch_size=batch_size, micro_batch_size=micro_batch_size,
-        learning_rate=learning_rate, beta=beta, loss=loss, mixed_precision=mixed_precision,
-        checkpoint_every=checkpoint_every, tracker=tracker,
-    )  # fmt: skip
-    # tiny-sr's natural setting is the embedded one; other backbones start from the paper's defaults
-    embedded = config_file is None and (
-        backbone is None or parse_spec(backbone, "backbone").name in (None, "tiny-sr")
-    )
-    config = load_run_config(
-        config_file, base=embedded_default() if embedded else None, run=run, backbone=backbone,
-        data=data, degradation=degradation, reward=reward, selector=selector, weighting=weighting,
-        eval_data=eval_data, seed=seed, train=train_flags,
-        sample={"num_candidates": num_candidates, "shared_noise": shared_noise},
-    )  # fmt: skip
+    flags = {key: value for key, value in locals().items() if key not in ("ctx", "resume", "on_bad_image")}
+    config, embedded = train_config(**flags)
     run_dir = config.run or Path("runs") / str(config.backbone.name or "tiny-sr")
     options = RunOptions(on_bad_image=on_bad_image, resume=resume, owns=SETTINGS_SECTIONS)
     context = open_run(ctx, run_dir, config, options)
@@ -104,11 +91,10 @@ def train(
             "Running the embedded default (tiny-sr on scikit-image's photographs, offline reward; "
             f"docs/embedded.md) in {run_dir}", markup=False, soft_wrap=True,
         )  # fmt: skip
-    pipeline = Pipeline.method()
-    if config.eval_data.name is None:
-        pipeline = pipeline.select(*[name for name in pipeline.names if name != "eval"])
+    pipeline = train_pipeline(config)
+    pipeline.ensure_ready(context)  # every missing weight, package or file, before anything is written
     context.accelerator = _accelerator(context, config)
-    results = pipeline.run(context)
+    results = pipeline.run(context, check=False)
     if context.process.is_main:
         from dp2o_core.report import write_report
 
@@ -117,6 +103,39 @@ def train(
         _print_summary(context, tuned, results, report)
     context.barrier()
     context.accelerator.state.destroy_process_group()
+
+
+def train_config(
+    config_file: Path | None,
+    run: Path | None,
+    num_candidates: int | None,
+    shared_noise: bool | None,
+    **flags: Any,
+) -> tuple[RunConfig, bool]:
+    """The configuration ``dp2o train`` (and ``dp2o check``) runs with, and whether it is the
+    embedded default: the config file (else the embedded default for tiny-sr, else the paper's
+    defaults) with the flags on top."""
+    sections = ("max_steps", "batch_size", "micro_batch_size", "learning_rate", "beta", "loss",
+                "mixed_precision", "checkpoint_every", "tracker")  # fmt: skip
+    train = {key: flags.pop(key) for key in sections}
+    backbone = flags.get("backbone")
+    # tiny-sr's natural setting is the embedded one; other backbones start from the paper's defaults
+    embedded = config_file is None and (
+        backbone is None or parse_spec(backbone, "backbone").name in (None, "tiny-sr")
+    )
+    config = load_run_config(
+        config_file, base=embedded_default() if embedded else None, run=run, train=train,
+        sample={"num_candidates": num_candidates, "shared_noise": shared_noise}, **flags,
+    )  # fmt: skip
+    return config, embedded
+
+
+def train_pipeline(config: RunConfig) -> Pipeline:
+    """Every stage, less the held-out evaluation when no held-out data is configured."""
+    pipeline = Pipeline.method()
+    if config.eval_data.name is None:
+        pipeline = pipeline.select(*[name for name in pipeline.names if name != "eval"])
+    return pipeline
 
 
 def _accelerator(context: RunContext, config: RunConfig) -> Any:

@@ -5,7 +5,9 @@ store's :data:`~dp2o_core.store.runstore.STAGES`), the components it needs, a
 :meth:`Stage.config` that yields the configuration its fingerprint is made from, and
 :meth:`Stage.run`. A :class:`Pipeline` runs a selection of stages in order against one
 :class:`RunContext`: it resolves every component the stages need before any of them works
-(a misspelt option fails in a second, not after sampling), computes each stage's
+(a misspelt option fails in a second, not after sampling), checks that everything the stages
+that will work need is there (:mod:`dp2o_core.preflight`: weights, packages, data, disk) and
+reports every problem at once before anything is written, computes each stage's
 fingerprint once, skips what is current, continues what is partial, redoes what is stale,
 times the work and waits for every process between stages.
 
@@ -27,8 +29,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from dp2o_core.config import SETTINGS_SECTIONS, RunConfig, record_run_config
-from dp2o_core.errors import UsageError
+from dp2o_core.errors import Dp2oError, UsageError
 from dp2o_core.options import RUNTIME
+from dp2o_core.preflight import Check, component_checks, dataset_check, ensure, free_disk_check
 from dp2o_core.specs import Resolved, Spec
 from dp2o_core.stages.timings import timed
 from dp2o_core.store import ProcessInfo, RunStore, StageStatus
@@ -168,6 +171,10 @@ class Stage:
         """A reason to run even when current (None: skip when current)."""
         return None
 
+    def checks(self, ctx: RunContext) -> list[Check]:
+        """What this stage needs before it starts (the default: its components' readiness)."""
+        return [check for key in self.components(ctx) for check in component_checks(ctx.component(key))]
+
     def run(self, ctx: RunContext, config: dict[str, Any]) -> StageRun:
         """Do (the rest of) the stage's work in this process."""
         raise NotImplementedError
@@ -203,6 +210,9 @@ class DataStage(Stage):
         if "item_signatures" not in ctx.computed:
             ctx.computed["item_signatures"] = item_signatures(ctx.build("data"))
         return ctx.computed["item_signatures"]
+
+    def checks(self, ctx: RunContext) -> list[Check]:
+        return [*super().checks(ctx), *items_check(ctx, "data")]
 
     def run(self, ctx: RunContext, config: dict[str, Any]) -> StageRun:
         from dp2o_core.stages.data import run_data_stage
@@ -244,6 +254,11 @@ class SampleStage(Stage):
         return sample_stage_config(
             ctx.component("backbone"), ctx.seed, settings.num_candidates, settings.shared_noise
         )
+
+    def checks(self, ctx: RunContext) -> list[Check]:
+        estimate = candidates_bytes(ctx)
+        disk = [] if estimate is None else [free_disk_check(ctx.store.root, estimate, "the candidates")]
+        return [*super().checks(ctx), *disk]
 
     def run(self, ctx: RunContext, config: dict[str, Any]) -> StageRun:
         from dp2o_core.stages.sample import run_sample_stage
@@ -310,6 +325,10 @@ class PairsStage(Stage):
         from dp2o_core.stages.pairs import pairs_stage_config  # numpy: not at start-up
 
         return pairs_stage_config({key: ctx.component(key) for key in self.components(ctx)})
+
+    def checks(self, ctx: RunContext) -> list[Check]:
+        # the reward only recombines stored scores here: its metrics' weights are not needed
+        return [check for key in ("selector", "weighting") for check in component_checks(ctx.component(key))]
 
     def run(self, ctx: RunContext, config: dict[str, Any]) -> StageRun:
         from dp2o_core.stages.pairs import make_pairs
@@ -399,6 +418,9 @@ class EvalStage(Stage):
         }
         return eval_stage_config(records, self._settings(ctx), ctx.seed)
 
+    def checks(self, ctx: RunContext) -> list[Check]:
+        return [*super().checks(ctx), *items_check(ctx, "eval_data")]
+
     @staticmethod
     def _settings(ctx: RunContext) -> dict[str, Any]:
         num_samples = ctx.config.eval.num_samples or ctx.config.sample.num_candidates
@@ -477,24 +499,76 @@ class Pipeline:
         return [stage.name for stage in self.stages]
 
     def resolve(self, ctx: RunContext) -> dict[str, Resolved]:
-        """Resolve every component the stages need (before any stage works), record the
-        configuration in ``RUN/config.json`` (process 0) and return the resolved components."""
+        """Resolve every component the stages need (a misspelt name or option fails here)."""
         keys: list[str] = []
         for stage in self.stages:
             keys += [key for key in stage.components(ctx) if key not in keys]
         for key in keys:
             ctx.component(key)
+        return ctx.resolved
+
+    def working_stages(self, ctx: RunContext, force: Sequence[str] = ()) -> list[Stage]:
+        """The stages that will do work: not current, or forced, or downstream of one that will."""
+        working: list[Stage] = []
+        for stage in self.stages:
+            if stage.main_only and not ctx.process.is_main or stage.kept(ctx) is not None:
+                continue
+            if (
+                stage.name in force
+                or stage.forced(ctx)
+                or any(up in {s.name for s in working} for up in stage.upstream)
+            ):
+                working.append(stage)
+                continue
+            try:
+                config = stage.config(ctx)
+                expected = ctx.store.expected_fingerprint(
+                    stage.name, config, group_signatures=stage.group_signatures(ctx)
+                )
+            except Dp2oError:  # an upstream stage outside this pipeline is not done: the run says so
+                working.append(stage)
+                continue
+            if ctx.store.status(stage.name, expected=expected).state != "done":
+                working.append(stage)
+        return working
+
+    def preflight(self, ctx: RunContext, force: Sequence[str] = ()) -> list[Check]:
+        """Every requirement of the stages that will work, each once (nothing is loaded)."""
+        self.resolve(ctx)
+        seen: set[tuple[str, str]] = set()
+        checks: list[Check] = []
+        for stage in self.working_stages(ctx, force):
+            for check in stage.checks(ctx):
+                if (check.component, check.item) not in seen:
+                    seen.add((check.component, check.item))
+                    checks.append(check)
+        return checks
+
+    def ensure_ready(self, ctx: RunContext, force: Sequence[str] = ()) -> None:
+        """Raise :class:`~dp2o_core.preflight.NotReadyError` listing every missing requirement."""
+        ensure(self.preflight(ctx, force))
+
+    def run(
+        self,
+        ctx: RunContext,
+        *,
+        announce: bool = True,
+        force: Sequence[str] = (),
+        check: bool = True,
+    ) -> dict[str, StageRun | None]:
+        """Run the stages; a stage that is current is skipped (None in the result) unless it
+        is in ``force`` or says it must run. ``announce`` prints each stage's state first.
+
+        Before anything is written: every component is resolved and, with ``check`` (skip it
+        only right after :meth:`ensure_ready`), every requirement checked. Then process 0
+        records ``RUN/config.json``.
+        """
+        self.resolve(ctx)
+        if check:
+            self.ensure_ready(ctx, force)
         if ctx.process.is_main:
             owns = tuple(s for s in ctx.options.owns if s in SETTINGS_SECTIONS)
             record_run_config(ctx.store, ctx.config, ctx.resolved, owns=owns)
-        return ctx.resolved
-
-    def run(
-        self, ctx: RunContext, *, announce: bool = True, force: Sequence[str] = ()
-    ) -> dict[str, StageRun | None]:
-        """Run the stages; a stage that is current is skipped (None in the result) unless it
-        is in ``force`` or says it must run. ``announce`` prints each stage's state first."""
-        self.resolve(ctx)
         results: dict[str, StageRun | None] = {}
         for stage in self.stages:
             results[stage.name] = self._run_stage(stage, ctx, announce, stage.name in force)
@@ -525,6 +599,40 @@ class Pipeline:
         if outcome.note and announce and ctx.process.is_main:
             ctx.reporter.note(stage.name, outcome.note)
         return outcome
+
+
+def items_check(ctx: RunContext, key: str) -> list[Check]:
+    """The data set ``key`` (``data``, ``eval_data``) lists at least one item."""
+    spec = str(getattr(ctx.config, key)) or ctx.component(key).registration.name
+    who = "data" if key == "data" else "held-out data"
+    return [dataset_check(who, spec, lambda: ctx.build(key) if key == "data" else ctx.component(key).build())]
+
+
+#: Bytes per output pixel the sample stage writes: a PNG (at most about the raw RGB bytes)
+#: plus a latent (a 4-channel float32 value per 8×8 pixels for latent models).
+CANDIDATE_BYTES_PER_PIXEL = 3.25
+
+
+def candidates_bytes(ctx: RunContext) -> int | None:
+    """An upper estimate of what the sample stage writes: M × groups × output pixels × bytes per
+    pixel; None when the output size is not known before the data stage (no crop)."""
+    store, count = ctx.store, ctx.config.sample.num_candidates
+    if store.status("data").state == "done":
+        table = store.read_table("data", "groups", columns=["lr_height", "lr_width"])
+        scale = getattr(ctx.component("backbone").registration.cls, "scale", 4)
+        pixels = sum(
+            h * w
+            for h, w in zip(*(table.column(c).to_pylist() for c in ("lr_height", "lr_width")), strict=True)
+        )
+        return int(count * pixels * scale * scale * CANDIDATE_BYTES_PER_PIXEL)
+    crop = getattr(ctx.component("data").options, "crop", None)
+    if not crop:
+        return None
+    try:
+        groups = len(ctx.build("data").items())
+    except Dp2oError:  # the data check reports it
+        return None
+    return int(count * groups * crop * crop * CANDIDATE_BYTES_PER_PIXEL)
 
 
 def describe_status(status: StageStatus) -> str:

@@ -4,9 +4,13 @@ has in common."""
 from __future__ import annotations
 
 from abc import ABC
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dp2o_core.options import PluginOptions
+
+if TYPE_CHECKING:
+    from dp2o_core.preflight import Check
 
 
 class Implementation(ABC):  # noqa: B024 - abstract methods live in the interfaces
@@ -26,6 +30,16 @@ class Implementation(ABC):  # noqa: B024 - abstract methods live in the interfac
         #: the validated options, an instance of this class's own ``Options`` (typed ``Any``
         #: here so that each implementation reads its own fields without a cast)
         self.options: Any = options if options is not None else type(self).Options()
+
+    @classmethod
+    def readiness(cls, options: Any) -> Sequence[Check]:
+        """What this implementation needs to run with ``options`` (weight files, cached models,
+        Python packages) and whether each is there (:class:`~dp2o_core.preflight.Check`).
+
+        Called before any stage works, so it must be cheap: look for files, import modules,
+        never load a network. The default needs nothing.
+        """
+        return ()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.options!r})"

@@ -58,11 +58,26 @@ class ControlNetBackbone(Backbone):
 
     #: Attribute name of the base network LoRA may adapt ('unet' or 'transformer').
     base_attribute = ""
+    #: The sub-folders of the base model this backbone loads (what readiness looks for).
+    model_parts: tuple[str, ...] = ()
     #: Set by each backbone's constructor: the ControlNet, the VAE, the text encoders (None once
     #: released; their layout is the backbone's own).
     controlnet: Any
     vae: Any
     _text: Any = None
+
+    @classmethod
+    def readiness(cls, options: Any) -> list:
+        """The base model (folder, Hugging Face cache or hub) and the given ControlNet and
+        LoRA files — looked up, not loaded."""
+        from dp2o_plugins.backbones.loading import file_check, model_checks
+
+        who = f"backbone {cls.name}"
+        return [
+            *model_checks(who, options.model, cls.model_parts),
+            *file_check(who, "controlnet", options.controlnet),
+            *file_check(who, "lora", options.lora),
+        ]
 
     def _setup_device(self) -> None:
         import torch

@@ -67,6 +67,15 @@ class FluxControlNetBackbone(ControlNetBackbone):
     name = "flux-controlnet"
     Options = FluxControlNetOptions
     base_attribute = "transformer"
+    model_parts = (
+        "transformer",
+        "vae",
+        "scheduler",
+        "tokenizer",
+        "text_encoder",
+        "tokenizer_2",
+        "text_encoder_2",
+    )
 
     def __init__(self, options=None) -> None:
         super().__init__(options)

@@ -76,3 +76,103 @@ def load_state_dict_file(path: Path) -> dict:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+#: The file that shows a component is there, per kind of folder, and the weight files one of
+#: which must be there too (none for schedulers and tokenizers).
+_CONFIG_FILES = {"scheduler": "scheduler_config.json", "tokenizer": "tokenizer_config.json"}
+_WEIGHT_FILES = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.safetensors.index.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "diffusion_pytorch_model.bin",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def model_checks(who: str, source: str, parts: tuple[str, ...]) -> list:
+    """Whether a diffusers model (a folder or a hub id) has every part ``load_component`` will
+    load — found on disk or in the Hugging Face cache, downloadable, or missing (offline)."""
+    from dp2o_core.preflight import Check
+
+    path = Path(source).expanduser()
+    if path.exists():
+        absent = [part for part in parts if not _local_part(path / part, part)]
+        if not absent:
+            return [Check(who, f"model folder {path}", "present")]
+        return [
+            Check(
+                who,
+                f"model folder {path}",
+                "missing",
+                problem=f"it has no complete {', '.join(p + '/' for p in absent)}",
+                fix="give the folder of a complete diffusers model (save_pretrained layout)",
+            )
+        ]
+    from dp2o_plugins.network import hub_size, online
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return [
+            Check(
+                who,
+                f"model {source}",
+                "missing",
+                problem="no such folder, and not a Hugging Face model id (namespace/name)",
+                fix="give a diffusers model folder or a hub id such as stabilityai/stable-diffusion-2-base",
+            )
+        ]
+
+    def cached(part: str) -> bool:
+        config = _CONFIG_FILES.get(part.rstrip("_2"), "config.json")
+        if not isinstance(try_to_load_from_cache(source, f"{part}/{config}"), str):
+            return False
+        if part.startswith(("scheduler", "tokenizer")):
+            return True
+        return any(isinstance(try_to_load_from_cache(source, f"{part}/{w}"), str) for w in _WEIGHT_FILES)
+
+    item, url = f"Hugging Face model {source}", f"https://huggingface.co/{source}"
+    absent = [part for part in parts if not cached(part)]
+    if not absent:
+        return [Check(who, item, "present", source=url)]
+    if online():
+        return [Check(who, item, "download", source=url, size=hub_size(source))]
+    return [
+        Check(
+            who,
+            item,
+            "missing",
+            problem=f"{', '.join(p + '/' for p in absent)} not in the Hugging Face cache "
+            "and the hub is unreachable",
+            fix=f"on a machine with internet run `hf download {source}`, then copy its cache to "
+            f"$HF_HOME here and set HF_HUB_OFFLINE=1, or pass model=/path/to/{source.split('/')[-1]}",
+            source=url,
+        )
+    ]
+
+
+def file_check(who: str, option: str, value: str | None) -> list:
+    """A weights file or folder given as an option: it must exist."""
+    from dp2o_core.preflight import Check
+
+    if value is None:
+        return []
+    path = Path(value).expanduser()
+    if path.exists():
+        return [Check(who, f"{option} {path}", "present")]
+    return [
+        Check(who, f"{option} {path}", "missing", problem="does not exist", fix=f"check the {option} option")
+    ]
+
+
+def _local_part(folder: Path, part: str) -> bool:
+    if not folder.is_dir():
+        return False
+    if part.startswith(("scheduler", "tokenizer")):
+        return any(folder.iterdir())
+    return (folder / "config.json").is_file() and any((folder / w).is_file() for w in _WEIGHT_FILES)

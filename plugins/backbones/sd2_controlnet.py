@@ -49,6 +49,7 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
     name = "sd2-controlnet"
     Options = Sd2ControlNetOptions
     base_attribute = "unet"
+    model_parts = ("unet", "vae", "scheduler", "tokenizer", "text_encoder")
 
     def __init__(self, options=None) -> None:
         super().__init__(options)

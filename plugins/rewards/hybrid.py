@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from dp2o_plugins.rewards.pyiqa_metric import MetricOptions, PyiqaReward, metric_info, pyiqa_configs
 from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
-from dp2o_core import MetricInfo, RewardModel
+from dp2o_core import MetricInfo, RewardModel, runtime_option
 from dp2o_core.errors import Dp2oError, did_you_mean
 
 PAPER_FR = ["lpips", "topiq_fr", "afine_fr"]
@@ -120,6 +121,11 @@ class HybridOptions(MetricOptions):
         0.5, ge=0, le=1, description="Weight of the FR mean; the NR mean gets 1 − balance."
     )
     weights: dict[str, Path] = Field({}, description="Weight file per metric name, e.g. {niqe: /w/niqe.mat}.")
+    pythons: dict[str, Path] = runtime_option(
+        {},
+        description="Interpreter per member run in a worker process, e.g. {qalign: /opt/qalign/bin/python} "
+        "(python= applies to every pyiqa member).",
+    )
     #: member name → the reward plugin class that scores it (pyiqa members are not listed)
     _plugin_members: dict[str, type[RewardModel]] = PrivateAttr(default_factory=dict)
 
@@ -204,6 +210,31 @@ class HybridReward(RewardModel):
         """Every member metric, FR first."""
         return list(self.infos)
 
+    @classmethod
+    def readiness(cls, options: Any) -> list:
+        """Every member's requirements: a pyiqa member's packages and weights, a plugin
+        member's own readiness."""
+        from dp2o_plugins.rewards.readiness import metric_checks
+
+        plugins = options.member_plugins()
+        checks: list = []
+        for name in [*options.fr, *options.nr]:
+            who = f"reward {cls.name}: {name}"
+            if name in plugins:
+                member = plugins[name]
+                checks += [replace(c, component=who) for c in member.readiness(member.Options())]
+            elif name not in cls.bundled_weights():
+                weights, python = options.weights.get(name), options.pythons.get(name, options.python)
+                checks += metric_checks(
+                    name, pyiqa_configs()[name], weights, options.weights_dir, who, python
+                )
+        return checks
+
+    @classmethod
+    def bundled_weights(cls) -> tuple[str, ...]:
+        """Members whose weights this reward brings itself (none here)."""
+        return ()
+
     def members(self) -> dict[str, RewardModel]:
         """One reward per member: a pyiqa reward per pyiqa metric, sharing this reward's metric
         options, and the reward plugins named as members."""
@@ -211,12 +242,16 @@ class HybridReward(RewardModel):
             shared = self.options.model_dump(include=set(MetricOptions.model_fields))
             self._members = {
                 name: self._plugins.get(name)
-                or PyiqaReward(
-                    PyiqaReward.Options(metric=name, weights=self.options.weights.get(name), **shared)
-                )
+                or PyiqaReward(PyiqaReward.Options(**self.member_options(name, shared)))
                 for name in [*self.options.fr, *self.options.nr]
             }
         return self._members
+
+    def member_options(self, name: str, shared: dict[str, Any]) -> dict[str, Any]:
+        """The options of pyiqa member ``name``: the shared metric options, its weight file and
+        its interpreter (``pythons``, else ``python``)."""
+        python = self.options.pythons.get(name, shared.get("python"))
+        return {**shared, "metric": name, "weights": self.options.weights.get(name), "python": python}
 
     def prepare(self) -> None:
         """Create every member metric."""
@@ -270,6 +305,21 @@ class OfflineHybridReward(HybridReward):
 
     name = "hybrid-offline"
     Options = OfflineHybridOptions
+
+    @classmethod
+    def bundled_weights(cls) -> tuple[str, ...]:
+        """NIQE's parameters come from the iqa-torch package, not a download."""
+        return ("niqe",)
+
+    @classmethod
+    def readiness(cls, options: Any) -> list:
+        """The members' requirements, and iqa-torch for NIQE's parameters."""
+        from dp2o_plugins.rewards.readiness import package_check
+
+        checks = list(super().readiness(options))
+        if "niqe" in [*options.fr, *options.nr] and "niqe" not in options.weights:
+            checks.append(package_check(f"reward {cls.name}: niqe", "iqa-torch", "iqa"))
+        return checks
 
     def members(self) -> dict[str, RewardModel]:
         """Members, with NIQE pointed at the pristine parameters from the iqa-torch package."""

@@ -66,6 +66,14 @@ class MetricOptions(PluginOptions):
         None,
         description="Folder holding downloaded weight files (also DP2O_IQA_WEIGHTS), for offline machines.",
     )
+    python: Path | None = runtime_option(
+        None,
+        description="Run the metric in a worker process of this Python interpreter (an environment with "
+        "pyiqa and torch, e.g. for Q-Align's own transformers); none: in dp2o's process.",
+    )
+    worker_timeout: float = runtime_option(
+        900.0, gt=0, description="Seconds a metric worker may take to answer before it is stopped."
+    )
 
 
 class PyiqaOptions(MetricOptions):
@@ -102,20 +110,47 @@ class PyiqaReward(RewardModel):
         self.info = metric_info(self.options.metric)
         self._metric = None
 
+    @classmethod
+    def readiness(cls, options: Any) -> list:
+        """The metric's Python packages, pyiqa weight file and backbone weights (no network built)."""
+        from dp2o_plugins.rewards.readiness import metric_checks
+
+        o = options
+        return metric_checks(
+            o.metric,
+            pyiqa_configs()[o.metric],
+            o.weights,
+            o.weights_dir,
+            f"reward pyiqa: {o.metric}",
+            o.python,
+        )
+
     def metrics(self) -> Sequence[MetricInfo]:
         """The one metric, named by its pyiqa name."""
         return [self.info]
 
     @property
     def metric(self):
-        """The pyiqa metric, created on first use."""
+        """The pyiqa metric — or the worker that runs it in another interpreter — created on first use."""
         if self._metric is None:
             o = self.options
             # offline when the hub is unreachable: a missing weight file fails at once, not after retries
             with offline_unless_reachable():
-                self._metric = create_metric(
-                    o.metric, resolve_device(o.device), o.weights, weights_dirs(o.weights_dir), dict(o.kwargs)
-                )
+                if o.python is not None:
+                    from dp2o_plugins.rewards.worker_client import MetricWorker
+
+                    self._metric = MetricWorker(
+                        o.python, o.metric, device=str(resolve_device(o.device)), weights=o.weights,
+                        folders=weights_dirs(o.weights_dir), kwargs=dict(o.kwargs), timeout=o.worker_timeout,
+                    )  # fmt: skip
+                else:
+                    self._metric = create_metric(
+                        o.metric,
+                        resolve_device(o.device),
+                        o.weights,
+                        weights_dirs(o.weights_dir),
+                        dict(o.kwargs),
+                    )
         return self._metric
 
     def prepare(self) -> None:
@@ -126,10 +161,22 @@ class PyiqaReward(RewardModel):
         """Raw scores of every candidate, batched; reference-side work done once where possible."""
         from dp2o_plugins.rewards.scoring import score_candidates
 
+        if self.options.python is not None:
+            if self.info.mode == "FR" and reference is None:
+                raise ValueError(f"metric {self.info.name!r} is full-reference and needs the HR image")
+            values = self.metric.score(
+                candidates, reference if self.info.mode == "FR" else None, self.batch_size
+            )
+            return {self.info.name: values}
         values = score_candidates(
             self.metric, self.info.mode, candidates, reference, self.options.batch_size, self.options.dtype
         )
         return {self.info.name: values}
+
+    @property
+    def batch_size(self) -> int:
+        """Candidates per call in a worker: the option, else 8."""
+        return self.options.batch_size or 8
 
     def reward(self, scores: Mapping[str, Sequence[float]]):
         """The raw score, negated for lower-is-better metrics."""

@@ -18,7 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dp2o_plugins.network import offline, offline_unless_reachable, online
+
 from dp2o_core.errors import Dp2oError
+
+__all__ = ["offline", "offline_unless_reachable", "online"]  # re-exported for the reward plugins
 
 WEIGHTS_ENV = "DP2O_IQA_WEIGHTS"
 
@@ -34,55 +38,6 @@ class MissingWeightsError(Dp2oError):
             f"On a machine with internet download {url} and put it in {where} "
             f"(choose the folder with --weights-dir or {WEIGHTS_ENV})."
         )
-
-
-def offline() -> bool:
-    """True when dp2o must not try to download anything."""
-    return any(
-        os.environ.get(name, "").strip() not in ("", "0") for name in ("HF_HUB_OFFLINE", "DP2O_OFFLINE")
-    )
-
-
-_reachable: bool | None = None
-
-
-@contextlib.contextmanager
-def offline_unless_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> Iterator[bool]:
-    """Inside the block, be offline when ``host`` cannot be reached; yields whether it is.
-
-    Without it every metric whose weights are missing spends about a minute in the Hugging
-    Face client's retries before failing; with it a missing file fails at once, with the
-    message that says where to put it. Reachability is checked once per process; the
-    environment and the hub client's setting are restored on exit.
-    """
-    global _reachable
-    if offline():
-        yield True
-        return
-    if _reachable is None:
-        import socket
-
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            _reachable = True
-        except OSError:
-            _reachable = False
-    if _reachable:
-        yield False
-        return
-    import huggingface_hub.constants as hub
-
-    saved = os.environ.get("DP2O_OFFLINE"), hub.HF_HUB_OFFLINE
-    os.environ["DP2O_OFFLINE"] = "1"
-    hub.HF_HUB_OFFLINE = True  # the hub client reads HF_HUB_OFFLINE at import time
-    try:
-        yield True
-    finally:
-        if saved[0] is None:
-            os.environ.pop("DP2O_OFFLINE", None)
-        else:
-            os.environ["DP2O_OFFLINE"] = saved[0]
-        hub.HF_HUB_OFFLINE = saved[1]
 
 
 def weights_dirs(weights_dir: Path | None) -> list[Path]:

@@ -58,6 +58,14 @@ class TinySrBackbone(Backbone):
     name = "tiny-sr"
     Options = TinySrOptions
 
+    @classmethod
+    def readiness(cls, options: Any) -> list:
+        """The model folder (the bundled one unless ``weights`` names another)."""
+        from dp2o_plugins.backbones.loading import file_check
+
+        folder = Path(options.weights).expanduser() if options.weights is not None else BUNDLED_WEIGHTS
+        return file_check(f"backbone {cls.name}", "weights", str(folder))
+
     def __init__(self, options=None) -> None:
         super().__init__(options)
         from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel

@@ -1,0 +1,152 @@
+"""A pyiqa metric in a worker process: dp2o runs this file with another Python interpreter.
+
+A metric whose code needs other package versions than dp2o's (Q-Align and its transformers)
+runs in its own virtual environment: ``pyiqa:metric=qalign,python=/opt/qalign/bin/python``.
+dp2o starts ``PYTHON metric_worker.py``; this file imports only the standard library, numpy,
+torch and pyiqa, never dp2o, so that environment needs nothing else.
+
+Protocol (stdin → requests, stdout → replies): every message is frames of an 8-byte
+big-endian length and that many bytes. A request or reply starts with a JSON frame; arrays
+follow as ``.npy`` frames (``allow_pickle=False``).
+
+* ``{"op": "create", "metric", "device", "weights", "folders", "kwargs"}`` →
+  ``{"ok": true, "lower_better", "pyiqa"}``
+* ``{"op": "score", "reference": bool, "batch_size"}`` + candidates N×3×H×W float32
+  (+ reference 3×H×W) → ``{"ok": true}`` + scores (N float64)
+* any failure → ``{"ok": false, "error": "Type: message"}``; end of stdin ends the worker.
+
+Library output goes to stderr (the protocol owns stdout); dp2o shows its tail when the
+worker fails.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import struct
+import sys
+from pathlib import Path
+
+
+def read_frame(stream) -> bytes | None:
+    """One frame, or None at the end of the stream."""
+    head = stream.read(8)
+    if len(head) < 8:
+        return None
+    (size,) = struct.unpack(">Q", head)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return data
+
+
+def write_frame(stream, data: bytes) -> None:
+    """One frame."""
+    stream.write(struct.pack(">Q", len(data)) + data)
+
+
+def array_bytes(array) -> bytes:
+    """An array as ``.npy`` bytes."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def bytes_array(data: bytes):
+    """``.npy`` bytes as an array."""
+    import numpy as np
+
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def create(request: dict):
+    """The pyiqa metric, weight files looked up by name in the given folders first."""
+    import pyiqa
+    import torch.hub
+
+    folders = [Path(f) for f in request.get("folders") or []]
+    original = torch.hub.download_url_to_file
+
+    def fetch(url, dst, *args, **kwargs):
+        for folder in folders:
+            candidate = folder / Path(dst).name
+            if candidate.is_file():
+                Path(dst).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(candidate, dst)
+                return
+        original(url, dst, *args, **kwargs)
+
+    from pyiqa.utils import download_util
+
+    torch.hub.download_url_to_file = download_util.download_url_to_file = fetch
+    options = dict(request.get("kwargs") or {})
+    if request.get("weights"):
+        options["pretrained_model_path"] = request["weights"]
+    try:
+        return pyiqa.create_metric(request["metric"], device=request.get("device") or "cpu", **options)
+    finally:
+        torch.hub.download_url_to_file = download_util.download_url_to_file = original
+
+
+def score(metric, candidates, reference, batch_size: int) -> list[float]:
+    """Raw scores, ``batch_size`` candidates per call (the reference broadcast, not copied)."""
+    import torch
+
+    device = next(iter(metric.parameters()), torch.empty(0)).device
+    images = torch.from_numpy(candidates).float()
+    ref = None if reference is None else torch.from_numpy(reference).float().unsqueeze(0).to(device)
+    values: list[float] = []
+    with torch.no_grad():
+        for start in range(0, images.shape[0], batch_size):
+            chunk = images[start : start + batch_size].to(device)
+            out = metric(chunk) if ref is None else metric(chunk, ref.expand(chunk.shape[0], -1, -1, -1))
+            values.extend(float(v) for v in out.reshape(-1).float().cpu())
+    return values
+
+
+def main() -> None:
+    """Serve requests until stdin ends."""
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # prints from libraries go to stderr
+    requests = sys.stdin.buffer
+    metric = None
+
+    def reply(header: dict, *arrays) -> None:
+        write_frame(protocol, json.dumps(header).encode("utf-8"))
+        for array in arrays:
+            write_frame(protocol, array_bytes(array))
+        protocol.flush()
+
+    while True:
+        frame = read_frame(requests)
+        if frame is None:
+            return
+        request = json.loads(frame)
+        arrays = []
+        if request.get("op") == "score":
+            count = 2 if request.get("reference") else 1
+            arrays = [bytes_array(read_frame(requests) or b"") for _ in range(count)]
+        try:
+            if request.get("op") == "create":
+                import pyiqa
+
+                metric = create(request)
+                reply({"ok": True, "lower_better": bool(metric.lower_better), "pyiqa": pyiqa.__version__})
+            elif request.get("op") == "score" and metric is not None:
+                import numpy as np
+
+                reference = arrays[1] if len(arrays) > 1 else None
+                values = score(metric, arrays[0], reference, int(request.get("batch_size") or 1))
+                reply({"ok": True}, np.asarray(values, dtype=np.float64))
+            else:
+                reply({"ok": False, "error": f"unexpected request {request.get('op')!r}"})
+        except Exception as error:  # noqa: BLE001 - every failure goes back to dp2o with its text
+            reply({"ok": False, "error": f"{type(error).__name__}: {error}"})
+
+
+if __name__ == "__main__":
+    main()

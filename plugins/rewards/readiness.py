@@ -1,0 +1,270 @@
+"""What a pyiqa metric needs before it can score, found without building it.
+
+Three kinds of requirement, each checked cheaply:
+
+* the Python packages its pyiqa code imports (the metric's module is imported, which is
+  where a missing package shows — Q-Align's ``icecream``);
+* pyiqa's own weight file (``default_model_urls`` of the metric's module; looked for in the
+  weights folders and pyiqa's cache);
+* the backbone weights the network is built on (torchvision, timm on the Hugging Face hub,
+  OpenAI CLIP files, a Hugging Face model): listed below for the paper's metrics, whose
+  networks dp2o knows; other metrics are checked for their packages and pyiqa's file only.
+
+A file that is missing is a problem only when it cannot be downloaded (offline): online it is
+fetched on first use, as pyiqa does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dp2o_plugins.network import hub_size, online
+from dp2o_plugins.rewards.weights import WEIGHTS_ENV, weights_dirs
+
+from dp2o_core.preflight import Check
+
+#: The key of pyiqa's ``default_model_urls`` each metric loads (where the options alone do not say).
+PYIQA_FILE_KEYS = {
+    "lpips": "0.1_alex",
+    "lpips-vgg": "0.1_vgg",
+    "topiq_fr": "cfanet_fr_kadid_res50",
+    "topiq_nr": "cfanet_nr_koniq_res50",
+    "maniqa": "koniq",
+    "musiq": "koniq10k",
+    "clipiqa+": "clipiqa+",
+    "afine_fr": "afine",
+    "afine_nr": "afine",
+    "niqe": "niqe",
+}
+
+#: The backbone weights of the paper's metrics: (kind, name). torchvision: a weights enum;
+#: timm: a model name (its pretrained weights live on the Hugging Face hub); clip / afine-clip:
+#: OpenAI CLIP files as pyiqa's two CLIP loaders fetch them; hub: a Hugging Face model.
+BACKBONES: dict[str, list[tuple[str, str]]] = {
+    "lpips": [("torchvision", "AlexNet_Weights.IMAGENET1K_V1")],
+    "topiq_fr": [("timm", "resnet50")],
+    "topiq_nr": [("timm", "resnet50")],
+    "maniqa": [("timm", "vit_base_patch8_224")],
+    "clipiqa+": [("clip", "RN50")],
+    "afine_fr": [("afine-clip", "ViT-B/32")],
+    "afine_nr": [("afine-clip", "ViT-B/32")],
+    "qalign": [("hub", "q-future/one-align")],
+}
+
+
+def metric_checks(
+    metric: str,
+    config: dict,
+    weights: Path | None,
+    weights_dir: Path | None,
+    who: str,
+    python: Path | None = None,
+) -> list[Check]:
+    """Every requirement of pyiqa metric ``metric`` (``config``: its pyiqa configuration).
+
+    With ``python`` (the metric runs in a worker of that interpreter) its packages are that
+    interpreter's, checked there; the weight files are looked for on this machine as usual.
+    """
+    arch = str(config.get("metric_opts", {}).get("type", ""))
+    checks: list[Check] = []
+    if python is not None:
+        checks.append(interpreter_check(who, Path(python)))
+        module = _arch_module_quietly(arch)
+    else:
+        module, problem = _import_arch(arch, who)
+        if problem is not None:
+            return [problem]
+    folders = weights_dirs(weights_dir)
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if path.is_file():
+            checks.append(Check(who, f"weight file {path}", "present"))
+        else:
+            checks.append(
+                Check(who, f"weight file {path}", "missing", problem="does not exist (option weights)")
+            )
+    else:
+        url = _pyiqa_file_url(module, metric, config)
+        if url is not None:
+            where = f"pyiqa's cache {_pyiqa_cache()}" + (
+                f" or {folders[0]}" if folders else f" or a folder named by {WEIGHTS_ENV} (or weights_dir=)"
+            )
+            checks.append(_file_check(who, url, [*folders, _pyiqa_cache()], where))
+    for kind, name in BACKBONES.get(metric, []):
+        checks.append(_backbone_check(who, kind, name, folders))
+    return checks
+
+
+def interpreter_check(who: str, python: Path) -> Check:
+    """Whether ``python`` runs and can import pyiqa and torch (found, not imported: seconds)."""
+    import subprocess
+
+    item = f"interpreter {python} with pyiqa and torch"
+    probe = (
+        "import importlib.util as u, sys; sys.exit(0 if u.find_spec('pyiqa') and u.find_spec('torch') else 3)"
+    )
+    try:
+        done = subprocess.run([str(python), "-c", probe], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return Check(who, item, "missing", problem=f"cannot run it ({error})", fix="check the python option")
+    if done.returncode != 0:
+        return Check(
+            who, item, "missing", problem="pyiqa or torch is not installed there",
+            fix=f"{python} -m pip install pyiqa torch (docs/rewards.md: a metric in its own environment)",
+        )  # fmt: skip
+    return Check(who, item, "present")
+
+
+def _arch_module_quietly(arch: str):
+    """The metric's pyiqa module in this environment when it imports, else None (its file is
+    still looked for by name through ``PYIQA_FILE_KEYS`` where known)."""
+    try:
+        module, _ = _import_arch(arch, "")
+        return module
+    except Exception:  # noqa: BLE001 - the worker's environment is the one that must import it
+        return None
+
+
+def package_check(who: str, distribution: str, module: str) -> Check:
+    """Whether the package that provides ``module`` is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        return Check(who, f"Python package {distribution}", "present")
+    return Check(
+        who,
+        f"Python package {distribution}",
+        "missing",
+        problem="not installed",
+        fix=f"pip install {distribution}",
+    )
+
+
+# -- the pieces ----------------------------------------------------------------------------------
+def _import_arch(arch: str, who: str):
+    """The metric's pyiqa module, or a Check naming the package its import is missing."""
+    import importlib
+
+    try:
+        archs = importlib.import_module("pyiqa.archs")
+        lazy_import = getattr(archs, "_lazy_import_arch", None)
+        if lazy_import is not None:
+            lazy_import(arch)
+        registry = importlib.import_module("pyiqa.utils.registry").ARCH_REGISTRY
+        cls = registry.get(arch)
+        return importlib.import_module(cls.__module__), None
+    except ModuleNotFoundError as error:
+        name = (error.name or "?").split(".")[0]
+        return None, Check(
+            who,
+            f"Python package {name}",
+            "missing",
+            problem=f"pyiqa's {arch} code imports {error.name!r}, which is not installed",
+            fix=f"pip install {name}, or run the metric in another environment (docs/rewards.md)",
+        )
+    except Exception as error:  # noqa: BLE001 - any import failure means the metric cannot run here
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return None, Check(
+            who,
+            f"pyiqa's {arch} code",
+            "missing",
+            problem=f"does not import in this environment ({type(error).__name__}: {text[:160]})",
+            fix="run the metric in another environment with the versions it needs (docs/rewards.md)",
+        )
+
+
+def _pyiqa_file_url(module, metric: str, config: dict) -> str | None:
+    """The URL of pyiqa's own weight file for this metric, when it has one."""
+    if module is None:
+        return None
+    urls = getattr(module, "default_model_urls", None) or {}
+    key = PYIQA_FILE_KEYS.get(metric)
+    if key is None:
+        options = config.get("metric_opts", {})
+        key = next((str(v) for v in options.values() if isinstance(v, str) and v in urls), None)
+    return urls.get(key) if key is not None else None
+
+
+def _pyiqa_cache() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "pyiqa"
+
+
+def _file_check(who: str, url: str, places: list[Path], where: str) -> Check:
+    """A weight file that may be in any of ``places`` (looked up by its name)."""
+    filename = url.rsplit("/", 1)[-1]
+    item = f"weight file {filename}"
+    if any((place / filename).is_file() for place in places):
+        return Check(who, item, "present", source=url)
+    if online():
+        return Check(who, item, "download", source=url, size=_remote_size(url))
+    return Check(
+        who,
+        item,
+        "missing",
+        problem="not on this machine and the internet is unreachable",
+        fix=f"download it from the source into {where}",
+        source=url,
+    )
+
+
+def _remote_size(url: str) -> int | None:
+    """The Content-Length of ``url`` (a HEAD request, three seconds at most), or None."""
+    import urllib.request
+
+    try:
+        request = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(request, timeout=3) as response:
+            length = response.headers.get("Content-Length")
+        return int(length) if length else None
+    except Exception:  # noqa: BLE001 - the size is a courtesy; no answer means unknown
+        return None
+
+
+def _backbone_check(who: str, kind: str, name: str, folders: list[Path]) -> Check:
+    import torch
+
+    hub_dir = Path(torch.hub.get_dir())
+    if kind == "torchvision":
+        import torchvision
+
+        enum_name, member = name.split(".")
+        url = getattr(torchvision.models, enum_name)[member].url
+        where = f"torchvision's cache {hub_dir / 'checkpoints'}"
+        return _file_check(who, url, [*folders, hub_dir / "checkpoints"], where)
+    if kind in ("clip", "afine-clip"):
+        module = "pyiqa.archs.clip_model" if kind == "clip" else "pyiqa.archs.afineclip_model"
+        import importlib
+
+        url = importlib.import_module(module)._MODELS[name]
+        place = hub_dir / "clip" if kind == "clip" else Path(os.path.expanduser("~/.cache/clip"))
+        return _file_check(who, url, [place], str(place))
+    if kind == "timm":
+        import timm
+
+        repo = timm.models.get_pretrained_cfg(name).hf_hub_id
+        return _hub_check(who, repo, ("model.safetensors", "pytorch_model.bin"))
+    return _hub_check(who, name, ("config.json",))
+
+
+def _hub_check(who: str, repo: str, files: tuple[str, ...]) -> Check:
+    """A Hugging Face model: present when one of ``files`` is in the local cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    item = f"Hugging Face model {repo}"
+    source = f"https://huggingface.co/{repo}"
+    if any(isinstance(try_to_load_from_cache(repo, file), str) for file in files):
+        return Check(who, item, "present", source=source)
+    if online():
+        return Check(who, item, "download", source=source, size=hub_size(repo))
+    return Check(
+        who,
+        item,
+        "missing",
+        problem="not in the Hugging Face cache and the hub is unreachable",
+        fix=f"on a machine with internet run `hf download {repo}` and copy its Hugging Face cache here "
+        "($HF_HOME), then set HF_HUB_OFFLINE=1",
+        source=source,
+    )

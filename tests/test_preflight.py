@@ -1,0 +1,128 @@
+"""Before any long stage: every missing weight, package, data set or byte of disk, at once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from images import write_photos
+from tiny_models import save_tiny_sd
+
+from dp2o_core.pipeline import Pipeline
+from dp2o_core.preflight import Check
+
+PAPER_METRICS = (
+    "lpips",
+    "topiq_fr",
+    "afine_fr",
+    "maniqa",
+    "musiq",
+    "clipiqa+",
+    "topiq_nr",
+    "afine_nr",
+    "qalign",
+)
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    """Offline, with empty weight caches (a developer's own caches must not change the result)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("TORCH_HOME", str(home / "torch"))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf" / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("DP2O_IQA_WEIGHTS", raising=False)
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(home / "hf" / "hub"))
+    return home
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "imgs"
+    write_photos(folder, ("astronaut", "coffee"), size=64)
+    return folder
+
+
+def test_the_paper_reward_without_weights_fails_before_anything_is_written(
+    dp2o_cli, no_weights, photos, tmp_path
+):
+    run = tmp_path / "run"
+    result = dp2o_cli("train", "--run", str(run), "--reward", "hybrid", "--data", f"hr:path={photos},crop=64")
+    assert result.exit_code == 2, result.stderr
+    assert not run.exists()  # nothing written, not even config.json
+    assert "nothing was written to the run" in result.stderr
+    for metric in PAPER_METRICS:
+        assert f"reward hybrid: {metric}:" in result.stderr, metric
+    assert "Hugging Face model q-future/one-align" in result.stderr  # its code imports (icecream installed)
+    assert "Traceback" not in result.stderr
+
+
+def test_check_lists_every_requirement_of_the_paper_setup(dp2o_cli, no_weights, photos, tmp_path):
+    result = dp2o_cli(
+        "check", "--backbone", "sd2", "--reward", "hybrid", "--data", f"hr:path={photos},crop=64",
+        "--run", str(tmp_path / "run"), "--json",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    record = json.loads(result.stdout)
+    assert record["ready"] is False and not (tmp_path / "run").exists()
+    checks = record["checks"]
+    sd2 = [c for c in checks if c["component"] == "backbone sd2-controlnet"]
+    assert sd2 and sd2[0]["status"] == "missing" and "stabilityai/stable-diffusion-2-base" in sd2[0]["item"]
+    assert "hf download stabilityai/stable-diffusion-2-base" in sd2[0]["fix"]
+    for metric in PAPER_METRICS:
+        mine = [c for c in checks if c["component"] == f"reward hybrid: {metric}"]
+        assert mine and all(c["status"] == "missing" for c in mine), metric
+        assert all(c["source"] or "package" in c["item"] for c in mine)
+    assert any(c["component"] == "data" and c["status"] == "present" for c in checks)
+    table = dp2o_cli("check", "--backbone", "sd2", "--reward", "hybrid", "--run", str(tmp_path / "run"))
+    assert "LPIPS_v0.1_alex-df73285e.pth" in table.stdout and "missing" in table.stdout
+
+
+def test_a_local_model_folder_and_the_offline_reward_are_ready(dp2o_cli, no_weights, photos, tmp_path):
+    model = save_tiny_sd(tmp_path / "tiny-sd")
+    result = dp2o_cli(
+        "check", "--backbone", f"sd2:model={model}", "--reward", "hybrid-offline",
+        "--data", f"hr:path={photos},crop=64", "--run", str(tmp_path / "run"), "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stdout + result.stderr
+    checks = json.loads(result.stdout)["checks"]
+    assert {c["status"] for c in checks} == {"present"}
+    assert any(c["item"] == "Python package iqa-torch" for c in checks)
+    broken = dp2o_cli("check", "--backbone", f"sd2:model={tmp_path / 'imgs'}", "--run", str(tmp_path / "r2"))
+    assert broken.exit_code == 1 and "has no complete unet/" in broken.stdout
+
+
+def test_an_empty_data_set_and_a_full_disk_are_named(dp2o_cli, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = dp2o_cli("train", "--run", str(tmp_path / "run"), "--data", f"hr:path={empty},crop=64")
+    assert result.exit_code == 2 and "nothing was written to the run" in result.stderr
+    assert f"data: data set hr:path={empty},crop=64 — no images in {empty}" in result.stderr
+    photos = tmp_path / "imgs"
+    write_photos(photos, ("astronaut",), size=64)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    result = dp2o_cli("train", "--run", str(tmp_path / "run"), "--data", f"hr:path={photos},crop=64")
+    assert result.exit_code == 2 and "free disk for the candidates" in result.stderr
+    assert "only 1.0 KB free" in result.stderr
+
+
+def test_a_stage_that_is_current_needs_nothing(tmp_path, photos, monkeypatch):
+    from dp2o_plugins.backbones.tiny_sr.backbone import TinySrBackbone
+    from test_pipeline import _context
+
+    pipeline = Pipeline.method().select("data", "sample")
+    pipeline.run(_context(tmp_path / "run", photos))
+    gone = [Check("backbone tiny-sr", "weights", "missing", problem="deleted")]
+    monkeypatch.setattr(TinySrBackbone, "readiness", classmethod(lambda cls, options: gone))
+    assert pipeline.preflight(_context(tmp_path / "run", photos)) == []
+    forced = pipeline.preflight(_context(tmp_path / "run", photos), force=["sample"])
+    assert gone[0] in forced
