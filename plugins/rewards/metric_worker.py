@@ -93,17 +93,31 @@ def create(request: dict):
 
 
 def score(metric, candidates, reference, batch_size: int) -> list[float]:
-    """Raw scores, ``batch_size`` candidates per call (the reference broadcast, not copied)."""
+    """Raw scores, ``batch_size`` candidates per call, each call on its own copies (some
+    metrics normalise their inputs in place); a metric that takes one image per call (A-FINE)
+    is fed one at a time."""
     import torch
 
     device = next(iter(metric.parameters()), torch.empty(0)).device
     images = torch.from_numpy(candidates).float()
-    ref = None if reference is None else torch.from_numpy(reference).float().unsqueeze(0).to(device)
+    ref = None if reference is None else torch.from_numpy(reference).float().unsqueeze(0)
+
+    def call(chunk):
+        chunk = chunk.to(device, copy=True)
+        if ref is None:
+            return metric(chunk)
+        return metric(chunk, ref.to(device).expand(chunk.shape[0], -1, -1, -1).contiguous())
+
     values: list[float] = []
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
-            chunk = images[start : start + batch_size].to(device)
-            out = metric(chunk) if ref is None else metric(chunk, ref.expand(chunk.shape[0], -1, -1, -1))
+            chunk = images[start : start + batch_size]
+            try:
+                out = call(chunk)
+            except (RuntimeError, ValueError, AssertionError, IndexError):
+                if len(chunk) == 1:
+                    raise
+                out = torch.cat([call(chunk[i : i + 1]).reshape(-1) for i in range(len(chunk))])
             values.extend(float(v) for v in out.reshape(-1).float().cpu())
     return values
 

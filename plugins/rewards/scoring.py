@@ -30,19 +30,53 @@ def score_candidates(
         fast = _lpips_scorer(metric, reference.to(device)) if mode == "FR" else None
         if batch_size is None:
             batch_size = 16 if device.type == "cuda" else (8 if fast is not None else 1)
+        if getattr(metric, "_dp2o_one_at_a_time", False):
+            batch_size = 1
         for start in range(0, candidates.shape[0], batch_size):
-            chunk = candidates[start : start + batch_size].to(device)
+            batch = candidates[start : start + batch_size]
             try:
-                if fast is not None:
-                    values = fast(chunk)
-                elif mode == "FR":
-                    values = metric(chunk, reference.to(device).expand(chunk.shape[0], -1, -1, -1))
-                else:
-                    values = metric(chunk)
+                values = _score_batch(metric, mode, fast, batch, reference, device)
             except (RuntimeError, ValueError, AssertionError, IndexError) as error:
-                raise _metric_failed(metric, chunk, error) from None
+                if len(batch) == 1:
+                    raise _metric_failed(metric, batch, error) from None
+                # some networks take one image per call (A-FINE squeezes the batch dimension):
+                # score this batch and every later one image by image
+                metric._dp2o_one_at_a_time = True
+                values = torch.cat(
+                    [
+                        _score_batch(metric, mode, fast, batch[i : i + 1], reference, device).reshape(-1)
+                        for i in range(len(batch))
+                    ]
+                )
             scores.extend(float(v) for v in values.reshape(-1).float().cpu())
     return scores
+
+
+def _score_batch(metric, mode: str, fast, batch, reference, device):
+    """One call of the metric on ``batch``. Every call gets its own copy: a metric that
+    normalises its input in place (A-FINE) must not change what the next metric scores."""
+    if fast is not None:
+        return fast(batch.to(device, copy=True))
+    if mode == "FR":
+        return _full_reference(metric, batch, reference, device)
+    return metric(batch.to(device, copy=True))
+
+
+def _full_reference(metric, candidates, reference, device):
+    """``metric(candidates, reference)`` on copies, the reference broadcast to the batch (a view
+    of one copy). A metric that writes into its inputs in place (A-FINE) refuses such a view:
+    it gets fresh copies and, from then on, a reference copied per batch."""
+    chunk = candidates.to(device, copy=True)
+    one = reference.to(device, copy=True)
+    if getattr(metric, "_dp2o_writes_inputs", False):
+        return metric(chunk, one.expand(chunk.shape[0], -1, -1, -1).contiguous())
+    try:
+        return metric(chunk, one.expand(chunk.shape[0], -1, -1, -1))
+    except RuntimeError as error:
+        if "single memory location" not in str(error):
+            raise
+        metric._dp2o_writes_inputs = True
+        return _full_reference(metric, candidates, reference, device)
 
 
 def _metric_failed(metric, images, error: BaseException) -> Exception:
