@@ -367,7 +367,12 @@ def build_scorers(
     for name in metric_names(names):
         if name in exclude:
             continue
-        scorer = resolve_spec(manager, "reward", parse_spec(f"pyiqa:metric={name}", "reward"), None).build()
+        resolved = resolve_spec(manager, "reward", parse_spec(f"pyiqa:metric={name}", "reward"), None)
+        missing = [c for c in resolved.registration.cls.readiness(resolved.options) if not c.ok]
+        if missing:  # named without loading anything (a missing file, a metric that cannot run here)
+            unavailable[name] = "; ".join(f"{check.item}: {check.problem}" for check in missing)
+            continue
+        scorer = resolved.build()
         try:
             scorer.prepare()
         except Exception as error:  # noqa: BLE001 - any metric that cannot be created is listed

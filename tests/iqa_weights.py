@@ -175,3 +175,41 @@ def install_random_afine(weights_dir: Path, home: Path) -> None:
     }  # fmt: skip
     weights_dir.mkdir(parents=True, exist_ok=True)
     torch.save(state, weights_dir / afine_arch.default_model_urls["afine"].rsplit("/", 1)[-1])
+
+
+def install_tiny_qalign(hub_cache: Path) -> None:
+    """A tiny ``q-future/one-align`` in the Hugging Face cache: pyiqa's own mPLUG-Owl2 classes with
+    one layer of width 32 each, random, with a SentencePiece tokenizer and CLIP preprocessing."""
+    import sentencepiece
+    from pyiqa.archs.q_align import configuration_mplug_owl2 as configs
+    from transformers import CLIPImageProcessor
+
+    revision = "0" * 40
+    folder = hub_cache / "models--q-future--one-align"
+    snapshot = folder / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(revision)
+    corpus = snapshot.parent / "corpus.txt"
+    corpus.write_text(
+        "USER: How would you rate the quality of this image? ASSISTANT: excellent good fair poor bad\n" * 40
+    )
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(snapshot / "tokenizer"), vocab_size=64, model_type="bpe",
+        bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2,
+    )  # fmt: skip
+    (snapshot / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}).save_pretrained(
+        snapshot
+    )
+    layer = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    visual = {
+        "visual_model": configs.MplugOwlVisionConfig(**layer, image_size=28, patch_size=14).to_dict(),
+        "visual_abstractor": configs.MplugOwlVisualAbstractorConfig(
+            **layer, num_learnable_queries=4, encoder_hidden_size=32
+        ).to_dict(),
+    }
+    config = configs.MPLUGOwl2Config(visual_config=visual, **layer, num_key_value_heads=2, vocab_size=64)
+    from pyiqa.archs.q_align.modeling_mplug_owl2 import MPLUGOwl2LlamaForCausalLM
+
+    MPLUGOwl2LlamaForCausalLM(config).save_pretrained(snapshot)

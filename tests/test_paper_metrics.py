@@ -70,3 +70,21 @@ def test_a_paper_metric_scores_through_dp2o_with_random_weights(metric, offline_
     scores = reward.score(candidates, reference if reward.info.mode == "FR" else None)[metric]
     assert len(scores) == 3 and all(math.isfinite(v) for v in scores)
     assert len(reward.reward({metric: scores})) == 3
+
+
+def test_qalign_cannot_run_under_dp2os_transformers_and_the_preflight_says_so(offline_homes, tmp_path):
+    """Q-Align loads here (a tiny random mPLUG-Owl2 in its place) but fails on its first image;
+    the preflight names that and points to a worker in its own environment, which is what
+    tests/test_metric_worker.py proves works."""
+    from iqa_weights import install_tiny_qalign
+
+    _, hub_cache, _ = offline_homes
+    install_tiny_qalign(hub_cache)
+    resolved = resolve_spec(PluginManager(), "reward", "pyiqa:metric=qalign,device=cpu")
+    checks = resolved.registration.cls.readiness(resolved.options)
+    assert any(c.status == "missing" and "invert_attention_mask" in c.problem for c in checks)
+    assert any("pythons={qalign:" in c.fix for c in checks)
+    reward = resolved.build()
+    reward.prepare()  # the model, its tokenizer and its image processor load
+    with pytest.raises(AttributeError, match="invert_attention_mask"):
+        reward.score(torch.rand(1, 3, 64, 64))

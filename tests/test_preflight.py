@@ -5,23 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from dp2o_plugins.rewards.hybrid import PAPER_FR, PAPER_NR
 from images import write_photos
 from tiny_models import save_tiny_sd
 
 from dp2o_core.pipeline import Pipeline
 from dp2o_core.preflight import Check
 
-PAPER_METRICS = (
-    "lpips",
-    "topiq_fr",
-    "afine_fr",
-    "maniqa",
-    "musiq",
-    "clipiqa+",
-    "topiq_nr",
-    "afine_nr",
-    "qalign",
-)
+PAPER_METRICS = (*PAPER_FR, *PAPER_NR)  # the paper's nine reward metrics
 
 
 @pytest.fixture
@@ -77,7 +68,10 @@ def test_check_lists_every_requirement_of_the_paper_setup(dp2o_cli, no_weights, 
     for metric in PAPER_METRICS:
         mine = [c for c in checks if c["component"] == f"reward hybrid: {metric}"]
         assert mine and all(c["status"] == "missing" for c in mine), metric
-        assert all(c["source"] or "package" in c["item"] for c in mine)
+        # a file or model names where it comes from; a package or code problem names its fix
+        assert all(c["source"] or c["fix"] for c in mine)
+    qalign = [c for c in checks if c["component"] == "reward hybrid: qalign"]
+    assert any("invert_attention_mask" in c["problem"] for c in qalign)  # needs its own environment
     assert any(c["component"] == "data" and c["status"] == "present" for c in checks)
     table = dp2o_cli("check", "--backbone", "sd2", "--reward", "hybrid", "--run", str(tmp_path / "run"))
     assert "LPIPS_v0.1_alex-df73285e.pth" in table.stdout and "missing" in table.stdout

@@ -116,6 +116,7 @@ class PyiqaReward(RewardModel):
         from dp2o_plugins.rewards.readiness import metric_checks
 
         o = options
+        metric_info(o.metric)  # an unknown name is named, with the closest pyiqa metric
         return metric_checks(
             o.metric,
             pyiqa_configs()[o.metric],

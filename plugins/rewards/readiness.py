@@ -75,6 +75,18 @@ def metric_checks(
         module, problem = _import_arch(arch, who)
         if problem is not None:
             return [problem]
+        incompatible = INCOMPATIBILITIES.get(metric, lambda: None)()
+        if incompatible is not None:
+            checks.append(
+                Check(
+                    who,
+                    f"pyiqa's {arch} code in this environment",
+                    "missing",
+                    problem=incompatible,
+                    fix=f"run it in its own environment: pythons={{{metric}: /path/to/venv/bin/python}} on "
+                    f"the hybrid reward, or python=… on pyiqa:metric={metric} (docs/rewards.md)",
+                )
+            )
     folders = weights_dirs(weights_dir)
     if weights is not None:
         path = Path(weights).expanduser()
@@ -94,6 +106,26 @@ def metric_checks(
     for kind, name in BACKBONES.get(metric, []):
         checks.append(_backbone_check(who, kind, name, folders))
     return checks
+
+
+def _qalign_problem() -> str | None:
+    """Q-Align's mPLUG-Owl2 code calls ``invert_attention_mask``, a method transformers 5
+    removed from its models: it loads, then fails on its first image."""
+    import transformers
+    from pyiqa.archs.q_align.visual_encoder import MplugOwlVisualAbstractorModel
+
+    if hasattr(MplugOwlVisualAbstractorModel, "invert_attention_mask"):
+        return None
+    return (
+        f"it calls invert_attention_mask, which transformers {transformers.__version__} (dp2o's) no longer "
+        "has: it would load and then fail on its first image"
+    )
+
+
+#: Metrics whose pyiqa code imports here but cannot run with these package versions: metric →
+#: a probe that returns the problem (None when it runs). tests/test_paper_metrics.py keeps each
+#: probe honest by running the metric.
+INCOMPATIBILITIES = {"qalign": _qalign_problem}
 
 
 def interpreter_check(who: str, python: Path) -> Check:
