@@ -1,0 +1,59 @@
+"""The method as one pipeline: data → sample → score → pairs → train → eval.
+
+Modules: ``context`` (RunContext, RunOptions, Reporter, StageRun), ``stage`` (the Stage base
+class), ``method`` (the six stages), ``runner`` (Pipeline), ``tuned`` (the tuned model's spec).
+
+Each stage is a :class:`Stage` object: its name (its upstream stages come from the run
+store's :data:`~dp2o_core.store.runstore.STAGES`), the components it needs, a
+:meth:`Stage.config` that yields the configuration its fingerprint is made from, and
+:meth:`Stage.run`. A :class:`Pipeline` runs a selection of stages in order against one
+:class:`RunContext`: it resolves every component the stages need before any of them works
+(a misspelt option fails in a second, not after sampling), checks that everything the stages
+that will work need is there (:mod:`dp2o_core.preflight`: weights, packages, data, disk) and
+reports every problem at once before anything is written, computes each stage's
+fingerprint once, skips what is current, continues what is partial, redoes what is stale,
+times the work and waits for every process between stages.
+
+Every CLI command that runs stages is a thin wrapper around this package: ``dp2o train``
+runs the whole pipeline, ``dp2o sample`` the data and sample stages, and so on, so the
+commands cannot drift apart. Library users drive it the same way::
+
+    ctx = RunContext(RunStore(run), config, PluginManager(), ProcessInfo.detect())
+    Pipeline.method().select("data", "sample").run(ctx)
+"""
+
+from dp2o_core.pipeline.context import ProgressCallbacks, Reporter, RunContext, RunOptions, StageRun
+from dp2o_core.pipeline.method import (
+    DataStage,
+    EvalStage,
+    PairsStage,
+    SampleStage,
+    ScoreStage,
+    TrainStage,
+    candidates_bytes,
+    items_check,
+)
+from dp2o_core.pipeline.runner import Pipeline, describe_status
+from dp2o_core.pipeline.stage import Stage
+from dp2o_core.pipeline.tuned import configured_spec, tuned_spec
+
+__all__ = [
+    "DataStage",
+    "EvalStage",
+    "PairsStage",
+    "Pipeline",
+    "ProgressCallbacks",
+    "Reporter",
+    "RunContext",
+    "RunOptions",
+    "SampleStage",
+    "ScoreStage",
+    "Stage",
+    "StageRun",
+    "TrainStage",
+    "candidates_bytes",
+    "configured_spec",
+    "describe_status",
+    "items_check",
+    "tuned_spec",
+]
