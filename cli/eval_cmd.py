@@ -72,17 +72,12 @@ def eval_command(
         )
     resolved = config.resolve(manager, ("backbone", "data", "degradation"))
     # the backbone's weights and the data, before any sampling (metrics that cannot run are listed)
-    ensure(
-        [
-            *component_checks(resolved["backbone"]),
-            dataset_check("data", str(config.data), resolved["data"].build),
-        ]
-    )
+    dataset = resolved["data"].build()
+    ensure([*component_checks(resolved["backbone"]), dataset_check("data", str(config.data), dataset.items)])
     reward_spec = config.reward if config.reward.name else parse_spec("hybrid-offline", "reward")
     reward_model = resolve_spec(manager, "reward", reward_spec, None).build()
     scorers, unavailable = build_scorers(manager, metrics, exclude=[i.name for i in reward_model.metrics()])
     prepared = prepared_reward(reward_model, unavailable)
-    dataset = resolved["data"].build()
     inputs = load_inputs(dataset, resolved["degradation"].build() if dataset.synthesises_lr else None, seed)
     models = [EvalModel("model", str(config.backbone) or "tiny-sr", resolved["backbone"].build())]
     if compare is not None:

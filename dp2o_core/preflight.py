@@ -12,6 +12,7 @@ writes anything, reports every problem at once (:class:`NotReadyError`, exit sta
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -71,12 +72,12 @@ def component_checks(resolved: Any) -> list[Check]:
     return list(resolved.registration.cls.readiness(resolved.options))
 
 
-def dataset_check(who: str, spec: str, build: Any) -> Check:
-    """Whether the data set ``build()`` makes lists at least one item."""
+def dataset_check(who: str, spec: str, list_items: Callable[[], Sequence[Any]]) -> Check:
+    """Whether the data set's ``list_items()`` gives at least one item."""
     from dp2o_core.errors import Dp2oError
 
     try:
-        items = build().items()
+        items = list_items()
     except Dp2oError as error:
         return Check(who, f"data set {spec}", "missing", problem=str(error), fix="check the data spec")
     if not items:

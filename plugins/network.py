@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 def offline() -> bool:
@@ -30,19 +31,10 @@ def offline_unless_reachable(host: str = "huggingface.co", timeout: float = 3.0)
     message that says where to put it. Reachability is checked once per process; the
     environment and the hub client's setting are restored on exit.
     """
-    global _reachable
     if offline():
         yield True
         return
-    if _reachable is None:
-        import socket
-
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            _reachable = True
-        except OSError:
-            _reachable = False
-    if _reachable:
+    if _hub_reachable(host, timeout):
         yield False
         return
     import huggingface_hub.constants as hub
@@ -62,10 +54,56 @@ def offline_unless_reachable(host: str = "huggingface.co", timeout: float = 3.0)
 
 def online() -> bool:
     """True when downloads may be tried and the hub answered (checked once per process)."""
-    if offline():
-        return False
-    with offline_unless_reachable() as is_offline:
-        return not is_offline
+    return not offline() and _hub_reachable()
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether ``host`` accepts a connection; asked once per process."""
+    global _reachable
+    if _reachable is None:
+        import socket
+
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            _reachable = True
+        except OSError:
+            _reachable = False
+    return _reachable
+
+
+def availability(
+    who: str,
+    item: str,
+    *,
+    found: bool,
+    source: str,
+    size: Callable[[], int | None],
+    problem: str,
+    fix: str,
+) -> Any:
+    """The readiness :class:`~dp2o_core.preflight.Check` of something downloadable: present
+    when ``found`` here, else fetched on first use when online (``size()`` asked then), else
+    missing with ``problem`` and ``fix``."""
+    from dp2o_core.preflight import Check
+
+    if found:
+        return Check(who, item, "present", source=source)
+    if online():
+        return Check(who, item, "download", source=source, size=size())
+    return Check(who, item, "missing", problem=problem, fix=fix, source=source)
+
+
+def remote_size(url: str) -> int | None:
+    """The Content-Length of ``url`` (a HEAD request, three seconds at most), or None."""
+    import urllib.request
+
+    try:
+        request = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(request, timeout=3) as response:
+            length = response.headers.get("Content-Length")
+        return int(length) if length else None
+    except Exception:  # noqa: BLE001 - the size is a courtesy; no answer means unknown
+        return None
 
 
 def hub_size(repo: str) -> int | None:

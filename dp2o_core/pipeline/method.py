@@ -44,7 +44,7 @@ class DataStage(Stage):
 
         # every item's files are listed and stat'ed once: for the fingerprint and for the writer
         if "item_signatures" not in ctx.computed:
-            ctx.computed["item_signatures"] = item_signatures(ctx.build("data"))
+            ctx.computed["item_signatures"] = item_signatures(ctx.build("data"), data_items(ctx))
         return ctx.computed["item_signatures"]
 
     def checks(self, ctx: RunContext) -> list[Check]:
@@ -304,11 +304,20 @@ class EvalStage(Stage):
         return StageRun(units=runs * settings["num_samples"], result=evaluation)
 
 
+def data_items(ctx: RunContext) -> list[Any]:
+    """The data set's items, listed once per run (the fingerprint, the checks and the disk
+    estimate all need them; a folder of 30,000 images takes a while to list)."""
+    if "data_items" not in ctx.computed:
+        ctx.computed["data_items"] = ctx.build("data").items()
+    return ctx.computed["data_items"]
+
+
 def items_check(ctx: RunContext, key: str) -> list[Check]:
     """The data set ``key`` (``data``, ``eval_data``) lists at least one item."""
     spec = str(getattr(ctx.config, key)) or ctx.component(key).registration.name
-    who = "data" if key == "data" else "held-out data"
-    return [dataset_check(who, spec, lambda: ctx.build(key) if key == "data" else ctx.component(key).build())]
+    if key == "data":
+        return [dataset_check("data", spec, lambda: data_items(ctx))]
+    return [dataset_check("held-out data", spec, lambda: ctx.component(key).build().items())]
 
 
 #: Bytes per output pixel the sample stage writes: a PNG (at most about the raw RGB bytes)
@@ -332,7 +341,7 @@ def candidates_bytes(ctx: RunContext) -> int | None:
     if not crop:
         return None
     try:
-        groups = len(ctx.build("data").items())
+        groups = len(data_items(ctx))
     except Dp2oError:  # the data check reports it
         return None
     return int(count * groups * crop * crop * CANDIDATE_BYTES_PER_PIXEL)

@@ -59,22 +59,15 @@ class Pipeline:
         for stage in self.stages:
             if stage.main_only and not ctx.process.is_main or stage.kept(ctx) is not None:
                 continue
-            if (
-                stage.name in force
-                or stage.forced(ctx)
-                or any(up in {s.name for s in working} for up in stage.upstream)
-            ):
+            names = {s.name for s in working}
+            if stage.name in force or stage.forced(ctx) or any(up in names for up in stage.upstream):
                 working.append(stage)
                 continue
             try:
-                config = stage.config(ctx)
-                expected = ctx.store.expected_fingerprint(
-                    stage.name, config, group_signatures=stage.group_signatures(ctx)
-                )
+                state = _status(stage, ctx, stage.config(ctx)).state
             except Dp2oError:  # an upstream stage outside this pipeline is not done: the run says so
-                working.append(stage)
-                continue
-            if ctx.store.status(stage.name, expected=expected).state != "done":
+                state = "missing"
+            if state != "done":
                 working.append(stage)
         return working
 
@@ -130,21 +123,26 @@ class Pipeline:
             say(stage.name, f"current — skipped ({kept})")
             return None
         config = stage.config(ctx)
-        expected = ctx.store.expected_fingerprint(
-            stage.name, config, group_signatures=stage.group_signatures(ctx)
-        )
-        status = ctx.store.status(stage.name, expected=expected)
-        reason = stage.forced(ctx) or ("forced" if force else None)
-        if status.state == "done" and reason is None:
+        status = _status(stage, ctx, config)
+        reason = stage.forced(ctx)
+        if status.state == "done" and reason is None and not force:
             say(stage.name, "current — skipped")
             return None
-        say(stage.name, reason if reason and reason != "forced" else describe_status(status))
+        say(stage.name, reason or describe_status(status))
         with timed(ctx.store, stage.name, stage.unit, ctx.process.is_main) as facts:
             outcome = stage.run(ctx, config)
             facts["units"] = outcome.units
         if outcome.note and announce and ctx.process.is_main:
             ctx.reporter.note(stage.name, outcome.note)
         return outcome
+
+
+def _status(stage: Stage, ctx: RunContext, config: dict) -> StageStatus:
+    """The stage's state against the fingerprint its ``config`` would give it now."""
+    expected = ctx.store.expected_fingerprint(
+        stage.name, config, group_signatures=stage.group_signatures(ctx)
+    )
+    return ctx.store.status(stage.name, expected=expected)
 
 
 def describe_status(status: StageStatus) -> str:

@@ -111,7 +111,7 @@ def model_checks(who: str, source: str, parts: tuple[str, ...]) -> list:
                 fix="give the folder of a complete diffusers model (save_pretrained layout)",
             )
         ]
-    from dp2o_plugins.network import hub_size, online
+    from dp2o_plugins.network import availability, hub_size
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -129,29 +129,25 @@ def model_checks(who: str, source: str, parts: tuple[str, ...]) -> list:
         ]
 
     def cached(part: str) -> bool:
-        config = _CONFIG_FILES.get(part.rstrip("_2"), "config.json")
+        config = _CONFIG_FILES.get(part.removesuffix("_2"), "config.json")
         if not isinstance(try_to_load_from_cache(source, f"{part}/{config}"), str):
             return False
         if part.startswith(("scheduler", "tokenizer")):
             return True
         return any(isinstance(try_to_load_from_cache(source, f"{part}/{w}"), str) for w in _WEIGHT_FILES)
 
-    item, url = f"Hugging Face model {source}", f"https://huggingface.co/{source}"
     absent = [part for part in parts if not cached(part)]
-    if not absent:
-        return [Check(who, item, "present", source=url)]
-    if online():
-        return [Check(who, item, "download", source=url, size=hub_size(source))]
     return [
-        Check(
+        availability(
             who,
-            item,
-            "missing",
+            f"Hugging Face model {source}",
+            found=not absent,
+            source=f"https://huggingface.co/{source}",
+            size=lambda: hub_size(source),
             problem=f"{', '.join(p + '/' for p in absent)} not in the Hugging Face cache "
             "and the hub is unreachable",
             fix=f"on a machine with internet run `hf download {source}`, then copy its cache to "
             f"$HF_HOME here and set HF_HUB_OFFLINE=1, or pass model=/path/to/{source.split('/')[-1]}",
-            source=url,
         )
     ]
 

@@ -64,7 +64,9 @@ def bytes_array(data: bytes):
 
 
 def create(request: dict):
-    """The pyiqa metric, weight files looked up by name in the given folders first."""
+    """The pyiqa metric, weight files looked up by name in the given folders first (what
+    ``dp2o_plugins.rewards.weights`` does in dp2o's process; repeated here because this file
+    must run without dp2o)."""
     import pyiqa
     import torch.hub
 

@@ -8,7 +8,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from dp2o_plugins.rewards.weights import create_metric, offline_unless_reachable, weights_dirs
+from dp2o_plugins.network import offline_unless_reachable
+from dp2o_plugins.rewards.weights import create_metric, weights_dirs
 from pydantic import Field, field_validator
 
 from dp2o_core import MetricInfo, PluginOptions, RewardModel, runtime_option

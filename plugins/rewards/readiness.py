@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dp2o_plugins.network import hub_size, online
+from dp2o_plugins.network import availability, hub_size, remote_size
 from dp2o_plugins.rewards.weights import WEIGHTS_ENV, weights_dirs
 
 from dp2o_core.preflight import Check
@@ -227,32 +227,15 @@ def _pyiqa_cache() -> Path:
 def _file_check(who: str, url: str, places: list[Path], where: str) -> Check:
     """A weight file that may be in any of ``places`` (looked up by its name)."""
     filename = url.rsplit("/", 1)[-1]
-    item = f"weight file {filename}"
-    if any((place / filename).is_file() for place in places):
-        return Check(who, item, "present", source=url)
-    if online():
-        return Check(who, item, "download", source=url, size=_remote_size(url))
-    return Check(
+    return availability(
         who,
-        item,
-        "missing",
+        f"weight file {filename}",
+        found=any((place / filename).is_file() for place in places),
+        source=url,
+        size=lambda: remote_size(url),
         problem="not on this machine and the internet is unreachable",
         fix=f"download it from the source into {where}",
-        source=url,
     )
-
-
-def _remote_size(url: str) -> int | None:
-    """The Content-Length of ``url`` (a HEAD request, three seconds at most), or None."""
-    import urllib.request
-
-    try:
-        request = urllib.request.Request(url, method="HEAD")
-        with urllib.request.urlopen(request, timeout=3) as response:
-            length = response.headers.get("Content-Length")
-        return int(length) if length else None
-    except Exception:  # noqa: BLE001 - the size is a courtesy; no answer means unknown
-        return None
 
 
 def _backbone_check(who: str, kind: str, name: str, folders: list[Path]) -> Check:
@@ -285,18 +268,13 @@ def _hub_check(who: str, repo: str, files: tuple[str, ...]) -> Check:
     """A Hugging Face model: present when one of ``files`` is in the local cache."""
     from huggingface_hub import try_to_load_from_cache
 
-    item = f"Hugging Face model {repo}"
-    source = f"https://huggingface.co/{repo}"
-    if any(isinstance(try_to_load_from_cache(repo, file), str) for file in files):
-        return Check(who, item, "present", source=source)
-    if online():
-        return Check(who, item, "download", source=source, size=hub_size(repo))
-    return Check(
+    return availability(
         who,
-        item,
-        "missing",
+        f"Hugging Face model {repo}",
+        found=any(isinstance(try_to_load_from_cache(repo, file), str) for file in files),
+        source=f"https://huggingface.co/{repo}",
+        size=lambda: hub_size(repo),
         problem="not in the Hugging Face cache and the hub is unreachable",
         fix=f"on a machine with internet run `hf download {repo}` and copy its Hugging Face cache here "
         "($HF_HOME), then set HF_HUB_OFFLINE=1",
-        source=source,
     )

@@ -18,11 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dp2o_plugins.network import offline, offline_unless_reachable, online
+from dp2o_plugins.network import offline
 
 from dp2o_core.errors import Dp2oError
-
-__all__ = ["offline", "offline_unless_reachable", "online"]  # re-exported for the reward plugins
 
 WEIGHTS_ENV = "DP2O_IQA_WEIGHTS"
 
