@@ -4,6 +4,7 @@ gives the scores in-process scoring gives; a worker that crashes or hangs is nam
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,3 +72,17 @@ def test_an_interpreter_that_cannot_run_fails_the_preflight(tmp_path):
     assert any(c.status == "missing" and "cannot run it" in c.problem for c in checks)
     ready = PyiqaReward.readiness(PyiqaReward.Options(metric="psnr", python=sys.executable))
     assert all(c.ok for c in ready)
+
+
+def test_pythons_puts_one_hybrid_member_in_a_worker():
+    """pythons=[member=interpreter] moves that member alone; python= moves every pyiqa member."""
+    manager = PluginManager()
+    one = resolve_spec(manager, "reward", f"hybrid-offline:pythons=[piqe={sys.executable}]").build()
+    assert {name: m.options.python for name, m in one.members().items()} == {
+        "fsim": None, "vsi": None, "gmsd": None, "niqe": None, "piqe": Path(sys.executable),
+    }  # fmt: skip
+    every = resolve_spec(manager, "reward", f"hybrid-offline:python={sys.executable}").build()
+    assert {m.options.python for m in every.members().values()} == {Path(sys.executable)}
+    # the same KEY=VALUE list form gives a member its weight file (a config file uses a table)
+    weights = resolve_spec(manager, "reward", "hybrid-offline:weights=[niqe=/w/niqe.mat]").options.weights
+    assert weights == {"niqe": Path("/w/niqe.mat")}

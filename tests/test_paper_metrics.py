@@ -83,7 +83,7 @@ def test_qalign_cannot_run_under_dp2os_transformers_and_the_preflight_says_so(of
     resolved = resolve_spec(PluginManager(), "reward", "pyiqa:metric=qalign,device=cpu")
     checks = resolved.registration.cls.readiness(resolved.options)
     assert any(c.status == "missing" and "invert_attention_mask" in c.problem for c in checks)
-    assert any("pythons={qalign:" in c.fix for c in checks)
+    assert any("pythons=[qalign=" in c.fix for c in checks)
     reward = resolved.build()
     reward.prepare()  # the model, its tokenizer and its image processor load
     with pytest.raises(AttributeError, match="invert_attention_mask"):

@@ -17,8 +17,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dp2o_plugins.rewards.pyiqa_metric import MetricOptions, PyiqaReward, metric_info, pyiqa_configs
-from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
+from dp2o_plugins.rewards.pyiqa_metric import (
+    MetricOptions,
+    PyiqaReward,
+    key_value_pairs,
+    metric_info,
+    pyiqa_configs,
+)
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from dp2o_core import MetricInfo, RewardModel, runtime_option
 from dp2o_core.errors import Dp2oError, did_you_mean
@@ -120,12 +126,18 @@ class HybridOptions(MetricOptions):
     balance: float = Field(
         0.5, ge=0, le=1, description="Weight of the FR mean; the NR mean gets 1 − balance."
     )
-    weights: dict[str, Path] = Field({}, description="Weight file per metric name, e.g. {niqe: /w/niqe.mat}.")
+    weights: dict[str, Path] = Field({}, description="Weight file per metric name, e.g. [niqe=/w/niqe.mat].")
     pythons: dict[str, Path] = runtime_option(
         {},
-        description="Interpreter per member run in a worker process, e.g. {qalign: /opt/qalign/bin/python} "
+        description="Interpreter per member run in a worker process, e.g. [qalign=/opt/qalign/bin/python] "
         "(python= applies to every pyiqa member).",
     )
+
+    @field_validator("weights", "pythons", mode="before")
+    @classmethod
+    def _pairs_to_dict(cls, value: Any) -> Any:
+        return key_value_pairs(value)
+
     #: member name → the reward plugin class that scores it (pyiqa members are not listed)
     _plugin_members: dict[str, type[RewardModel]] = PrivateAttr(default_factory=dict)
 

@@ -89,15 +89,21 @@ class PyiqaOptions(MetricOptions):
     @field_validator("kwargs", mode="before")
     @classmethod
     def _pairs_to_dict(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            pairs = {}
-            for item in value:
-                key, sep, raw = str(item).partition("=")
-                if not sep:
-                    raise ValueError(f"{item!r} is not KEY=VALUE")
-                pairs[key.strip()] = _scalar(raw.strip())
-            return pairs
+        return key_value_pairs(value, _scalar)
+
+
+def key_value_pairs(value: Any, convert: Any = None) -> Any:
+    """A spec's ``[KEY=VALUE, …]`` list as a dict (each value through ``convert``); a dict (from
+    a config file's table) passes through. For dict-valued options such as ``kwargs``."""
+    if not isinstance(value, list):
         return value
+    pairs = {}
+    for item in value:
+        key, sep, raw = str(item).partition("=")
+        if not sep:
+            raise ValueError(f"{item!r} is not KEY=VALUE")
+        pairs[key.strip()] = convert(raw.strip()) if convert is not None else raw.strip()
+    return pairs
 
 
 class PyiqaReward(RewardModel):

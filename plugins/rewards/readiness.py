@@ -83,7 +83,7 @@ def metric_checks(
                     f"pyiqa's {arch} code in this environment",
                     "missing",
                     problem=incompatible,
-                    fix=f"run it in its own environment: pythons={{{metric}: /path/to/venv/bin/python}} on "
+                    fix=f"run it in its own environment: pythons=[{metric}=/path/to/venv/bin/python] on "
                     f"the hybrid reward, or python=… on pyiqa:metric={metric} (docs/rewards.md)",
                 )
             )
