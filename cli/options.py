@@ -87,6 +87,16 @@ MicroBatchSize = Annotated[
 LearningRate = Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Learning rate.")]
 Beta = Annotated[float | None, typer.Option("--beta", help="DPO β (paper: 5000).")]
 Loss = Annotated[Literal["sigmoid", "hinge", "ipo"] | None, typer.Option("--loss", help="DPO loss variant.")]
+SwapLabels = Annotated[
+    float | None,
+    typer.Option(
+        "--swap-labels",
+        min=0.0,
+        max=1.0,
+        metavar="FRACTION",
+        help="Swap winner and loser in this fraction of the pairs: the shuffled-label control (0.5).",
+    ),
+]
 MixedPrecision = Annotated[
     Literal["no", "fp16", "bf16"] | None, typer.Option("--mixed-precision", help="Autocast precision.")
 ]

@@ -33,6 +33,7 @@ from dp2o_cli.options import (
     RewardSpec,
     RunOption,
     Seed,
+    SwapLabels,
     SelectorSpec,
     SharedNoise,
     Tracker,
@@ -70,6 +71,7 @@ def train(
     learning_rate: LearningRate = None,
     beta: Beta = None,
     loss: Loss = None,
+    swap_labels: SwapLabels = None,
     mixed_precision: MixedPrecision = None,
     checkpoint_every: CheckpointEvery = None,
     tracker: Tracker = None,
@@ -116,7 +118,7 @@ def train_config(
     embedded default: the config file (else the embedded default for tiny-sr, else the paper's
     defaults) with the flags on top."""
     sections = ("max_steps", "batch_size", "micro_batch_size", "learning_rate", "beta", "loss",
-                "mixed_precision", "checkpoint_every", "tracker")  # fmt: skip
+                "swap_labels", "mixed_precision", "checkpoint_every", "tracker")  # fmt: skip
     train = {key: flags.pop(key) for key in sections}
     backbone = flags.get("backbone")
     # tiny-sr's natural setting is the embedded one; other backbones start from the paper's defaults

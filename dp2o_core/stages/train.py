@@ -57,7 +57,9 @@ def run_train_stage(
             store.begin("train", config)
         accelerator.wait_for_everyone()
         fingerprint = (store.record("train") or {})["fingerprint"]
-        data = TrainingData(store, backbone, seed=seed, cache=settings.cache)
+        data = TrainingData(
+            store, backbone, seed=seed, cache=settings.cache, swap_labels=settings.swap_labels
+        )
         start, advance = on_prepare or (None, None)
         data.prepare(_process_info(accelerator), on_start=start, on_progress=advance)
         accelerator.wait_for_everyone()

@@ -73,12 +73,14 @@ class PairOrder:
 class TrainingData:
     """A run's pairs, candidates, conditions and prompts, served as :class:`PairBatch` es."""
 
-    def __init__(self, store: RunStore, backbone: Any, *, seed: int, cache: bool = True) -> None:
+    def __init__(
+        self, store: RunStore, backbone: Any, *, seed: int, cache: bool = True, swap_labels: float = 0.0
+    ) -> None:
         self.store = store
         self.backbone = backbone
         self.seed = seed
         self.cache = cache
-        self.pairs = _read_pairs(store)
+        self.pairs = swapped_labels(_read_pairs(store), swap_labels, seed)
         self.order = PairOrder(len(self.pairs), seed)
         self._candidates = {
             (row["group_id"], row["candidate"]): row
@@ -221,6 +223,25 @@ class TrainingData:
         cache.move_to_end(key)
         while len(cache) > size:
             cache.popitem(last=False)
+
+
+def swapped_labels(pairs: list[Pair], fraction: float, seed: int) -> list[Pair]:
+    """``pairs`` with winner and loser exchanged in ``fraction`` of them (rounded), chosen by
+    ``seed``: the shuffled-label control that tells learning the preferences apart from
+    the effect of training as such."""
+    if fraction <= 0 or not pairs:
+        return pairs
+    import random
+
+    chosen = set(
+        random.Random(derive_seed(seed, "swap-labels")).sample(
+            range(len(pairs)), round(fraction * len(pairs))
+        )
+    )
+    return [
+        Pair(p.group_id, p.loser, p.winner, p.weight) if index in chosen else p
+        for index, p in enumerate(pairs)
+    ]
 
 
 def _read_pairs(store: RunStore) -> list[Pair]:

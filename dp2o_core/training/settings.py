@@ -37,6 +37,13 @@ class TrainSettings(BaseModel):
     loss: Literal["sigmoid", "hinge", "ipo"] = Field(
         "sigmoid", description="Pair loss of the margin z = −β/2·Δ: −log σ(z), max(0, 1 − z) or (z − ½)²."
     )
+    swap_labels: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Fraction of pairs whose winner and loser are swapped, chosen by the seed: a control "
+        "experiment (0.5 makes the labels uninformative; a gain that survives it is not the preferences').",
+    )
     optimizer: Literal["auto", "adamw", "adamw-8bit"] = Field(
         "auto", description="AdamW; 'auto' uses bitsandbytes' 8-bit AdamW when it works on the device."
     )
