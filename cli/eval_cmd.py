@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from dp2o_cli.eval_view import print_evaluation
 from dp2o_cli.options import BackboneSpec, ConfigFile, DataSpec, DegradationSpec, RewardSpec
+from dp2o_cli.output import console
 from dp2o_cli.progress import stage_progress
 from dp2o_cli.run_config import load_run_config
 from dp2o_cli.state import CliState
@@ -20,6 +22,7 @@ from dp2o_core.evaluation import (
     evaluate,
     load_inputs,
     prepared_reward,
+    write_per_input,
 )
 from dp2o_core.preflight import component_checks, dataset_check, ensure
 from dp2o_core.specs import parse_spec, resolve_spec
@@ -44,6 +47,14 @@ Compare = Annotated[
         help="A second backbone evaluated on the same seeds ('bicubic': plain upsampling).",
     ),
 ]
+PerInput = Annotated[
+    Path | None,
+    typer.Option(
+        "--per-input",
+        metavar="FILE",
+        help="Also write the per-input table (one row per input and model) to FILE: .csv or .json.",
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -59,9 +70,16 @@ def eval_command(
     seeds: Seeds = 1,
     seed: EvalSeed = 0,
     compare: Compare = None,
+    per_input: PerInput = None,
     as_json: AsJson = False,
 ) -> None:
-    """Sample M outputs per input with each backbone and report metrics and Best/Mean/Worst@M."""
+    """Sample M outputs per input with each backbone and report metrics and Best/Mean/Worst@M.
+
+    With --compare, each difference comes with its standard error over the inputs, the paired t and
+    Wilcoxon signed-rank tests and the number of inputs that got better and worse.
+    """
+    if per_input is not None and per_input.suffix not in (".csv", ".json"):
+        raise UsageError(f"--per-input {per_input}: name a .csv or a .json file")
     manager = ctx.ensure_object(CliState).manager
     config = load_run_config(
         config_file, backbone=backbone, data=data, degradation=degradation, reward=reward
@@ -89,7 +107,11 @@ def eval_command(
             on_progress=advance,
         )  # fmt: skip
     evaluation.unavailable = {**unavailable, **evaluation.unavailable}
+    if per_input is not None:
+        write_per_input(evaluation, per_input)
     if as_json:
         typer.echo(json.dumps(evaluation.to_record(), indent=2))
     else:
         print_evaluation(evaluation, title=f"dp2o eval — {len(inputs)} inputs")
+        if per_input is not None:
+            console.print(f"Per-input table: {per_input}", markup=False, soft_wrap=True)

@@ -6,57 +6,76 @@ from dp2o_cli.output import console
 from rich.markup import escape
 from rich.table import Table
 
+from dp2o_core.eval_stats import PairedComparison, format_p
 from dp2o_core.evaluation import Evaluation, Stat
-
-#: How metrics are labelled in tables where the pyiqa name is not what readers know.
-LABELS = {"psnry": "PSNR-Y", "ssim": "SSIM-Y"}
 
 
 def print_evaluation(evaluation: Evaluation, title: str) -> None:
-    """A table: one row per metric and reward column, one column per model (+ difference)."""
+    """A table: one row per quantity (metric, seed diversity, reward column, reward part),
+    one column per model, then each later model's difference to the first with its standard
+    error over inputs; with two models also the paired tests and the inputs better / worse."""
     table = Table(title=escape(title), title_justify="left")
     table.add_column("metric")
     for model in evaluation.models:
         table.add_column(f"{escape(model.label)}\n{escape(model.spec)}", overflow="fold")
-    if len(evaluation.models) == 2:
-        table.add_column("difference")
+    later = evaluation.models[1:]
+    for model in later:
+        table.add_column("Δ ± SE" if len(later) == 1 else f"Δ {escape(model.label)} ± SE", justify="right")
+    paired = len(later) == 1 and bool(evaluation.comparisons)
+    if paired:
+        table.add_column("p (t)", justify="right")
+        table.add_column("p (Wilcoxon)", justify="right")
+        table.add_column("better / worse", justify="right")
     seeds = evaluation.seeds
 
     def cell(stat: Stat) -> str:
         return f"{stat.mean:.4g} ± {stat.std:.2g}" if seeds > 1 else f"{stat.mean:.4g}"
 
-    def add(label: str, stats: list[Stat], lower_better: bool) -> None:
-        row = [escape(label), *(cell(s) for s in stats)]
-        if len(stats) == 2:
-            delta = stats[1].mean - stats[0].mean
-            better = (delta < 0) if lower_better else (delta > 0)
-            colour = "green" if better else ("red" if delta else "white")
-            row.append(f"[{colour}]{delta:+.4g}[/]")
+    for key, label in evaluation.quantities():
+        row = [escape(label), *(cell(evaluation.stat(m, key)) for m in evaluation.models)]
+        lower_better = evaluation.lower_better(key)
+        found: list[PairedComparison] = []
+        for model in later:
+            comparison = evaluation.comparisons.get(model.label, {}).get(key)
+            if comparison is None:  # a stored evaluation from before per-input statistics
+                delta = evaluation.stat(model, key).mean - evaluation.stat(evaluation.models[0], key).mean
+                row.append(_coloured(delta, f"{delta:+.4g}", lower_better))
+                continue
+            found.append(comparison)
+            text = f"{comparison.mean_difference:+.3g} ± {comparison.standard_error:.2g}"
+            row.append(_coloured(comparison.mean_difference, text, lower_better))
+        if paired:
+            if found:
+                c = found[0]
+                row += [format_p(c.t_p_value), format_p(c.wilcoxon_p_value), f"{c.better} / {c.worse}"]
+            else:
+                row += ["-", "-", "-"]
         table.add_row(*row)
-
-    for name, info in evaluation.metrics.items():
-        arrow = "↓" if info.lower_better else "↑"
-        add(
-            f"{LABELS.get(name, name)} {arrow}",
-            [m.metrics[name] for m in evaluation.models],
-            info.lower_better,
-        )
-    add("seed diversity (pixel std) ↑", [m.diversity for m in evaluation.models], False)
-    if evaluation.reward is not None:
-        for column in ("best", "mean", "worst"):
-            label = f"{evaluation.reward} {column.capitalize()}@{evaluation.num_samples} ↑"
-            add(label, [m.reward[column] for m in evaluation.models], False)
     console.print(table)
     pooled = evaluation.reward and len(evaluation.models) > 1
     console.print(
         f"{evaluation.num_samples} samples per input, {seeds} seed set(s)"
         + (" (mean ± std over seed sets)" if seeds > 1 else "")
         + (
+            f"; Δ: mean difference over the {len(evaluation.inputs)} inputs ± its standard error, "
+            "two-sided paired tests across inputs"
+            if later
+            else ""
+        )
+        + (
             f"; {evaluation.reward} rewards normalised over all models' samples of each input"
             if pooled
             else ""
         ),
         markup=False,
+        soft_wrap=True,
     )
     for name, reason in evaluation.unavailable.items():
         console.print(f"[yellow]unavailable[/] {escape(name)}: {escape(reason)}", soft_wrap=True)
+
+
+def _coloured(delta: float, text: str, lower_better: bool) -> str:
+    """``text`` in green when ``delta`` is an improvement, red when it is a loss."""
+    better = (delta < 0) if lower_better else (delta > 0)
+    colour = "green" if better else ("red" if delta else "white")
+    return f"[{colour}]{escape(text)}[/]"

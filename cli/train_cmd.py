@@ -33,9 +33,9 @@ from dp2o_cli.options import (
     RewardSpec,
     RunOption,
     Seed,
-    SwapLabels,
     SelectorSpec,
     SharedNoise,
+    SwapLabels,
     Tracker,
     WeightingSpec,
 )

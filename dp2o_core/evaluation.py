@@ -23,8 +23,10 @@ import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from dp2o_core.eval_stats import PairedComparison
 from dp2o_core.interfaces import Backbone, MetricInfo, RewardModel
 from dp2o_core.store.fingerprint import derive_seed
 
@@ -133,8 +135,57 @@ class Evaluation:
     num_samples: int
     seeds: int
     reward: str | None
+    #: the named parts of the reward (the hybrid reward's FR and NR halves), each reported as Mean@M
+    reward_parts: list[str] = field(default_factory=list)
+    #: model label → quantity key (:meth:`quantities`) → one value per input (mean over seed sets)
+    per_input: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: model label (every model but the first) → quantity key → the paired comparison with the first
+    comparisons: dict[str, dict[str, PairedComparison]] = field(default_factory=dict)
     #: every raw score (not part of the stored record)
     scores: ScoreTable = field(default_factory=ScoreTable)
+
+    def quantities(self) -> list[tuple[str, str]]:
+        """(key, label) of everything reported per model, in table order: each metric, the
+        seed diversity, the reward's Best/Mean/Worst@M and its parts' Mean@M."""
+        m = self.num_samples
+        rows = [
+            (name, f"{LABELS.get(name, name)} {'↓' if info.lower_better else '↑'}")
+            for name, info in self.metrics.items()
+        ]
+        rows.append((DIVERSITY, "seed diversity (pixel std) ↑"))
+        if self.reward is not None:
+            rows += [(REWARD_PREFIX + c, f"{self.reward} {c.capitalize()}@{m} ↑") for c in REWARD_COLUMNS]
+            rows += [
+                (REWARD_PREFIX + part, f"{self.reward} {part} half Mean@{m} ↑") for part in self.reward_parts
+            ]
+        return rows
+
+    def lower_better(self, key: str) -> bool:
+        """Whether a smaller value of quantity ``key`` is better (only metrics say so)."""
+        info = self.metrics.get(key)
+        return info is not None and info.lower_better
+
+    def stat(self, model: ModelEvaluation, key: str) -> Stat:
+        """Model ``model``'s mean ± std over seed sets of quantity ``key``."""
+        if key == DIVERSITY:
+            return model.diversity
+        if key.startswith(REWARD_PREFIX):
+            return model.reward[key.removeprefix(REWARD_PREFIX)]
+        return model.metrics[key]
+
+    def per_input_rows(self) -> list[dict[str, Any]]:
+        """The per-input table: one row per input and model, one column per quantity."""
+        keys = [key for key, _ in self.quantities()]
+        return [
+            {"input": input_id, "model": model.label}
+            | {
+                key: self.per_input[model.label][key][index]
+                for key in keys
+                if key in self.per_input[model.label]
+            }
+            for index, input_id in enumerate(self.inputs)
+            for model in self.models
+        ]
 
     def to_record(self) -> dict[str, Any]:
         """JSON-ready form (examples left out)."""
@@ -148,6 +199,12 @@ class Evaluation:
                 for name, info in self.metrics.items()
             },
             "unavailable": self.unavailable,
+            "reward_parts": self.reward_parts,
+            "per_input": self.per_input,
+            "comparisons": {
+                label: {key: c.as_record() for key, c in quantities.items()}
+                for label, quantities in self.comparisons.items()
+            },
             "models": [
                 {
                     "label": m.label,
@@ -183,10 +240,22 @@ class Evaluation:
             num_samples=int(record["num_samples"]),
             seeds=int(record["seeds"]),
             reward=record.get("reward"),
+            reward_parts=list(record.get("reward_parts", [])),
+            per_input={k: dict(v) for k, v in record.get("per_input", {}).items()},
+            comparisons={
+                label: {key: PairedComparison.from_record(c) for key, c in quantities.items()}
+                for label, quantities in record.get("comparisons", {}).items()
+            },
         )
 
 
 REWARD_COLUMNS = ("best", "mean", "worst")
+#: Quantity keys: a metric's name, this for the seed diversity, and this prefix + a reward
+#: column (``reward.mean``) or a part of the reward (``reward.FR``).
+DIVERSITY = "diversity"
+REWARD_PREFIX = "reward."
+#: How metrics are labelled in tables where the pyiqa name is not what readers know.
+LABELS = {"psnry": "PSNR-Y", "ssim": "SSIM-Y"}
 
 
 def candidate_seeds(seed: int, seed_set: int, input_id: str, count: int) -> list[int]:
@@ -229,7 +298,9 @@ def evaluate(
     use_reward = reward is not None and reward in active_scorers
 
     table = ScoreTable()
-    spread: dict[str, list[float]] = {model.label: [] for model in entries}
+    input_ids = [item.id for item in inputs]
+    # per model, quantity and seed set: one value per input (the statistics' unit)
+    values: dict[str, dict[str, list[list[float]]]] = {model.label: {} for model in entries}
     results = {model.label: ModelEvaluation(model.label, model.spec) for model in entries}
     for seed_set in range(seeds):
         for model in entries:
@@ -242,26 +313,41 @@ def evaluate(
                     results[model.label].examples[item.id] = images[0]
                 spreads.append(float(images.std(dim=0, unbiased=False).mean()))
                 for scorer in active_scorers:
-                    for name, values in scorer.score(images, item.hr).items():
-                        table.add(model.label, seed_set, item.id, name, values)
+                    for name, scored in scorer.score(images, item.hr).items():
+                        table.add(model.label, seed_set, item.id, name, scored)
                 if on_progress is not None:
                     on_progress(1)
-            spread[model.label].append(_mean(spreads))
+            values[model.label].setdefault(DIVERSITY, []).append(spreads)
 
-    input_ids = [item.id for item in inputs]
     for name in infos:
         for model in entries:
-            per_set = [
-                _mean([v for i in input_ids for v in table.get(model.label, k, i, name)])
-                for k in range(seeds)
+            values[model.label][name] = [
+                [_mean(table.get(model.label, k, i, name)) for i in input_ids] for k in range(seeds)
             ]
-            results[model.label].metrics[name] = Stat.of(per_set)
-    for model in entries:
-        results[model.label].diversity = Stat.of(spread[model.label])
+    parts: list[str] = []
     if use_reward:
         assert reward is not None
-        _reward_stats(reward, [m.label for m in entries], table, results, input_ids, seeds, num_samples)
-    return Evaluation(
+        parts = _reward_values(
+            reward, [m.label for m in entries], table, values, input_ids, seeds, num_samples
+        )
+    for model in entries:
+        result = results[model.label]
+        for key, per_set in values[model.label].items():
+            stat = Stat.of([_mean(per_input) for per_input in per_set])
+            if key == DIVERSITY:
+                result.diversity = stat
+            elif key.startswith(REWARD_PREFIX):
+                result.reward[key.removeprefix(REWARD_PREFIX)] = stat
+            else:
+                result.metrics[key] = stat
+    per_input = {
+        label: {
+            key: [_mean(column) for column in zip(*per_set, strict=True)]
+            for key, per_set in quantities.items()
+        }
+        for label, quantities in values.items()
+    }
+    evaluation = Evaluation(
         models=[results[model.label] for model in entries],
         metrics=infos,
         unavailable=unavailable,
@@ -269,39 +355,64 @@ def evaluate(
         num_samples=num_samples,
         seeds=seeds,
         reward=reward.name if use_reward and reward is not None else None,
+        reward_parts=parts,
+        per_input=per_input,
         scores=table,
     )
+    evaluation.comparisons = compare_to_base(evaluation)
+    return evaluation
 
 
-def _reward_stats(
+def compare_to_base(evaluation: Evaluation) -> dict[str, dict[str, PairedComparison]]:
+    """Every model after the first against the first (the base), quantity by quantity, over
+    the inputs (:mod:`dp2o_core.eval_stats`)."""
+    if not evaluation.models or not evaluation.per_input:
+        return {}
+    base = evaluation.models[0].label
+    comparisons: dict[str, dict[str, PairedComparison]] = {}
+    for model in evaluation.models[1:]:
+        comparisons[model.label] = {
+            key: PairedComparison.of(
+                evaluation.per_input[base][key], values, lower_better=evaluation.lower_better(key)
+            )
+            for key, values in evaluation.per_input[model.label].items()
+        }
+    return comparisons
+
+
+def _reward_values(
     reward: RewardModel,
     labels: list[str],
     table: ScoreTable,
-    results: dict[str, ModelEvaluation],
+    values: dict[str, dict[str, list[list[float]]]],
     input_ids: list[str],
     seeds: int,
     m: int,
-) -> None:
-    """Best/Mean/Worst@M of the reward, computed over each input's pool of all models."""
+) -> list[str]:
+    """Per input and seed set, each model's Best/Mean/Worst@M of the reward and Mean@M of
+    each of its parts, computed over the input's pool of all models' candidates (a
+    group-relative reward puts every model on one scale); returns the parts' names."""
     names = [info.name for info in reward.metrics()]
-    per_set: dict[str, dict[str, list[float]]] = {label: {c: [] for c in REWARD_COLUMNS} for label in labels}
+    parts: list[str] = []
     for k in range(seeds):
-        sums = {label: dict.fromkeys(REWARD_COLUMNS, 0.0) for label in labels}
+        columns: dict[str, dict[str, list[float]]] = {label: {} for label in labels}
         for input_id in input_ids:
             pooled = {
                 name: [v for label in labels for v in table.get(label, k, input_id, name)] for name in names
             }
             rewards = [float(r) for r in reward.reward(pooled)]
+            pieces = {part: [float(v) for v in got] for part, got in reward.reward_parts(pooled).items()}
+            parts = list(pieces)
             for index, label in enumerate(labels):
                 mine = rewards[index * m : (index + 1) * m]
-                sums[label]["best"] += max(mine)
-                sums[label]["mean"] += _mean(mine)
-                sums[label]["worst"] += min(mine)
+                found = {"best": max(mine), "mean": _mean(mine), "worst": min(mine)}
+                found |= {part: _mean(got[index * m : (index + 1) * m]) for part, got in pieces.items()}
+                for column, value in found.items():
+                    columns[label].setdefault(column, []).append(value)
         for label in labels:
-            for column in REWARD_COLUMNS:
-                per_set[label][column].append(sums[label][column] / len(input_ids))
-    for label in labels:
-        results[label].reward = {c: Stat.of(per_set[label][c]) for c in REWARD_COLUMNS}
+            for column, per_input in columns[label].items():
+                values[label].setdefault(REWARD_PREFIX + column, []).append(per_input)
+    return parts
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -436,6 +547,32 @@ def write_evaluation(
     store.complete(
         "eval", fingerprint, inputs=len(inputs), num_samples=evaluation.num_samples, seeds=evaluation.seeds
     )
+
+
+def write_per_input(evaluation: Evaluation, path: Path) -> None:
+    """The per-input table (:meth:`Evaluation.per_input_rows`) as CSV (``.csv``) or as a JSON
+    list of rows (``.json``), written atomically; columns are quantity keys (a metric's name,
+    ``diversity``, ``reward.best``/``mean``/``worst``, ``reward.<part>``)."""
+    import csv
+    import io
+
+    from dp2o_core.atomic import write_text_atomic
+    from dp2o_core.errors import UsageError
+
+    rows = evaluation.per_input_rows()
+    if path.suffix == ".json":
+        text = json.dumps(rows, indent=1) + "\n"
+    elif path.suffix == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(
+            buffer, fieldnames=list(rows[0]) if rows else ["input", "model"], lineterminator="\n"
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    else:
+        raise UsageError(f"--per-input {path}: name a .csv or a .json file")
+    write_text_atomic(path, text)
 
 
 def read_eval(store: RunStore) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from dp2o_core.eval_stats import PairedComparison, format_p
 from dp2o_core.evaluation import BicubicBaseline, EvalInput, EvalModel, Evaluation, Stat, evaluate
 from dp2o_core.registry import PluginManager
 from dp2o_core.specs import resolve_spec
@@ -125,3 +126,62 @@ def test_every_raw_score_lands_in_one_flat_table():
     assert sorted({(r["seed_set"], r["candidate"]) for r in rows}) == expected
     per_set = [sum(r["value"] for r in rows if r["seed_set"] == k) / 3 for k in range(2)]
     assert result.models[0].metrics["psnr"].mean == pytest.approx(sum(per_set) / 2)
+
+
+def test_paired_statistics_match_textbook_values():
+    """d = 1..5: mean 3, SE √2.5/√5, t = 4.243 on 4 degrees of freedom (p = 0.0132), and the
+    exact signed-rank p = 2/32 (all five ranks positive)."""
+    base = [10.0, 10.0, 10.0, 10.0, 10.0]
+    model = [11.0, 12.0, 13.0, 14.0, 15.0]
+    up = PairedComparison.of(base, model)
+    assert up.n == 5 and up.mean_difference == 3.0
+    assert up.standard_error == pytest.approx((2.5 / 5) ** 0.5)
+    assert up.t_p_value == pytest.approx(0.013236, abs=2e-6)
+    assert up.wilcoxon_p_value == pytest.approx(0.0625)
+    assert (up.better, up.worse) == (5, 0)
+    down = PairedComparison.of(base, model, lower_better=True)  # a larger NIQE is worse
+    assert (down.better, down.worse) == (0, 5) and down.t_p_value == up.t_p_value
+    same = PairedComparison.of(base, base)
+    assert (same.mean_difference, same.standard_error, same.t_p_value, same.wilcoxon_p_value) == (0, 0, 1, 1)
+    assert (same.better, same.worse) == (0, 0)
+    assert format_p(0.0004) == "<0.001" and format_p(0.0132) == "0.013"
+
+
+def test_compare_reports_per_input_statistics_and_writes_the_per_input_table(dp2o_cli, tmp_path):
+    data = (
+        "--data",
+        "photos:split=held-out,crop=96,crops_per_image=2,crop_mode=random",
+        "--degradation",
+        "bicubic",
+    )
+    args = ("--backbone", "tiny-sr:steps=2", "--compare", "bicubic", "-m", "3", "--metrics", "psnry")
+    csv_path, json_path = tmp_path / "inputs.csv", tmp_path / "inputs.json"
+    result = dp2o_cli("eval", *data, *args, "--json", "--per-input", str(json_path))
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    evaluation = Evaluation.from_record(record)
+    assert len(evaluation.inputs) == 4
+    rows = json.loads(json_path.read_text())
+    assert [(r["input"], r["model"]) for r in rows] == [
+        (i, m) for i in evaluation.inputs for m in ("base", "compared")
+    ]
+    # the per-input values average to the pooled figures, and the comparison is their paired difference
+    for key in ("psnry", "reward.mean", "reward.FR", "reward.NR", "diversity"):
+        for model in evaluation.models:
+            mine = [r[key] for r in rows if r["model"] == model.label]
+            assert sum(mine) / 4 == pytest.approx(evaluation.stat(model, key).mean)
+        comparison = evaluation.comparisons["compared"][key]
+        base = [r[key] for r in rows if r["model"] == "base"]
+        other = [r[key] for r in rows if r["model"] == "compared"]
+        assert comparison == PairedComparison.of(base, other)
+    # bicubic's samples are all alike: no seed diversity on any input, below tiny-sr's on every one
+    assert evaluation.comparisons["compared"]["diversity"].worse == 4
+    assert record["reward_parts"] == ["FR", "NR"]
+    table = dp2o_cli("eval", *data, *args, "--per-input", str(csv_path))
+    assert table.exit_code == 0, table.stderr
+    for heading in ("Δ ± SE", "p (t)", "p (Wilcoxon)", "better / worse", "FR half", "NR half"):
+        assert heading in table.stdout
+    header, *lines = csv_path.read_text().splitlines()
+    assert header.split(",")[:3] == ["input", "model", "psnry"] and len(lines) == 8
+    wrong = dp2o_cli("eval", *data, *args, "--per-input", str(tmp_path / "inputs.txt"))
+    assert wrong.exit_code == 2 and "inputs.txt" in wrong.stderr and ".csv" in wrong.stderr

@@ -113,3 +113,8 @@ class RewardModel(Implementation):
                 )
             out[start:end] = rewards
         return out
+
+    def reward_parts(self, scores: Mapping[str, Sequence[float]]) -> Mapping[str, Sequence[float]]:
+        """Named parts the reward of one group is made of, per candidate (the hybrid reward's
+        FR and NR halves); evaluation reports each part beside the reward. None by default."""
+        return {}

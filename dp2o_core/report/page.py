@@ -74,39 +74,51 @@ def render(facts: RunFacts, charts: dict[str, str]) -> str:
 
 
 def _evaluation_section(facts: RunFacts, charts: dict[str, str]) -> list[str]:
+    from dp2o_core.eval_stats import format_p
+    from dp2o_core.evaluation import Evaluation
+
     evaluation = facts.evaluation
     if not evaluation:
         return []
+    stored = Evaluation.from_record(evaluation)
     models = evaluation["models"]
+    paired = len(models) == 2 and bool(stored.comparisons)
     parts = [
         "<h2>Held-out evaluation</h2>",
         f'<p class="note">{len(evaluation["inputs"])} held-out inputs, {evaluation["num_samples"]} samples '
-        f"each per model, {evaluation['seeds']} seed set(s); every model samples the same seeds.</p>",
+        f"each per model, {evaluation['seeds']} seed set(s); every model samples the same seeds."
+        + (
+            " Δ is the mean difference over the inputs ± its standard error; the p-values are two-sided "
+            "paired tests across inputs; better / worse counts inputs.</p>"
+            if paired
+            else "</p>"
+        ),
         "<table><tr><th>metric</th>"
         + "".join(f"<th>{_e(m['label'])}<br><code>{_e(m['spec'])}</code></th>" for m in models)
-        + ("<th>difference</th>" if len(models) == 2 else "")
+        + ("<th>Δ ± SE</th><th>p (t)</th><th>p (Wilcoxon)</th><th>better / worse</th>" if paired else "")
+        + ("<th>difference</th>" if len(models) == 2 and not paired else "")
         + "</tr>",
     ]
-
-    def row(label: str, key: str, stats: list[dict[str, float]], lower_better: bool) -> str:
+    for key, label in stored.quantities():
+        stats = [stored.stat(m, key) for m in stored.models]
         cells = [f"<td>{_e(label)}</td>"]
         for model, stat in zip(models, stats, strict=True):
-            cells.append(_number(f"eval.{model['label']}.{key}", stat["mean"], std=stat["std"]))
+            cells.append(_number(f"eval.{model['label']}.{key}", stat.mean, std=stat.std))
         if len(stats) == 2:
-            delta = stats[1]["mean"] - stats[0]["mean"]
-            better = delta < 0 if lower_better else delta > 0
+            comparison = stored.comparisons.get(stored.models[1].label, {}).get(key)
+            delta = comparison.mean_difference if comparison else stats[1].mean - stats[0].mean
+            better = delta < 0 if stored.lower_better(key) else delta > 0
             cls = "better" if better else ("worse" if delta else "")
-            cells.append(_number(f"eval.difference.{key}", delta, cls=cls, signed=True))
-        return "<tr>" + "".join(cells) + "</tr>"
-
-    for name, info in evaluation["metrics"].items():
-        arrow = "↓" if info["lower_better"] else "↑"
-        parts.append(row(f"{name} {arrow}", name, [m["metrics"][name] for m in models], info["lower_better"]))
-    parts.append(row("seed diversity (pixel std) ↑", "diversity", [m["diversity"] for m in models], False))
-    if evaluation.get("reward"):
-        for column in ("best", "mean", "worst"):
-            label = f"{evaluation['reward']} {column.capitalize()}@{evaluation['num_samples']} ↑"
-            parts.append(row(label, f"reward.{column}", [m["reward"][column] for m in models], False))
+            se = comparison.standard_error if comparison else None
+            cells.append(_number(f"eval.difference.{key}", delta, cls=cls, signed=True, std=se))
+            if paired:
+                found = [
+                    ("t_p", format_p(comparison.t_p_value) if comparison else "-"),
+                    ("wilcoxon_p", format_p(comparison.wilcoxon_p_value) if comparison else "-"),
+                    ("better_worse", f"{comparison.better} / {comparison.worse}" if comparison else "-"),
+                ]
+                cells += [f'<td data-key="eval.{name}.{_e(key)}">{_e(text)}</td>' for name, text in found]
+        parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</table>")
     if evaluation.get("unavailable"):
         parts.append("<p class='note'>Unavailable: " + "; ".join(

@@ -286,6 +286,16 @@ class HybridReward(RewardModel):
             scores, self.infos, self.columns["FR"], self.columns["NR"], self.options.balance
         )
 
+    def reward_parts(self, scores: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+        """The FR half (the FR metrics' normalised mean) and the NR half, when both sets are used."""
+        fr, nr = self.columns["FR"], self.columns["NR"]
+        if not fr or not nr:
+            return {}
+        return {
+            "FR": hybrid_rewards(scores, self.infos, fr, []),
+            "NR": hybrid_rewards(scores, self.infos, [], nr),
+        }
+
     def reward_block(self, scores, offsets):
         """:meth:`reward` for every group of a block, vectorised (same values)."""
         import numpy as np
