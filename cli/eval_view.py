@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dp2o_cli.output import console
 from rich.markup import escape
 from rich.table import Table
@@ -42,7 +44,9 @@ def print_evaluation(evaluation: Evaluation, title: str) -> None:
                 row.append(_coloured(delta, f"{delta:+.4g}", lower_better))
                 continue
             found.append(comparison)
-            text = f"{comparison.mean_difference:+.3g} ± {comparison.standard_error:.2g}"
+            text = f"{comparison.mean_difference:+.3g}" + (
+                f" ± {comparison.standard_error:.2g}" if comparison.n > 1 else ""
+            )
             row.append(_coloured(comparison.mean_difference, text, lower_better))
         if paired:
             if found:
@@ -72,6 +76,44 @@ def print_evaluation(evaluation: Evaluation, title: str) -> None:
     )
     for name, reason in evaluation.unavailable.items():
         console.print(f"[yellow]unavailable[/] {escape(name)}: {escape(reason)}", soft_wrap=True)
+
+
+def print_rounds(run: Path) -> None:
+    """The held-out reward after each round of an iterative run, each against the base model."""
+    from dp2o_core.pipeline import round_evaluations
+
+    found = round_evaluations(run)
+    if not found:
+        return
+    m = found[-1][1].num_samples
+    table = Table(
+        title=f"held-out reward per round, @{m}: each round's model against the base (Δ ± SE over inputs; "
+        "p: Wilcoxon; inputs better / worse; the FR and NR halves' Δ Mean)",
+        title_justify="left",
+    )
+    for column in ("round", "Best", "Mean", "Worst", "Δ Mean ± SE", "p", "+ / −", "Δ FR", "Δ NR"):
+        table.add_column(column, justify="right")
+    for number, evaluation in found:
+        if evaluation.reward is None or len(evaluation.models) < 2:
+            continue
+        tuned = evaluation.models[-1]
+        comparisons = evaluation.comparisons.get(tuned.label, {})
+        mean = comparisons.get("reward.mean")
+        row = [str(number), *(f"{tuned.reward[c].mean:.4g}" for c in ("best", "mean", "worst"))]
+        if mean is None:
+            row += ["-", "-", "-"]
+        else:
+            text = f"{mean.mean_difference:+.3g} ± {mean.standard_error:.2g}"
+            row += [
+                _coloured(mean.mean_difference, text, False),
+                format_p(mean.wilcoxon_p_value),
+                f"{mean.better} / {mean.worse}",
+            ]
+        for part in ("FR", "NR"):
+            found_part = comparisons.get(f"reward.{part}")
+            row.append(f"{found_part.mean_difference:+.3g}" if found_part else "-")
+        table.add_row(*row)
+    console.print(table)
 
 
 def _coloured(delta: float, text: str, lower_better: bool) -> str:

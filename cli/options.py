@@ -87,6 +87,26 @@ MicroBatchSize = Annotated[
 LearningRate = Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Learning rate.")]
 Beta = Annotated[float | None, typer.Option("--beta", help="DPO β (paper: 5000).")]
 Loss = Annotated[Literal["sigmoid", "hinge", "ipo"] | None, typer.Option("--loss", help="DPO loss variant.")]
+Rounds = Annotated[
+    int | None,
+    typer.Option(
+        "--rounds",
+        min=1,
+        metavar="K",
+        help="On-policy rounds: round r samples with round r-1's tuned model and trains on from it "
+        "(1: offline).",
+    ),
+]
+Reference = Annotated[
+    Literal["base", "previous"] | None,
+    typer.Option("--reference", help="DPO reference of rounds 2..K: the base model or the previous round's."),
+]
+FreshData = Annotated[
+    bool | None,
+    typer.Option(
+        "--fresh-data/--same-data", help="Each round draws its own random crops (or reuses round 1's)."
+    ),
+]
 SwapLabels = Annotated[
     float | None,
     typer.Option(

@@ -31,14 +31,32 @@ def status(
         ),
     ] = False,
 ) -> None:
-    """Show each stage of RUN: done, partial, stale, damaged or missing, with counts and fingerprints."""
+    """Show each stage of RUN: done, partial, stale, damaged or missing, with counts and fingerprints.
+
+    A run of several rounds (dp2o train --rounds K) shows every round's stages.
+    """
+    from dp2o_core.pipeline.rounds import round_dir, round_numbers
+
     if not run.is_dir():
         raise UsageError(f"run directory {run} does not exist")
-    store = RunStore(run)
-    problems = [(stage, *bad) for stage in STAGES for bad in store.verify_files(stage)] if verify else []
+    rounds = {number: RunStore(round_dir(run, number)) for number in round_numbers(run)}
+    store = rounds[1]
+    problems = [
+        (_label(stage, number), *bad)
+        for number, round_store in rounds.items()
+        for stage in STAGES
+        if verify and not (number > 1 and stage == "data" and round_store.stage_dir(stage).is_symlink())
+        for bad in round_store.verify_files(stage)
+    ]
     statuses = store.statuses()
     if as_json:
         record: dict = {"run": str(run), "stages": [s.as_record() for s in statuses]}
+        if len(rounds) > 1:
+            record["rounds"] = [
+                {"round": number, "stages": [s.as_record() for s in round_store.statuses()]}
+                for number, round_store in rounds.items()
+                if number > 1
+            ]
         if verify:
             record["damaged_files"] = [
                 {"stage": stage, "group_id": group, "file": file, "problem": problem}
@@ -49,16 +67,18 @@ def status(
     table = Table(title=f"run {escape(str(run))}", title_justify="left")
     for column in ("Stage", "State", "Groups", "Rows", "Fingerprint", "Inputs", "Updated"):
         table.add_column(column)
-    for s in statuses:
-        style = STATE_STYLE[s.state]
-        state = f"[{style}]{s.state}[/]" + (f"\n{escape(s.reason)}" if s.reason else "")
-        groups = f"{s.groups_done}/{s.groups_total}" if s.groups_total is not None else "-"
-        if s.stage == "train" and s.state != "missing":
-            done, total = train_progress(store)
-            groups = f"steps {done}/{total if total is not None else '?'}"
-        rows = "\n".join(f"{name}: {count}" for name, count in sorted(s.rows.items())) or "-"
-        inputs = "\n".join(f"{name}: {fp}" for name, fp in s.inputs.items()) or "-"
-        table.add_row(s.stage, state, groups, rows, s.fingerprint or "-", inputs, s.updated or "-")
+    for number, round_store in rounds.items():
+        for s in round_store.statuses() if number > 1 else statuses:
+            style = STATE_STYLE[s.state]
+            state = f"[{style}]{s.state}[/]" + (f"\n{escape(s.reason)}" if s.reason else "")
+            groups = f"{s.groups_done}/{s.groups_total}" if s.groups_total is not None else "-"
+            if s.stage == "train" and s.state != "missing":
+                done, total = train_progress(round_store)
+                groups = f"steps {done}/{total if total is not None else '?'}"
+            rows = "\n".join(f"{name}: {count}" for name, count in sorted(s.rows.items())) or "-"
+            inputs = "\n".join(f"{name}: {fp}" for name, fp in s.inputs.items()) or "-"
+            label = _label(s.stage, number) if len(rounds) > 1 else s.stage
+            table.add_row(label, state, groups, rows, s.fingerprint or "-", inputs, s.updated or "-")
     console.print(table)
     if verify:
         for stage, group, file, problem in problems[:20]:
@@ -69,3 +89,8 @@ def status(
             if problems
             else "verify: every file the stages wrote is there"
         )
+
+
+def _label(stage: str, number: int) -> str:
+    """A stage's name in a run of several rounds."""
+    return f"{stage} (round {number})"

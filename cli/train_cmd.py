@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from dp2o_cli.eval_view import print_evaluation
+from dp2o_cli.eval_view import print_evaluation, print_rounds
 from dp2o_cli.options import (
     BackboneSpec,
     BatchSize,
@@ -22,6 +22,7 @@ from dp2o_cli.options import (
     DataSpec,
     DegradationSpec,
     EvalData,
+    FreshData,
     LearningRate,
     Loss,
     MaxSteps,
@@ -29,8 +30,10 @@ from dp2o_cli.options import (
     MixedPrecision,
     NumCandidates,
     OnBadImage,
+    Reference,
     Resume,
     RewardSpec,
+    Rounds,
     RunOption,
     Seed,
     SelectorSpec,
@@ -46,7 +49,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dp2o_core.config import SETTINGS_SECTIONS, RunConfig
-from dp2o_core.pipeline import Pipeline, RunContext, RunOptions, StageRun, tuned_spec
+from dp2o_core.pipeline import Pipeline, RunContext, RunOptions, StageRun, run_rounds, tuned_spec
 from dp2o_core.presets import embedded_default
 from dp2o_core.specs import parse_spec
 
@@ -75,6 +78,9 @@ def train(
     mixed_precision: MixedPrecision = None,
     checkpoint_every: CheckpointEvery = None,
     tracker: Tracker = None,
+    rounds: Rounds = None,
+    reference: Reference = None,
+    fresh_data: FreshData = None,
     resume: Resume = True,
     on_bad_image: OnBadImage = "error",
 ) -> None:
@@ -95,16 +101,23 @@ def train(
         )  # fmt: skip
     pipeline = train_pipeline(config)
     pipeline.ensure_ready(context)  # every missing weight, package or file, before anything is written
-    context.accelerator = _accelerator(context, config)
-    results = pipeline.run(context, check=False)
+
+    def run_round(round_context: RunContext) -> dict[str, StageRun | None]:
+        round_context.accelerator = _accelerator(round_context, config)
+        # round 1 was checked above; a later round's model exists only once the round before it trained
+        return pipeline.run(round_context, check=round_context is not context)
+
+    finished = list(run_rounds(context, run_round))
+    last, results = finished[-1]
     if context.process.is_main:
         from dp2o_core.report import write_report
 
-        tuned = tuned_spec(context)
         report = write_report(context.store)
-        _print_summary(context, tuned, results, report)
-    context.barrier()
-    context.accelerator.state.destroy_process_group()
+        _print_summary(last, tuned_spec(last), results, report)
+        if len(finished) > 1:
+            print_rounds(context.store.root)
+    last.barrier()
+    last.accelerator.state.destroy_process_group()
 
 
 def train_config(
@@ -112,6 +125,9 @@ def train_config(
     run: Path | None,
     num_candidates: int | None,
     shared_noise: bool | None,
+    rounds: int | None = None,
+    reference: str | None = None,
+    fresh_data: bool | None = None,
     **flags: Any,
 ) -> tuple[RunConfig, bool]:
     """The configuration ``dp2o train`` (and ``dp2o check``) runs with, and whether it is the
@@ -127,7 +143,8 @@ def train_config(
     )
     config = load_run_config(
         config_file, base=embedded_default() if embedded else None, run=run, train=train,
-        sample={"num_candidates": num_candidates, "shared_noise": shared_noise}, **flags,
+        sample={"num_candidates": num_candidates, "shared_noise": shared_noise},
+        rounds={"count": rounds, "reference": reference, "fresh_data": fresh_data}, **flags,
     )  # fmt: skip
     return config, embedded
 

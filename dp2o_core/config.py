@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dp2o_core.atomic import write_text_atomic
 from dp2o_core.errors import UsageError
 from dp2o_core.specs import Resolved, Spec, parse_spec, resolve_spec
-from dp2o_core.training.settings import EvalSettings, SampleSettings, TrainSettings
+from dp2o_core.training.settings import EvalSettings, RoundsSettings, SampleSettings, TrainSettings
 
 if TYPE_CHECKING:
     from dp2o_core.store import RunStore
@@ -53,6 +53,7 @@ SECTION_MODELS: dict[str, type[BaseModel]] = {
     "sample": SampleSettings,
     "train": TrainSettings,
     "eval": EvalSettings,
+    "rounds": RoundsSettings,
 }
 SETTINGS_SECTIONS = tuple(SECTION_MODELS)
 
@@ -78,6 +79,7 @@ class RunConfig(BaseModel):
     sample: SampleSettings = Field(SampleSettings(), description="Candidates per input and their seeds.")
     train: TrainSettings = Field(TrainSettings(), description="DPO objective and optimisation.")
     eval: EvalSettings = Field(EvalSettings(), description="Held-out evaluation after training.")
+    rounds: RoundsSettings = Field(RoundsSettings(), description="Iterative on-policy rounds.")
 
     @field_validator(*COMPONENTS, mode="before")
     @classmethod

@@ -1,7 +1,8 @@
 """The method as one pipeline: data → sample → score → pairs → train → eval.
 
 Modules: ``context`` (RunContext, RunOptions, Reporter, StageRun), ``stage`` (the Stage base
-class), ``method`` (the six stages), ``runner`` (Pipeline), ``tuned`` (the tuned model's spec).
+class), ``method`` (the six stages), ``runner`` (Pipeline), ``tuned`` (the tuned model's spec),
+``rounds`` (iterative on-policy rounds, each a run of its own in ``RUN/rounds/<r>/``).
 
 Each stage is a :class:`Stage` object: its name (its upstream stages come from the run
 store's :data:`~dp2o_core.store.runstore.STAGES`), the components it needs, a
@@ -33,6 +34,7 @@ from dp2o_core.pipeline.method import (
     candidates_bytes,
     items_check,
 )
+from dp2o_core.pipeline.rounds import next_round, round_dir, round_evaluations, round_numbers, run_rounds
 from dp2o_core.pipeline.runner import Pipeline, describe_status
 from dp2o_core.pipeline.stage import Stage
 from dp2o_core.pipeline.tuned import configured_spec, tuned_spec
@@ -55,5 +57,10 @@ __all__ = [
     "configured_spec",
     "describe_status",
     "items_check",
+    "next_round",
+    "round_dir",
+    "round_evaluations",
+    "round_numbers",
+    "run_rounds",
     "tuned_spec",
 ]

@@ -70,6 +70,8 @@ class RunContext:
     tuned: str | None = None
     #: values a stage computes once and uses twice (the data set's item signatures)
     computed: dict[str, Any] = field(default_factory=dict)
+    #: which round of an iterative run this context runs (None: round 1, the run itself)
+    round: Round | None = None
 
     def component(self, key: str) -> Resolved:
         """The configured component ``key`` (``backbone``, ``reward``, …), resolved once."""
@@ -99,8 +101,52 @@ class RunContext:
 
     @property
     def seed(self) -> int:
-        """The run's base seed."""
-        return self.config.seed
+        """The seed of this round's data, candidates and training: the run's base seed in
+        round 1, one derived from it and the round's number after (the held-out evaluation
+        keeps the base seed, so every round is evaluated on the same inputs and seeds)."""
+        if self.round is None:
+            return self.config.seed
+        from dp2o_core.store.fingerprint import derive_seed
+
+        return derive_seed(self.config.seed, "round", self.round.number) % 2**31
+
+    @property
+    def base_backbone(self) -> str:
+        """The component key of the model the run started from (the held-out evaluation's base)."""
+        return "backbone" if self.round is None else BASE_BACKBONE
+
+    @property
+    def trained_backbone(self) -> str:
+        """The component key of the backbone the train stage loads: the one that sampled, or
+        in a later round with ``reference = "base"`` the base model (which then starts from
+        the sampling model's trained weights, so that the reference stays the base)."""
+        if self.round is not None and self.round.reference == "base":
+            return BASE_BACKBONE
+        return "backbone"
+
+
+#: The component key under which a later round's context holds round 1's backbone.
+BASE_BACKBONE = "base_backbone"
+
+
+@dataclass(frozen=True)
+class Round:
+    """A round r ≥ 2 of an iterative run (round 1 is the run itself)."""
+
+    number: int
+    #: the DPO reference: "base" (round 1's model) or "previous" (the model that sampled)
+    reference: str
+    #: the fingerprint of round r − 1's train stage: the model that samples this round
+    previous: str
+
+    def record(self, stage: str) -> dict[str, Any]:
+        """What enters ``stage``'s fingerprint in this round: the round and the previous round's
+        training (retraining round r − 1 redoes round r), and for training and evaluation the
+        reference (changing it keeps the round's candidates, scores and pairs)."""
+        record: dict[str, Any] = {"number": self.number, "previous_train": self.previous}
+        if stage in ("train", "eval"):
+            record["reference"] = self.reference
+        return record
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 from dp2o_core.errors import Dp2oError, UsageError
 from dp2o_core.pipeline.context import RunContext, StageRun
+from dp2o_core.pipeline.rounds import starting_weights
 from dp2o_core.pipeline.stage import Stage
 from dp2o_core.pipeline.tuned import configured_spec, tuned_spec
 from dp2o_core.preflight import Check, component_checks, dataset_check, free_disk_check
@@ -24,9 +25,11 @@ class DataStage(Stage):
     unit = "images"
 
     def components(self, ctx: RunContext) -> tuple[str, ...]:
-        return () if ctx.keeps_run_data else ("data", "degradation")
+        return () if self.kept(ctx) else ("data", "degradation")
 
     def kept(self, ctx: RunContext) -> str | None:
+        if ctx.round is not None and not ctx.config.rounds.fresh_data:
+            return "round 1's data"
         return "no --data given; using the run's" if ctx.keeps_run_data else None
 
     def config(self, ctx: RunContext) -> dict[str, Any]:
@@ -189,12 +192,12 @@ class TrainStage(Stage):
     unit = "steps"
 
     def components(self, ctx: RunContext) -> tuple[str, ...]:
-        return ("backbone",)
+        return (ctx.trained_backbone,)
 
     def config(self, ctx: RunContext) -> dict[str, Any]:
         from dp2o_core.stages.train import train_stage_config
 
-        return train_stage_config(ctx.component("backbone"), ctx.config.train, ctx.seed)
+        return train_stage_config(ctx.component(ctx.trained_backbone), ctx.config.train, ctx.seed)
 
     def forced(self, ctx: RunContext) -> str | None:
         return None if ctx.options.resume else "--restart — training from the start"
@@ -220,7 +223,7 @@ class TrainStage(Stage):
 
             result = run_train_stage(
                 ctx.store,
-                ctx.build("backbone"),
+                ctx.build(ctx.trained_backbone),
                 settings,
                 config,
                 ctx.accelerator,
@@ -228,6 +231,7 @@ class TrainStage(Stage):
                 resume=ctx.options.resume,
                 on_prepare=prepare_callbacks,
                 on_step=on_step,
+                start_from=starting_weights(ctx),
             )
         return StageRun(units=result.steps - (result.resumed_from or 0), result=result)
 
@@ -240,7 +244,7 @@ class EvalStage(Stage):
     main_only = True
 
     def components(self, ctx: RunContext) -> tuple[str, ...]:
-        return ("eval_data", "degradation", "reward", "backbone")
+        return ("eval_data", "degradation", "reward", ctx.base_backbone)
 
     def config(self, ctx: RunContext) -> dict[str, Any]:
         from dp2o_core.evaluation import eval_stage_config
@@ -250,9 +254,10 @@ class EvalStage(Stage):
             "eval_data": ctx.component("eval_data").as_record(),
             "degradation": ctx.component("degradation").as_record(),
             "reward": ctx.component("reward").as_record(),
-            "base": ctx.component("backbone").fingerprint_record(NOT_SAMPLING),
+            "base": ctx.component(ctx.base_backbone).fingerprint_record(NOT_SAMPLING),
         }
-        return eval_stage_config(records, self._settings(ctx), ctx.seed)
+        # the run's base seed in every round: each round is evaluated on the same inputs and seeds
+        return eval_stage_config(records, self._settings(ctx), ctx.config.seed)
 
     def checks(self, ctx: RunContext) -> list[Check]:
         return [*super().checks(ctx), *items_check(ctx, "eval_data")]
@@ -268,7 +273,8 @@ class EvalStage(Stage):
 
         settings = self._settings(ctx)
         tuned = tuned_spec(ctx)
-        ctx.release("backbone")  # the base and the tuned model load fresh
+        for key in {"backbone", ctx.trained_backbone}:
+            ctx.release(key)  # the base and the tuned model load fresh
         fingerprint = ctx.store.begin(self.name, config)
         reward = ctx.build("reward")
         scorers, unavailable = build_scorers(
@@ -276,8 +282,8 @@ class EvalStage(Stage):
         )
         dataset = ctx.component("eval_data").build()
         degradation = ctx.build("degradation") if dataset.synthesises_lr else None
-        inputs = load_inputs(dataset, degradation, ctx.seed)
-        base = ctx.component("backbone")
+        inputs = load_inputs(dataset, degradation, ctx.config.seed)
+        base = ctx.component(ctx.base_backbone)
         models = [
             EvalModel("base", str(configured_spec(base)), base.build()),
             EvalModel(
@@ -296,7 +302,7 @@ class EvalStage(Stage):
                 reward,
                 num_samples=settings["num_samples"],
                 seeds=settings["seeds"],
-                seed=ctx.seed,
+                seed=ctx.config.seed,
                 on_progress=advance,
             )
         evaluation.unavailable = {**unavailable, **evaluation.unavailable}

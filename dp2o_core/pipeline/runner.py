@@ -64,7 +64,7 @@ class Pipeline:
                 working.append(stage)
                 continue
             try:
-                state = _status(stage, ctx, stage.config(ctx)).state
+                state = _status(stage, ctx, stage_config(stage, ctx)).state
             except Dp2oError:  # an upstream stage outside this pipeline is not done: the run says so
                 state = "missing"
             if state != "done":
@@ -122,7 +122,7 @@ class Pipeline:
         if kept is not None:
             say(stage.name, f"current — skipped ({kept})")
             return None
-        config = stage.config(ctx)
+        config = stage_config(stage, ctx)
         status = _status(stage, ctx, config)
         reason = stage.forced(ctx)
         if status.state == "done" and reason is None and not force:
@@ -135,6 +135,15 @@ class Pipeline:
         if outcome.note and announce and ctx.process.is_main:
             ctx.reporter.note(stage.name, outcome.note)
         return outcome
+
+
+def stage_config(stage: Stage, ctx: RunContext) -> dict:
+    """The configuration a stage's fingerprint is made from: its own, and in a later round of
+    an iterative run the round (its number, reference and the previous round's training)."""
+    config = stage.config(ctx)
+    if ctx.round is not None:
+        config = {**config, "round": ctx.round.record(stage.name)}
+    return config
 
 
 def _status(stage: Stage, ctx: RunContext, config: dict) -> StageStatus:

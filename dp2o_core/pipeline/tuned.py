@@ -30,7 +30,7 @@ def tuned_spec(ctx: RunContext) -> str:
     if ctx.tuned is None:
         completion = ctx.store.completion("train") or {}
         weights = ctx.store.root / completion.get("weights", "train/final")
-        spec = configured_spec(ctx.component("backbone"))
-        tuned = ctx.build("backbone").tuned_options(Path(weights))
+        spec = configured_spec(ctx.component(ctx.trained_backbone))
+        tuned = ctx.build(ctx.trained_backbone).tuned_options(Path(weights))
         ctx.tuned = str(Spec(spec.name, {**spec.options, **tuned}))
     return ctx.tuned

@@ -134,6 +134,8 @@ class RunFacts:
     history: list[dict[str, Any]] = field(default_factory=list)
     evaluation: dict[str, Any] | None = None
     train: dict[str, Any] | None = None
+    #: one row per round of an iterative run with a held-out evaluation (empty for one round)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
 
 
 def gather(store: RunStore) -> RunFacts:
@@ -170,4 +172,29 @@ def gather(store: RunStore) -> RunFacts:
                 continue  # a line cut short by a killed process
     facts.train = store.completion("train")
     facts.evaluation = read_eval(store)
+    facts.rounds = round_rows(store)
     return facts
+
+
+def round_rows(store: RunStore) -> list[dict[str, Any]]:
+    """Per round of an iterative run: the round's model's held-out Best/Mean/Worst@M and each
+    one's paired difference to the base model (mean, standard error, Wilcoxon p, inputs better
+    / worse); the FR and NR halves' differences. Empty when the run has one round."""
+    from dp2o_core.pipeline.rounds import round_evaluations, round_numbers
+
+    if len(round_numbers(store.root)) < 2:
+        return []
+    rows = []
+    for number, evaluation in round_evaluations(store.root):
+        if evaluation.reward is None or len(evaluation.models) < 2:
+            continue
+        model = evaluation.models[-1]
+        comparisons = evaluation.comparisons.get(model.label, {})
+        row: dict[str, Any] = {"round": number, "num_samples": evaluation.num_samples}
+        for key in ("best", "mean", "worst", "FR", "NR"):
+            stat = model.reward.get(key)
+            comparison = comparisons.get(f"reward.{key}")
+            row[key] = stat.mean if stat else None
+            row[f"{key}_delta"] = comparison.as_record() if comparison else None
+        rows.append(row)
+    return rows

@@ -43,6 +43,7 @@ def write_report(store: RunStore) -> Path:
         "pair_weights": plots.pair_weights(facts, assets / "pair_weights.png"),
         "training_curves": plots.training_curves(facts, assets / "training_curves.png"),
         "held_out": plots.held_out_rewards(facts, assets / "held_out_rewards.png"),
+        "rounds": plots.rounds_rewards(facts, assets / "rounds_rewards.png"),
     }
     page = render(facts, {k: v.relative_to(store.root).as_posix() for k, v in charts.items() if v})
     path = store.root / REPORT_FILE
@@ -60,6 +61,7 @@ def render(facts: RunFacts, charts: dict[str, str]) -> str:
         f'<p class="note">Written {time.strftime("%Y-%m-%d %H:%M:%S")} by dp2o '
         f"{_e(str(facts.config.get('dp2o_version', '')))}.</p>",
     ]
+    parts += _rounds_section(facts, charts)
     parts += _evaluation_section(facts, charts)
     parts += _training_section(facts, charts)
     parts += _pairs_section(facts, charts)
@@ -71,6 +73,50 @@ def render(facts: RunFacts, charts: dict[str, str]) -> str:
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _rounds_section(facts: RunFacts, charts: dict[str, str]) -> list[str]:
+    from dp2o_core.eval_stats import format_p
+
+    if not facts.rounds:
+        return []
+    m = facts.rounds[-1]["num_samples"]
+    parts = [
+        "<h2>Rounds</h2>",
+        '<p class="note">Each round samples with the previous round\'s model and trains on from it; '
+        "its held-out evaluation compares its model with the base model on the same inputs and seeds. "
+        "Δ is the mean difference over inputs ± its standard error, p the Wilcoxon signed-rank test. "
+        "The rounds' own stages are in <code>rounds/&lt;r&gt;/</code>; the sections below are "
+        "round 1's.</p>",
+        f"<table><tr><th>round</th><th>Best@{m}</th><th>Mean@{m}</th><th>Worst@{m}</th>"
+        f"<th>Δ Mean@{m} ± SE</th><th>p</th><th>better / worse</th><th>Δ FR half</th><th>Δ NR half</th></tr>",
+    ]
+    for row in facts.rounds:
+        number = row["round"]
+        cells = [f"<td>{number}</td>"]
+        cells += [_number(f"rounds.{number}.{key}", row[key]) for key in ("best", "mean", "worst")]
+        delta = row["mean_delta"]
+        if delta:
+            change = delta["mean_difference"]
+            cls = "better" if change > 0 else ("worse" if change else "")
+            key = f"rounds.{number}.mean_delta"
+            cells.append(_number(key, change, cls=cls, signed=True, std=delta["standard_error"]))
+            cells.append(f"<td>{_e(format_p(delta['wilcoxon_p_value']))}</td>")
+            cells.append(f"<td>{delta['better']} / {delta['worse']}</td>")
+        else:
+            cells += ["<td>—</td>"] * 3
+        for part in ("FR", "NR"):
+            found = row.get(f"{part}_delta")
+            cells.append(
+                _number(f"rounds.{number}.{part}_delta", found["mean_difference"], signed=True)
+                if found
+                else "<td>—</td>"
+            )
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    if "rounds" in charts:
+        parts.append(_image(charts["rounds"], "Held-out reward after each round"))
+    return parts
 
 
 def _evaluation_section(facts: RunFacts, charts: dict[str, str]) -> list[str]:

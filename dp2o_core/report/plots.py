@@ -119,3 +119,28 @@ def held_out_rewards(facts: RunFacts, path: Path) -> Path | None:
     axis.set_title("Held-out reward (normalised over both models' samples)")
     axis.legend()
     return _save(figure, path)
+
+
+def rounds_rewards(facts: RunFacts, path: Path) -> Path | None:
+    """Held-out reward difference to the base model after each round (Mean@M ± standard
+    error over inputs, and Best/Worst@M), as lines over the rounds."""
+    rows = [row for row in facts.rounds if row.get("mean_delta")]
+    if len(rows) < 2:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.4, 3.4))
+    rounds = [row["round"] for row in rows]
+    m = rows[-1]["num_samples"]
+    for key, style in (("best", ":"), ("mean", "-"), ("worst", "--")):
+        deltas = [row[f"{key}_delta"] for row in rows]
+        values = [d["mean_difference"] if d else float("nan") for d in deltas]
+        errors = [d["standard_error"] if d and key == "mean" else 0.0 for d in deltas]
+        axis.errorbar(rounds, values, yerr=errors, linestyle=style, marker="o", capsize=3,
+                      label=f"Δ {key.capitalize()}@{m}")  # fmt: skip
+    axis.axhline(0.0, color="#999999", linewidth=0.8)
+    axis.set_xticks(rounds)
+    axis.set_xlabel("round")
+    axis.set_ylabel("held-out reward − base")
+    axis.set_title("Held-out reward after each round, against the base model")
+    axis.legend(fontsize=8)
+    return _save(figure, path)

@@ -44,8 +44,12 @@ def run_train_stage(
     resume: bool = True,
     on_prepare: tuple[Callable[[int], None], Callable[[int], None]] | None = None,
     on_step: Callable[[Any], None] | None = None,
+    start_from: Callable[[Any], None] | None = None,
 ):
-    """Train (continuing from the newest checkpoint when ``resume``); returns the TrainResult."""
+    """Train (continuing from the newest checkpoint when ``resume``); returns the TrainResult.
+
+    ``start_from(backbone)``, when given, sets the trained parameters' starting values once
+    the reference is set up (a later round that keeps the base model as its reference)."""
     from dp2o_core.training.data import TrainingData
     from dp2o_core.training.trainer import Trainer
 
@@ -64,8 +68,9 @@ def run_train_stage(
         data.prepare(_process_info(accelerator), on_start=start, on_progress=advance)
         accelerator.wait_for_everyone()
         trainer = Trainer(
-            backbone, data, settings, store.stage_dir("train"), accelerator, tracker_config=_flat(config)
-        )
+            backbone, data, settings, store.stage_dir("train"), accelerator, tracker_config=_flat(config),
+            start_from=start_from,
+        )  # fmt: skip
         result = trainer.run(resume=resume, on_step=on_step)
         if accelerator.is_main_process:
             store.complete(

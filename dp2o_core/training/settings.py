@@ -83,3 +83,26 @@ class EvalSettings(BaseModel):
         ["psnry", "ssim"],
         description="pyiqa metrics reported besides the reward's (default: PSNR/SSIM on Y).",
     )
+
+
+class RoundsSettings(BaseModel):
+    """Iterative on-policy rounds (docs/training.md, "Rounds"): round r samples with round
+    r − 1's tuned model, scores, pairs and trains on from its weights."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: int = Field(
+        1,
+        ge=1,
+        description="Rounds of sample → score → pairs → train (→ eval); 1 is the paper's offline method.",
+    )
+    reference: Literal["base", "previous"] = Field(
+        "previous",
+        description="The DPO reference of round r ≥ 2: the base model, or round r − 1's tuned model "
+        "(the one that sampled).",
+    )
+    fresh_data: bool = Field(
+        False,
+        description="Each round draws its own data (random crops reseeded by round) instead of "
+        "reusing round 1's.",
+    )

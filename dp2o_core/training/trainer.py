@@ -166,8 +166,11 @@ class Trainer:
         accelerator: Any,
         *,
         tracker_config: dict[str, Any] | None = None,
+        start_from: Callable[[Any], None] | None = None,
     ) -> None:
         self.backbone = backbone
+        #: sets the trained parameters' starting values after prepare_training (None: as loaded)
+        self.start_from = start_from
         self.data = data
         self.settings = settings
         self.directory = Path(directory)
@@ -206,6 +209,8 @@ class Trainer:
         if not self.data.needs_encoder:
             self.backbone.release_image_encoder()  # x₀ and conditions all come from the caches
         self.backbone.prepare_training()
+        if self.start_from is not None:
+            self.start_from(self.backbone)
         if acc.num_processes > 1:
             self._freeze_unused_parameters()
         policy = PolicyModule(self.backbone)
