@@ -55,6 +55,14 @@ def test_two_rounds_run_on_policy_and_a_kill_in_round_two_loses_nothing(dp2o_cli
     status = dp2o_cli("status", str(whole), "--json")
     assert [r["round"] for r in json.loads(status.stdout)["rounds"]] == [2]
 
+    # a moved run stays current (the previous round's weights are known by their training, not their path)
+    moved = tmp_path / "moved"
+    shutil.copytree(whole, moved, symlinks=True)
+    again = dp2o_cli(*rounds_args(moved))
+    assert again.exit_code == 0, again.stderr
+    for stage in ("sample", "score", "pairs", "train", "eval"):
+        assert f"{stage} (round 2): current — skipped" in again.stdout.splitlines()
+
     # a second process, killed at step 3 of round 2, then resumed
     killed = tmp_path / "killed"
     shutil.copytree(

@@ -116,6 +116,14 @@ class RunContext:
         return "backbone" if self.round is None else BASE_BACKBONE
 
     @property
+    def fingerprinted_backbone(self) -> str:
+        """The component key whose options enter the sample and train fingerprints: the
+        backbone, and in a later round the base model (the round's own spec differs only by
+        the path of the previous round's weights, which the round's record identifies by
+        their training's fingerprint — so a moved or copied run stays current)."""
+        return "backbone" if self.round is None else BASE_BACKBONE
+
+    @property
     def trained_backbone(self) -> str:
         """The component key of the backbone the train stage loads: the one that sampled, or
         in a later round with ``reference = "base"`` the base model (which then starts from
