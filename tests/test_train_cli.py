@@ -182,18 +182,20 @@ def test_another_backbone_starts_from_the_papers_defaults_not_the_embedded_run(d
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sd2", "flux"])
+@pytest.mark.parametrize("kind", ["sd2", "flux", "sd2-rounds"])
 def test_two_processes_shard_the_stages_train_with_ddp_and_match_one_process(kind, tiny_sd, photos, tmp_path):
     # the tiny FLUX model reads only the first of the ControlNet's 4 blocks: the unused ones
     # must not stall DDP
-    model = tiny_sd if kind == "sd2" else save_tiny_flux(tmp_path / "flux")
-    backbone = f"{kind}:model={model},steps=2,device=cpu"
+    model = save_tiny_flux(tmp_path / "flux") if kind == "flux" else tiny_sd
+    backbone = f"{kind.removesuffix('-rounds')}:model={model},steps=2,device=cpu"
+    # two on-policy rounds, the second trained from round 1's ControlNet against the base model
+    extra = ("--rounds", "2", "--reference", "base") if kind.endswith("-rounds") else ()
     # accelerate launch runs each process with one thread; so does the reference run, so
     # that both compute in the same floating-point order
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = tmp_path / "single"
     alone = subprocess.run(
-        [sys.executable, "-m", "dp2o_cli", *train_args(single, backbone, photos, steps=3)],
+        [sys.executable, "-m", "dp2o_cli", *train_args(single, backbone, photos, *extra, steps=3)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -217,7 +219,7 @@ def test_two_processes_shard_the_stages_train_with_ddp_and_match_one_process(kin
             "no",
             "-m",
             "dp2o_cli",
-            *train_args(double, backbone, photos, steps=3),
+            *train_args(double, backbone, photos, *extra, steps=3),
         ],
         capture_output=True,
         text=True,
@@ -236,3 +238,11 @@ def test_two_processes_shard_the_stages_train_with_ddp_and_match_one_process(kin
     one = load_file(str(single / "train" / "final" / "model.safetensors"))
     two = load_file(str(double / "train" / "final" / "model.safetensors"))
     assert all(torch.allclose(one[k], two[k], atol=1e-6, rtol=1e-5) for k in one)
+    if extra:
+        assert [RunStore(double / "rounds" / "2").status(s).state for s in STAGES] == ["done"] * 5
+        assert rows(double / "rounds" / "2", "pairs", "pairs") == rows(
+            single / "rounds" / "2", "pairs", "pairs"
+        )
+        weights = Path("rounds") / "2" / "train" / "final" / "model.safetensors"
+        one, two = load_file(str(single / weights)), load_file(str(double / weights))
+        assert all(torch.allclose(one[k], two[k], atol=1e-6, rtol=1e-5) for k in one)
