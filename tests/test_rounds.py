@@ -147,3 +147,18 @@ def _predictions(backbone):
         }
         steps = torch.tensor([500])
         return tuple(backbone.predict(x_t, steps, condition, reference=r).float() for r in (False, True))
+
+
+def test_fresh_data_draws_new_random_crops_for_each_round(dp2o_cli, tmp_path):
+    run = tmp_path / "fresh"
+    args = rounds_args(run, "--fresh-data", "--max-steps", "2")
+    args[args.index("photos:split=train,crop=48,max_images=2")] = (
+        "photos:split=train,crop=48,crop_mode=random,max_images=2"
+    )
+    result = dp2o_cli(*args)
+    assert result.exit_code == 0, result.stderr
+    round_two = run / "rounds" / "2"
+    assert not (round_two / "data").is_symlink() and RunStore(round_two).status("data").state == "done"
+    first, second = (sorted((folder / "data" / "hr").rglob("*.png")) for folder in (run, round_two))
+    assert [p.name for p in first] == [p.name for p in second]  # the same items …
+    assert all(a.read_bytes() != b.read_bytes() for a, b in zip(first, second, strict=True))  # … other crops

@@ -89,6 +89,10 @@ class RunContext:
         """Drop a built component (a model's memory before the next one loads)."""
         self._built.pop(key, None)
 
+    def release_all(self) -> None:
+        """Drop every built component (a round's models before the next round loads its own)."""
+        self._built.clear()
+
     def barrier(self) -> None:
         """Wait until every process gets here (a no-op in one process)."""
         if self.accelerator is not None:

@@ -105,8 +105,7 @@ def run_rounds(
     context = first
     yield context, run_round(context)
     for _ in range(2, first.config.rounds.count + 1):
-        for key in list(context._built):  # the previous round's models, before the next loads its own
-            context.release(key)
+        context.release_all()
         context = next_round(context, first)
         yield context, run_round(context)
 
