@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from dp2o_core.errors import UsageError
 from dp2o_core.stages.train import train_progress
-from dp2o_core.store import STAGES, RunStore
+from dp2o_core.store import STAGES, RunStore, StageStatus
 
 STATE_STYLE = {"done": "green", "partial": "yellow", "stale": "red", "damaged": "bold red", "missing": "dim"}
 
@@ -40,21 +41,21 @@ def status(
     if not run.is_dir():
         raise UsageError(f"run directory {run} does not exist")
     rounds = {number: RunStore(round_dir(run, number)) for number in round_numbers(run)}
-    store = rounds[1]
+    several = len(rounds) > 1
     problems = [
-        (_label(stage, number), *bad)
+        (_label(stage, number) if several else stage, *bad)
         for number, round_store in rounds.items()
         for stage in STAGES
         if verify and not (number > 1 and stage == "data" and round_store.stage_dir(stage).is_symlink())
         for bad in round_store.verify_files(stage)
     ]
-    statuses = store.statuses()
+    statuses = {number: round_store.statuses() for number, round_store in rounds.items()}
     if as_json:
-        record: dict = {"run": str(run), "stages": [s.as_record() for s in statuses]}
-        if len(rounds) > 1:
+        record: dict = {"run": str(run), "stages": [s.as_record() for s in statuses[1]]}
+        if several:
             record["rounds"] = [
-                {"round": number, "stages": [s.as_record() for s in round_store.statuses()]}
-                for number, round_store in rounds.items()
+                {"round": number, "stages": [s.as_record() for s in found]}
+                for number, found in statuses.items()
                 if number > 1
             ]
         if verify:
@@ -64,11 +65,25 @@ def status(
             ]
         print_json(record)
         return
+    console.print(_status_table(run, rounds, statuses))
+    if verify:
+        for stage, group, file, problem in problems[:20]:
+            console.print(f"[red]damaged[/] {stage}: {escape(f'{file} (group {group!r}) {problem}')}")
+        more = f" ({len(problems) - 20} more not shown)" if len(problems) > 20 else ""
+        console.print(
+            f"verify: {len(problems)} damaged file(s){more}; rerun the stages marked damaged to redo them"
+            if problems
+            else "verify: every file the stages wrote is there"
+        )
+
+
+def _status_table(run: Path, rounds: dict[int, RunStore], statuses: dict[int, list[StageStatus]]) -> Table:
+    """One row per stage (of every round, for a run of several)."""
     table = Table(title=f"run {escape(str(run))}", title_justify="left")
     for column in ("Stage", "State", "Groups", "Rows", "Fingerprint", "Inputs", "Updated"):
         table.add_column(column)
     for number, round_store in rounds.items():
-        for s in round_store.statuses() if number > 1 else statuses:
+        for s in statuses[number]:
             style = STATE_STYLE[s.state]
             state = f"[{style}]{s.state}[/]" + (f"\n{escape(s.reason)}" if s.reason else "")
             groups = f"{s.groups_done}/{s.groups_total}" if s.groups_total is not None else "-"
@@ -79,16 +94,7 @@ def status(
             inputs = "\n".join(f"{name}: {fp}" for name, fp in s.inputs.items()) or "-"
             label = _label(s.stage, number) if len(rounds) > 1 else s.stage
             table.add_row(label, state, groups, rows, s.fingerprint or "-", inputs, s.updated or "-")
-    console.print(table)
-    if verify:
-        for stage, group, file, problem in problems[:20]:
-            console.print(f"[red]damaged[/] {stage}: {escape(f'{file} (group {group!r}) {problem}')}")
-        more = f" ({len(problems) - 20} more not shown)" if len(problems) > 20 else ""
-        console.print(
-            f"verify: {len(problems)} damaged file(s){more}; rerun the stages marked damaged to redo them"
-            if problems
-            else "verify: every file the stages wrote is there"
-        )
+    return table
 
 
 def _label(stage: str, number: int) -> str:
