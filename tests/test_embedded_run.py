@@ -111,6 +111,11 @@ def test_the_report_parses_references_existing_files_and_shows_the_run_numbers(e
     tuned = next(m for m in evaluation["models"] if m["label"] == "tuned")
     assert float(page.values["eval.tuned.psnry"]) == tuned["metrics"]["psnry"]["mean"]
     assert float(page.values["eval.tuned.reward.worst"]) == tuned["reward"]["worst"]["mean"]
+    # the paired statistics of the held-out table, as dp2o eval --compare prints them
+    comparison = evaluation["comparisons"]["tuned"]["reward.mean"]
+    assert float(page.values["eval.difference.reward.mean"]) == comparison["mean_difference"]
+    assert float(page.values["eval.wilcoxon_p.reward.mean"]) == comparison["wilcoxon_p_value"]
+    assert "reward.FR" in evaluation["per_input"]["tuned"]
     timings = json.loads((folder / "timings.json").read_text())
     assert float(page.values["stages.sample.seconds"]) == timings["sample"]["seconds"]
 

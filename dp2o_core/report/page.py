@@ -159,11 +159,15 @@ def _evaluation_section(facts: RunFacts, charts: dict[str, str]) -> list[str]:
             cells.append(_number(f"eval.difference.{key}", delta, cls=cls, signed=True, std=se))
             if paired:
                 found = [
-                    ("t_p", format_p(comparison.t_p_value) if comparison else "-"),
-                    ("wilcoxon_p", format_p(comparison.wilcoxon_p_value) if comparison else "-"),
-                    ("better_worse", f"{comparison.better} / {comparison.worse}" if comparison else "-"),
-                ]
-                cells += [f'<td data-key="eval.{name}.{_e(key)}">{_e(text)}</td>' for name, text in found]
+                    ("t_p", comparison.t_p_value, format_p(comparison.t_p_value)),
+                    ("wilcoxon_p", comparison.wilcoxon_p_value, format_p(comparison.wilcoxon_p_value)),
+                    ("better_worse", [comparison.better, comparison.worse],
+                     f"{comparison.better} / {comparison.worse}"),
+                ] if comparison else []  # fmt: skip
+                cells += [
+                    f'<td data-key="eval.{name}.{_e(key)}" data-value="{_e(repr(value))}">{_e(text)}</td>'
+                    for name, value, text in found
+                ] or ["<td>—</td>"] * 3
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</table>")
     if evaluation.get("unavailable"):
