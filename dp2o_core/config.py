@@ -198,9 +198,7 @@ def resolved_config_record(config: RunConfig, resolved: Mapping[str, Resolved]) 
         "packages": {name: _version(name) for name in ("torch", "diffusers", "pyiqa", "accelerate")},
         "seed": config.seed,
         "run": str(config.run) if config.run is not None else None,
-        "sample": config.sample.model_dump(),
-        "train": config.train.model_dump(),
-        "eval": config.eval.model_dump(),
+        **{section: getattr(config, section).model_dump() for section in SETTINGS_SECTIONS},
         "components": {kind: item.as_record() for kind, item in resolved.items()},
     }
 
