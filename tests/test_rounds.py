@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from dp2o_core.pipeline.rounds import copy_trained_parameters
 from dp2o_core.registry import PluginManager
-from dp2o_core.specs import resolve_spec
+from dp2o_core.specs import Spec, parse_spec, resolve_spec
 from dp2o_core.store import RunStore
 
 TESTS = Path(__file__).resolve().parent
@@ -100,27 +100,20 @@ def test_a_round_with_the_base_reference_starts_from_the_previous_weights(kind, 
     """copy_trained_parameters: the trained parameters come from the round's sampling model,
     the reference stays the base model."""
     manager = PluginManager()
-    if kind == "tiny-sr":
-        base_spec = "tiny-sr:steps=2"
-        tuned = resolve_spec(manager, "backbone", base_spec).build()
-        tuned.prepare_training()
-        with torch.no_grad():
-            for parameter in tuned.trainable_parameters():
-                parameter.add_(0.01)
-        tuned.save(tmp_path / "tuned")
-        tuned_spec = f"tiny-sr:steps=2,weights={tmp_path / 'tuned'}"
-    else:
+    base_spec = "tiny-sr:steps=2"
+    if kind == "sd2-lora":
         from tiny_models import save_tiny_sd
 
         model = save_tiny_sd(tmp_path / "sd")
         base_spec = f"sd2:model={model},steps=2,device=cpu,trainable=lora-controlnet,lora_rank=4"
-        tuned = resolve_spec(manager, "backbone", base_spec).build()
-        tuned.prepare_training()
-        with torch.no_grad():
-            for parameter in tuned.trainable_parameters():
-                parameter.add_(0.01)
-        tuned.save(tmp_path / "tuned")
-        tuned_spec = f"{base_spec},lora={tmp_path / 'tuned' / 'lora.safetensors'}"
+    tuned = resolve_spec(manager, "backbone", base_spec).build()
+    tuned.prepare_training()
+    with torch.no_grad():
+        for parameter in tuned.trainable_parameters():
+            parameter.add_(0.01)
+    tuned.save(tmp_path / "tuned")
+    parsed = parse_spec(base_spec, "backbone")
+    tuned_spec = str(Spec(parsed.name, {**parsed.options, **tuned.tuned_options(tmp_path / "tuned")}))
     base = resolve_spec(manager, "backbone", base_spec).build()
     base.prepare_training()
     reference_before = _predictions(base)
