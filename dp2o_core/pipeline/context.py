@@ -116,15 +116,11 @@ class RunContext:
 
     @property
     def base_backbone(self) -> str:
-        """The component key of the model the run started from (the held-out evaluation's base)."""
-        return "backbone" if self.round is None else BASE_BACKBONE
-
-    @property
-    def fingerprinted_backbone(self) -> str:
-        """The component key whose options enter the sample and train fingerprints: the
-        backbone, and in a later round the base model (the round's own spec differs only by
-        the path of the previous round's weights, which the round's record identifies by
-        their training's fingerprint — so a moved or copied run stays current)."""
+        """The component key of the model the run started from: the held-out evaluation's base,
+        and the backbone whose options enter the sample and train fingerprints (in a later
+        round the round's own spec differs from it only by the path of the previous round's
+        weights, which the round's record identifies by their training's fingerprint — so a
+        moved or copied run stays current)."""
         return "backbone" if self.round is None else BASE_BACKBONE
 
     @property

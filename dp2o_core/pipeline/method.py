@@ -91,7 +91,7 @@ class SampleStage(Stage):
 
         settings = ctx.config.sample
         return sample_stage_config(
-            ctx.component(ctx.fingerprinted_backbone),
+            ctx.component(ctx.base_backbone),
             ctx.seed,
             settings.num_candidates,
             settings.shared_noise,
@@ -200,7 +200,7 @@ class TrainStage(Stage):
     def config(self, ctx: RunContext) -> dict[str, Any]:
         from dp2o_core.stages.train import train_stage_config
 
-        return train_stage_config(ctx.component(ctx.fingerprinted_backbone), ctx.config.train, ctx.seed)
+        return train_stage_config(ctx.component(ctx.base_backbone), ctx.config.train, ctx.seed)
 
     def forced(self, ctx: RunContext) -> str | None:
         return None if ctx.options.resume else "--restart — training from the start"
