@@ -18,6 +18,7 @@ from dp2o_core.errors import UsageError
 from dp2o_core.evaluation import (
     EvalModel,
     build_scorers,
+    check_per_input_path,
     compared_model,
     evaluate,
     load_inputs,
@@ -78,8 +79,8 @@ def eval_command(
     With --compare, each difference comes with its standard error over the inputs, the paired t and
     Wilcoxon signed-rank tests and the number of inputs that got better and worse.
     """
-    if per_input is not None and per_input.suffix not in (".csv", ".json"):
-        raise UsageError(f"--per-input {per_input}: name a .csv or a .json file")
+    if per_input is not None:
+        check_per_input_path(per_input)
     manager = ctx.ensure_object(CliState).manager
     config = load_run_config(
         config_file, backbone=backbone, data=data, degradation=degradation, reward=reward

@@ -68,13 +68,18 @@ class PairedComparison:
         return cls(**{key: record[key] for key in cls.__dataclass_fields__})
 
 
-def standard_error(values: Sequence[float]) -> float:
-    """Sample standard deviation / √n (0 with fewer than two values)."""
+def sample_std(values: Sequence[float]) -> float:
+    """The sample standard deviation (n − 1 in the denominator; 0 with fewer than two values)."""
     n = len(values)
     if n < 2:
         return 0.0
     mean = sum(values) / n
-    return math.sqrt(sum((v - mean) * (v - mean) for v in values) / (n - 1) / n)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean: sample standard deviation / √n (0 with fewer than two values)."""
+    return sample_std(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
 
 def paired_t_p_value(differences: Sequence[float]) -> float:

@@ -20,13 +20,12 @@ held-out stage both go through it.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from dp2o_core.eval_stats import PairedComparison
+from dp2o_core.eval_stats import PairedComparison, sample_std
 from dp2o_core.interfaces import Backbone, MetricInfo, RewardModel
 from dp2o_core.store.fingerprint import derive_seed
 
@@ -104,10 +103,7 @@ class Stat:
     @classmethod
     def of(cls, values: Sequence[float]) -> Stat:
         """Sample statistics of per-seed-set values."""
-        mean = sum(values) / len(values)
-        if len(values) < 2:
-            return cls(mean, 0.0)
-        return cls(mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)))
+        return cls(sum(values) / len(values), sample_std(values))
 
 
 @dataclass
@@ -549,6 +545,15 @@ def write_evaluation(
     )
 
 
+def check_per_input_path(path: Path) -> None:
+    """Raise a usage error unless ``path`` names a .csv or a .json file (checked before the
+    evaluation starts, and again where the file is written)."""
+    from dp2o_core.errors import UsageError
+
+    if path.suffix not in (".csv", ".json"):
+        raise UsageError(f"--per-input {path}: name a .csv or a .json file")
+
+
 def write_per_input(evaluation: Evaluation, path: Path) -> None:
     """The per-input table (:meth:`Evaluation.per_input_rows`) as CSV (``.csv``) or as a JSON
     list of rows (``.json``), written atomically; columns are quantity keys (a metric's name,
@@ -557,12 +562,12 @@ def write_per_input(evaluation: Evaluation, path: Path) -> None:
     import io
 
     from dp2o_core.atomic import write_text_atomic
-    from dp2o_core.errors import UsageError
 
+    check_per_input_path(path)
     rows = evaluation.per_input_rows()
     if path.suffix == ".json":
         text = json.dumps(rows, indent=1) + "\n"
-    elif path.suffix == ".csv":
+    else:
         buffer = io.StringIO()
         writer = csv.DictWriter(
             buffer, fieldnames=list(rows[0]) if rows else ["input", "model"], lineterminator="\n"
@@ -570,8 +575,6 @@ def write_per_input(evaluation: Evaluation, path: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
         text = buffer.getvalue()
-    else:
-        raise UsageError(f"--per-input {path}: name a .csv or a .json file")
     write_text_atomic(path, text)
 
 
