@@ -79,40 +79,37 @@ def print_evaluation(evaluation: Evaluation, title: str) -> None:
 
 
 def print_rounds(run: Path) -> None:
-    """The held-out reward after each round of an iterative run, each against the base model."""
-    from dp2o_core.pipeline import round_evaluations
+    """The held-out reward after each round of an iterative run, each against the base model
+    (the rows of the report's Rounds table)."""
+    from dp2o_core.report.facts import round_rows
+    from dp2o_core.store import RunStore
 
-    found = round_evaluations(run)
-    if not found:
+    rows = round_rows(RunStore(run))
+    if not rows:
         return
-    m = found[-1][1].num_samples
     table = Table(
-        title=f"held-out reward per round, @{m}: each round's model against the base (Δ ± SE over inputs; "
-        "p: Wilcoxon; inputs better / worse; the FR and NR halves' Δ Mean)",
+        title=f"held-out reward per round, @{rows[-1]['num_samples']}: each round's model against the base "
+        "(Δ ± SE over inputs; p: Wilcoxon; inputs better / worse; the FR and NR halves' Δ Mean)",
         title_justify="left",
     )
     for column in ("round", "Best", "Mean", "Worst", "Δ Mean ± SE", "p", "+ / −", "Δ FR", "Δ NR"):
         table.add_column(column, justify="right")
-    for number, evaluation in found:
-        if evaluation.reward is None or len(evaluation.models) < 2:
-            continue
-        tuned = evaluation.models[-1]
-        comparisons = evaluation.comparisons.get(tuned.label, {})
-        mean = comparisons.get("reward.mean")
-        row = [str(number), *(f"{tuned.reward[c].mean:.4g}" for c in ("best", "mean", "worst"))]
+    for row in rows:
+        cells = [str(row["round"]), *(f"{row[c]:.4g}" for c in ("best", "mean", "worst"))]
+        mean = row["mean_delta"]
         if mean is None:
-            row += ["-", "-", "-"]
+            cells += ["-", "-", "-"]
         else:
-            text = f"{mean.mean_difference:+.3g} ± {mean.standard_error:.2g}"
-            row += [
-                _coloured(mean.mean_difference, text, False),
-                format_p(mean.wilcoxon_p_value),
-                f"{mean.better} / {mean.worse}",
+            text = f"{mean['mean_difference']:+.3g} ± {mean['standard_error']:.2g}"
+            cells += [
+                _coloured(mean["mean_difference"], text, False),
+                format_p(mean["wilcoxon_p_value"]),
+                f"{mean['better']} / {mean['worse']}",
             ]
         for part in ("FR", "NR"):
-            found_part = comparisons.get(f"reward.{part}")
-            row.append(f"{found_part.mean_difference:+.3g}" if found_part else "-")
-        table.add_row(*row)
+            found = row[f"{part}_delta"]
+            cells.append(f"{found['mean_difference']:+.3g}" if found else "-")
+        table.add_row(*cells)
     console.print(table)
 
 
