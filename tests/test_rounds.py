@@ -144,7 +144,7 @@ def _predictions(backbone):
 
 def test_fresh_data_draws_new_random_crops_for_each_round(dp2o_cli, tmp_path):
     run = tmp_path / "fresh"
-    args = rounds_args(run, "--fresh-data", "--max-steps", "2")
+    args = rounds_args(run, "--fresh-data", "--max-steps", "2", "--swap-labels", "0.5")
     args[args.index("photos:split=train,crop=48,max_images=2")] = (
         "photos:split=train,crop=48,crop_mode=random,max_images=2"
     )
@@ -155,3 +155,8 @@ def test_fresh_data_draws_new_random_crops_for_each_round(dp2o_cli, tmp_path):
     first, second = (sorted((folder / "data" / "hr").rglob("*.png")) for folder in (run, round_two))
     assert [p.name for p in first] == [p.name for p in second]  # the same items …
     assert all(a.read_bytes() != b.read_bytes() for a, b in zip(first, second, strict=True))  # … other crops
+    # the flags reach the settings: every round's training is the shuffled-label control
+    for folder in (run, round_two):
+        assert RunStore(folder).record("train")["config"]["train"]["swap_labels"] == 0.5
+    recorded = json.loads((run / "config.json").read_text())
+    assert recorded["rounds"] == {"count": 2, "reference": "previous", "fresh_data": True}
