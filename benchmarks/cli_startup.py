@@ -4,7 +4,12 @@ The baseline is a process that imports the four libraries the CLI is built on �
 rich, pydantic and pluggy — and nothing else; the goal is ``dp2o --help`` and ``dp2o
 plugins`` within 2× of it. ``python -c pass`` (the floor of any Python process) and
 ``python -c "import torch"`` (what a CLI that imported torch at start-up would pay) are
-shown for scale. The commands run interleaved — round k runs each once, in an order that
+shown for scale, and so is the floor of any typer command with options: a one-command typer
+app with ``dp2o plugins``' four options that prints one line with rich. Typer (0.29) builds a
+pydantic ``TypeAdapter`` for every option it parses, which imports most of pydantic — a cost
+the import baseline does not include and no typer command with options avoids.
+
+The commands run interleaved — round k runs each once, in an order that
 rotates with k — so that a change in the machine's load reaches every command alike; each
 ratio is the median over rounds of that round's ratio, with its spread (min–max). Run from
 an environment where dp2o is installed::
@@ -22,6 +27,21 @@ import time
 from pathlib import Path
 
 BASELINE = "import typer, rich, pydantic, pluggy"
+TYPER_FLOOR = """
+from typing import Annotated
+import typer
+from rich.console import Console
+
+def plugins(
+    all_: Annotated[bool, typer.Option("--all")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    kind: Annotated[str | None, typer.Option("--kind")] = None,
+    options: Annotated[bool, typer.Option("--options")] = False,
+) -> None:
+    Console().print("one line")
+
+typer.run(plugins)
+"""
 
 
 def seconds(command: list[str]) -> float:
@@ -42,6 +62,7 @@ def main() -> None:
         "python -c pass": [sys.executable, "-c", "pass"],
         BASELINE: [sys.executable, "-c", BASELINE],
         "python -c 'import torch'": [sys.executable, "-c", "import torch"],
+        "typer command, 4 options (floor)": [sys.executable, "-c", TYPER_FLOOR],
         "dp2o --help": [dp2o, "--help"],
         "dp2o plugins": [dp2o, "plugins"],
         "dp2o plugins --all --json": [dp2o, "plugins", "--all", "--json"],

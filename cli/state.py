@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from dp2o_core.registry import PluginManager
+if TYPE_CHECKING:  # the registry imports every interface; a command that needs it pays for it
+    from dp2o_core.registry import PluginManager
 
 
 @dataclass
@@ -17,4 +19,6 @@ class CliState:
     @cached_property
     def manager(self) -> PluginManager:
         """Built-ins, installed plugins and ``-p`` modules, loaded on first use."""
+        from dp2o_core.registry import PluginManager
+
         return PluginManager(modules=self.plugin_modules)
