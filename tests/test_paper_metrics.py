@@ -88,3 +88,23 @@ def test_qalign_cannot_run_under_dp2os_transformers_and_the_preflight_says_so(of
     reward.prepare()  # the model, its tokenizer and its image processor load
     with pytest.raises(AttributeError, match="invert_attention_mask"):
         reward.score(torch.rand(1, 3, 64, 64))
+
+
+def test_afine_fr_encodes_the_reference_once_per_group_and_scores_as_pyiqa(offline_homes, tmp_path):
+    """A-FINE runs its CLIP on the candidate and on the reference in every call: dp2o encodes the
+    reference once per group (and its naturalness once), with pyiqa's per-candidate scores."""
+    weights_dir, _, _ = offline_homes
+    install_random_afine(weights_dir, tmp_path / "home")
+    spec = f"pyiqa:metric=afine_fr,weights_dir={weights_dir},device=cpu"
+    reward = resolve_spec(PluginManager(), "reward", spec).build()
+    metric = reward.metric
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.rand(1, 3, 64, 64, generator=generator)
+    candidates = (reference + 0.3 * torch.rand(4, 3, 64, 64, generator=generator)).clamp(0, 1)
+    with torch.no_grad():
+        theirs = [float(metric(candidates[i : i + 1].clone(), reference.clone())) for i in range(4)]
+    encoded: list[int] = []
+    metric.net.clip_model.visual.register_forward_hook(lambda _m, i, _o: encoded.append(i[0].shape[0]))
+    assert reward.score(candidates, reference)["afine_fr"] == pytest.approx(theirs, abs=1e-6)
+    assert sum(encoded) == 4 + 1
+    assert "encode_image" not in vars(metric.net.clip_model)

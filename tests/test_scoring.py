@@ -62,6 +62,36 @@ def test_scores_equal_pyiqa_called_per_candidate(group, name, kwargs):
     assert ours == pytest.approx(theirs, abs=1e-5)
 
 
+def images_computed(module: torch.nn.Module) -> list[int]:
+    """Batch sizes of every image that ``module``'s first convolution really processes."""
+    sizes: list[int] = []
+    first = next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+    first.register_forward_hook(lambda _m, inputs, _o: sizes.append(inputs[0].shape[0]))
+    return sizes
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, None])
+def test_topiq_fr_computes_the_reference_features_once_per_group(group, batch_size):
+    """TOPIQ-FR (ResNet-50 features of candidate and reference, compared by attention): the
+    reference is half the backbone work of a per-candidate call; dp2o does it once per group,
+    and the scores equal pyiqa's per-candidate calls."""
+    import pyiqa
+
+    candidates, hr = group[0][1:], group[1]  # (the first candidate is the reference itself)
+    torch.manual_seed(0)
+    metric = pyiqa.create_metric("topiq_fr", device="cpu", pretrained=False, backbone_pretrain=False)
+    with torch.no_grad():
+        theirs = [float(metric(candidates[i : i + 1], hr)) for i in range(len(candidates))]
+    computed = images_computed(metric.net.semantic_model)
+    ours = score_candidates(metric, "FR", candidates, hr, batch_size=batch_size, dtype="float32")
+    assert ours == pytest.approx(theirs, abs=1e-5)
+    assert sum(computed) == len(candidates) + 1  # every candidate, and the reference once
+    again = score_candidates(metric, "FR", candidates.flip(0), hr.flip(-1), batch_size, "float32")
+    assert sum(computed) == 2 * (len(candidates) + 1)  # the next group has its own reference
+    assert again[::-1] != pytest.approx(ours, abs=1e-4)  # … and is not served the old one
+    assert "forward" not in vars(metric.net.semantic_model)  # the wrapper is gone after the group
+
+
 def test_offline_preset_scores_real_images_with_real_parameters(dp2o_plugin_manager, group):
     candidates, hr = group
     reward = resolve_spec(dp2o_plugin_manager, "reward", "hybrid-offline").build()

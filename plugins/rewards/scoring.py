@@ -1,14 +1,27 @@
 """Scoring the M candidates of one group: batched, with reference-side work done once.
 
-A full-reference metric compares every candidate with the same HR image. Where the
-metric's network allows it (LPIPS), the reference's features are computed once per group
-and reused for every candidate batch; otherwise the reference is broadcast (expanded, not
-copied) to the batch. Scores equal pyiqa's own calls to within floating-point rounding.
+A full-reference metric compares every candidate with the same HR image, and for the
+metrics with a learned feature extractor the reference's features are half the work of a
+per-candidate call. dp2o computes them once per group:
+
+* LPIPS: the reference's normalised features are computed here and each candidate batch is
+  compared with them;
+* TOPIQ-FR (and every CFANet with a timm or CLIP backbone and a reference) and A-FINE: the
+  feature extractor is wrapped for the group (:class:`ReferenceFeatureMemo`) so that a call
+  whose batch is one image repeated — the reference broadcast to the batch — is computed for
+  one image, once, and served from memory afterwards; A-FINE's naturalness head, which also
+  runs on the reference every call, is wrapped the same way.
+
+Otherwise the reference is broadcast (expanded, not copied) to the batch. Scores equal pyiqa's
+own calls once per candidate to within floating-point rounding (tests/test_scoring.py,
+tests/test_paper_metrics.py; speed: benchmarks/score_group.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 def score_candidates(
@@ -17,7 +30,7 @@ def score_candidates(
     """Raw scores of ``candidates`` (N×3×H×W in [0, 1]) with a pyiqa metric.
 
     ``batch_size`` None picks one: 16 on a GPU; on a CPU 8 where reference features are
-    cached (fewer, larger passes win) and 1 otherwise, because large batches of big
+    computed once (fewer, larger passes win) and 1 otherwise, because large batches of big
     networks run slower than single images on a few CPU cores (benchmarks/score_group.py).
     """
     import torch
@@ -26,10 +39,10 @@ def score_candidates(
         raise ValueError(f"metric {metric.metric_name!r} is full-reference and needs the HR image")
     device = next(iter(metric.parameters()), torch.empty(0)).device
     scores: list[float] = []
-    with torch.no_grad(), _autocast(device, dtype):
+    with torch.no_grad(), _autocast(device, dtype), _reference_features_once(metric, mode) as memos:
         fast = _lpips_scorer(metric, reference.to(device)) if mode == "FR" else None
         if batch_size is None:
-            batch_size = 16 if device.type == "cuda" else (8 if fast is not None else 1)
+            batch_size = 16 if device.type == "cuda" else (8 if fast is not None or memos else 1)
         if getattr(metric, "_dp2o_one_at_a_time", False):
             batch_size = 1
         for start in range(0, candidates.shape[0], batch_size):
@@ -131,3 +144,82 @@ def _lpips_scorer(metric, reference):
         return total
 
     return score
+
+
+class ReferenceFeatureMemo:
+    """Wraps a feature extractor for one group so that the reference is computed once.
+
+    A call whose batch is one image repeated (the reference broadcast to the batch, or a batch
+    of one) is looked up among the two most recently used such images; a hit returns the stored output,
+    expanded along the batch dimension, and a miss computes one image and stores it. Any other
+    batch (distinct candidates) is computed as is. Two entries because a per-image metric
+    alternates candidate, reference, candidate, reference. ``batched_outputs`` False (outputs
+    whose first dimension is not the batch) serves only batches of one.
+    """
+
+    def __init__(self, function: Callable[..., Any], batched_outputs: bool = True) -> None:
+        self.function = function
+        self.batched_outputs = batched_outputs
+        self.entries: list[tuple[Any, Any]] = []
+        self.computed_images = 0
+
+    def __call__(self, images, *args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        size = images.shape[0]
+        first = images[:1]
+        repeated = size == 1 or (
+            self.batched_outputs and not args and not kwargs and bool((images == first).all())
+        )
+        if not repeated:
+            self.computed_images += size
+            return self.function(images, *args, **kwargs)
+        for entry in self.entries:
+            key, output = entry
+            if key.shape == first.shape and torch.equal(key, first):
+                self.entries = [*(e for e in self.entries if e is not entry), entry]  # most recent last
+                return _expand_batch(output, size)
+        output = self.function(first, *args, **kwargs)
+        self.computed_images += 1
+        self.entries = [*self.entries[-1:], (first.clone(), output)]
+        return _expand_batch(output, size)
+
+
+def _expand_batch(output: Any, size: int) -> Any:
+    """``output`` (a tensor or nested lists/tuples of them, batch of one) expanded to ``size``."""
+    if size == 1:
+        return output
+    if isinstance(output, (list, tuple)):
+        return type(output)(_expand_batch(item, size) for item in output)
+    return output.expand(size, *output.shape[1:])
+
+
+def _memo_targets(net) -> list[tuple[Any, str, bool]]:
+    """(object, method name, outputs batched) of the feature extractors that see the reference."""
+    kind = type(net).__name__
+    if kind == "CFANet" and getattr(net, "use_ref", False):
+        name = net.semantic_model_name
+        if "swin" in name:  # features come from the Swin's layers one by one, not one call
+            return []
+        if "clip" in name:
+            return [(net.semantic_model[0].visual, "forward_features", False)]
+        return [(net.semantic_model, "forward", True)]
+    if kind == "AFINE":
+        return [(net.clip_model, "encode_image", False), (net.net_qhead, "forward", False)]
+    return []
+
+
+@contextlib.contextmanager
+def _reference_features_once(metric, mode: str) -> Iterator[list[ReferenceFeatureMemo]]:
+    """Wrap ``metric``'s reference-side feature extractors in memos for one group; unwrap after."""
+    targets = _memo_targets(getattr(metric, "net", None)) if mode == "FR" else []
+    memos = []
+    for owner, method, batched in targets:
+        memo = ReferenceFeatureMemo(getattr(owner, method), batched)
+        setattr(owner, method, memo)  # an instance attribute shadows the class's method
+        memos.append(memo)
+    try:
+        yield memos
+    finally:
+        for owner, method, _ in targets:
+            vars(owner).pop(method, None)
