@@ -14,7 +14,7 @@ Each way runs in a fresh process started by this script (so neither inherits the
 freed memory); it prints steps per second and the peak memory of each (on the CPU: the peak
 resident set size above the process's size before any model was loaded; on a GPU: peak
 allocated memory), and the ratios (targets: ≥ 2× steps/s, ≤ 0.6× peak memory); also the model state (weights,
-gradients and AdamW moments), which is what the reference and caching strategies change.
+gradients and the optimizer's state as held), which is what the reference and caching strategies change.
 
     python benchmarks/train_step.py [--steps 6] [--pairs 4] [--micro-batch 1] [--size PX] [--only sd2|flux]
 """
@@ -30,6 +30,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from queue import Empty
 
 import torch
 
@@ -113,50 +114,80 @@ def modules_of(*objects) -> list[torch.nn.Module]:
     return found
 
 
-def model_state_bytes(modules, trained) -> int:
-    """Weights and buffers (each storage once) + gradient and two AdamW moments per trained weight."""
-    return weight_bytes(*modules) + 3 * sum(p.numel() * p.element_size() for p in trained)
+def model_state_bytes(modules, trained, optimizer) -> int:
+    """Weights and buffers (each storage once) + a gradient per trained weight + the optimizer's
+    state as it is held (two float32 moments for AdamW, 8-bit blocks for AdamW8bit)."""
+    held = sum(
+        value.untyped_storage().nbytes()
+        for state in optimizer.state.values()
+        for value in state.values()
+        if isinstance(value, torch.Tensor)
+    )
+    return weight_bytes(*modules) + sum(p.numel() * p.element_size() for p in trained) + held
 
 
 # -- the two ways --------------------------------------------------------------------------------
-def dp2o_steps(spec: str, run: RunStore, steps: int, pairs: int, micro: int) -> tuple[float, int, int]:
+def dp2o_steps(
+    spec: str,
+    run: RunStore,
+    steps: int,
+    pairs: int,
+    micro: int,
+    warmup: int = WARMUP_STEPS,
+    optimizer: str = "adamw",
+) -> tuple[float, int, int]:
+    """dp2o's Trainer on the run: cached latents and prompts, fused passes, ControlNet-only reference."""
     baseline = reset_peak()
     backbone = resolve_spec(PluginManager(), "backbone", spec).build()
     settings = TrainSettings(
-        max_steps=WARMUP_STEPS + steps,
+        max_steps=warmup + steps,
         batch_size=pairs,
         micro_batch_size=micro,
         learning_rate=1e-5,
         warmup_steps=0,
         tracker="none",
         checkpoint_every=10_000,
-        optimizer="adamw",
+        optimizer=optimizer,
     )
     data = TrainingData(run, backbone, seed=0)
     data.prepare(ProcessInfo())
     directory = Path(tempfile.mkdtemp(prefix="dp2o-bench-"))
     trainer = Trainer(backbone, data, settings, directory, make_accelerator(settings, directory))
+    made: list = []
+    make_optimizer = trainer._optimizer
+    trainer._optimizer = lambda parameters: made.append(make_optimizer(parameters)) or made[-1]
     times: list[float] = []
     trainer.run(resume=False, on_step=lambda m: times.append(time.perf_counter()))
     peak = peak_since(baseline)
-    state = model_state_bytes(modules_of(backbone), backbone.trainable_parameters())
-    return steps / (times[-1] - times[WARMUP_STEPS - 1]), peak, state
+    state = model_state_bytes(modules_of(backbone), backbone.trainable_parameters(), made[0])
+    return steps / (times[-1] - times[warmup - 1]), peak, state
 
 
-def naive_steps(spec: str, run: RunStore, steps: int, pairs: int, micro: int) -> tuple[float, int, int]:
+def naive_steps(
+    spec: str,
+    run: RunStore,
+    steps: int,
+    pairs: int,
+    micro: int,
+    warmup: int = WARMUP_STEPS,
+    checkpointing: bool = False,
+) -> tuple[float, int, int]:
     """Plain loop: encode images and prompts every step, full-pipeline reference, one pass each."""
     baseline = reset_peak()
     policy = resolve_spec(PluginManager(), "backbone", spec).build()
     policy._encode_prompt("")  # load the text encoder(s): the naive loop runs them every step
     reference = copy.deepcopy(policy)  # the whole pipeline: base model, ControlNet, VAE, text encoders
     policy.controlnet.requires_grad_(True).train()
+    if checkpointing:
+        policy.controlnet.enable_gradient_checkpointing()
+        policy.base.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(policy.controlnet.parameters(), lr=1e-5, weight_decay=0.01)
     data = TrainingData(run, policy, seed=0, cache=False)
     images = _candidate_images(run, data)
     lows = {g: data._read_lr(g) for g in data.group_ids}
     generator = torch.Generator().manual_seed(0)
     times = []
-    for step in range(WARMUP_STEPS + steps):
+    for step in range(warmup + steps):
         chosen = [data.pairs[data.order[step * pairs + i]] for i in range(pairs)]
         optimizer.zero_grad(set_to_none=True)
         for pair in chosen:
@@ -179,8 +210,8 @@ def naive_steps(spec: str, run: RunStore, steps: int, pairs: int, micro: int) ->
         optimizer.step()
         times.append(time.perf_counter())
     peak = peak_since(baseline)
-    state = model_state_bytes(modules_of(policy, reference), list(policy.controlnet.parameters()))
-    return steps / (times[-1] - times[WARMUP_STEPS - 1]), peak, state
+    state = model_state_bytes(modules_of(policy, reference), list(policy.controlnet.parameters()), optimizer)
+    return steps / (times[-1] - times[warmup - 1]), peak, state
 
 
 def _candidate_images(run, data: TrainingData) -> dict:
@@ -217,23 +248,36 @@ def _preload() -> None:
         getattr(transformers, name)
 
 
-def _measure(way: str, spec: str, run_root: str, sizes: tuple[int, int, int], threads: int, queue) -> None:
+def _measure(
+    way: str, spec: str, run_root: str, sizes: tuple[int, int, int], threads: int, knobs: dict, queue
+) -> None:
     """Child process: one way's (steps/s, peak bytes, model-state bytes)."""
     warnings.filterwarnings("ignore")
     torch.set_num_threads(threads)
     _preload()
-    queue.put(WAYS[way](spec, RunStore(run_root), *sizes))
+    queue.put(WAYS[way](spec, RunStore(run_root), *sizes, **knobs))
 
 
-def measure(way: str, spec: str, run: RunStore, sizes: tuple[int, int, int]) -> tuple[float, int, int]:
-    """Run one way in a fresh (spawned) process."""
+def measure(
+    way: str, spec: str, run: RunStore, sizes: tuple[int, int, int], knobs: dict | None = None
+) -> tuple[float, int, int]:
+    """Run one way in a fresh (spawned) process; ``knobs`` are that way's keyword arguments."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     child = context.Process(
-        target=_measure, args=(way, spec, str(run.root), sizes, torch.get_num_threads(), queue)
+        target=_measure,
+        args=(way, spec, str(run.root), sizes, torch.get_num_threads(), knobs or {}, queue),
     )
     child.start()
-    result = queue.get()
+    while True:  # a child killed for memory never answers: notice it instead of waiting forever
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Empty:
+            if not child.is_alive():
+                raise RuntimeError(
+                    f"the {way} process died (exit status {child.exitcode}; -9 is the out-of-memory killer)"
+                ) from None
     child.join()
     return result
 

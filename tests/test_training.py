@@ -158,8 +158,11 @@ def fresh_accelerate_state():
     [
         ("gradient_checkpointing=true", {"mixed_precision": "bf16"}, "model.safetensors"),
         ("trainable=lora-controlnet,lora_rank=4", {}, "lora.safetensors"),
+        # frozen networks in bfloat16 beside the float32 ControlNet, no mixed_precision given:
+        # the trainer autocasts in the frozen dtype (the two met in one matmul and failed before)
+        ("dtype=bfloat16,gradient_checkpointing=true", {}, "model.safetensors"),
     ],
-    ids=["bf16-checkpointing", "lora"],
+    ids=["bf16-checkpointing", "lora", "bf16-frozen"],
 )
 def test_precision_checkpointing_lora_and_tensorboard(x0_model, tmp_path, backbone_options, settings, saved):
     spec = f"sd2:model={x0_model},device=cpu,{backbone_options}"

@@ -184,6 +184,16 @@ class Trainer:
             )
         self.share = settings.batch_size // world
 
+    def _forward_precision(self):
+        """The autocast of the forward passes: ``mixed_precision`` when set; otherwise, when the
+        backbone keeps its frozen networks in bfloat16 or float16 (``dtype=…``) beside the
+        float32 trained part, autocast in that dtype — without it the two meet in one matmul and
+        fail — and no autocast for a float32 backbone."""
+        frozen = getattr(self.backbone, "dtype", None)
+        if self.settings.mixed_precision != "no" or frozen not in (torch.bfloat16, torch.float16):
+            return self.accelerator.autocast()
+        return torch.autocast(device_type=self.accelerator.device.type, dtype=frozen)
+
     # -- paths -------------------------------------------------------------------------------
     @property
     def checkpoints(self) -> Path:
@@ -258,7 +268,7 @@ class Trainer:
             batch = self.data.batch(chunk, acc.device)
             synchronise = index == len(chunks) - 1
             with contextlib.nullcontext() if synchronise else acc.no_sync(policy):
-                with acc.autocast():
+                with self._forward_precision():
                     errors = pair_errors(
                         self.backbone,
                         batch.x0_winner,

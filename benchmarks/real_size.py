@@ -1,0 +1,323 @@
+"""One DPO optimizer step at the paper's model sizes: dp2o's trainer vs the naive way.
+
+The models are the published architectures with random weights, written in this file (no
+download) and loaded through the backbones' own ``from_pretrained`` paths:
+
+* SD2: the Stable Diffusion 2 base UNet (865 M parameters), a ControlNet copied from its
+  encoder (364 M), the SD VAE (84 M) and the OpenCLIP ViT-H/14 text tower (340 M);
+* FLUX: FLUX.1's real widths — 24 heads × 128 (3072 wide), T5-XXL's 4096-wide encoder,
+  CLIP-L, the 16-channel VAE — at reduced depth: ``--flux-depth D,S`` double and single blocks
+  in the transformer (default 2,4 of FLUX.1's 19,38), T5 with 2 of its 24 layers, and dp2o's
+  default new ControlNet of 4 double blocks.
+
+For one optimizer step of one pair (winner + loser) at ``--size`` px (512: 64×64 latents),
+gradient checkpointing on in both ways:
+
+* dp2o — ``Trainer`` on a run directory: cached candidate latents and prompt embeddings (no
+  VAE, no text encoder in the step), winner and loser in one pass, frozen networks and the
+  reference ControlNet in bfloat16 (``dtype=bfloat16``; the trained ControlNet stays float32),
+  8-bit AdamW where bitsandbytes runs on the device (``optimizer=auto``);
+* naive — float32 throughout, the VAE and text encoder(s) run every step, a deep copy of the
+  whole pipeline as the reference, winner and loser in separate passes, torch AdamW.
+
+Each way runs in a fresh process (so neither inherits the other's freed memory), ``--rounds``
+times, alternating (dp2o, naive, naive, dp2o, …). Printed per backbone: peak memory (GPU: peak
+allocated; CPU: peak resident set above the process's size before any model was loaded), the
+model state (weights, gradients, optimizer moments) and steps per second, with the ratios
+dp2o / naive (median over rounds, min–max). With ``--json`` the last line is one JSON object
+``{"sd2": {"peak_memory_ratio", "model_state_ratio", "steps_per_s_ratio", "peak_gib", …},
+"flux": {…}}``.
+
+    python benchmarks/real_size.py [--only sd2|flux] [--size 512] [--rounds 1] [--steps 1] [--json]
+
+On a CPU a real-size step takes minutes and the naive SD2 way needs about 20 GiB of memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from interleave import Ratio  # noqa: E402
+from preference_run import make_preference_run  # noqa: E402
+from tiny_models import tiny_clip_tokenizer  # noqa: E402
+from train_step import measure  # noqa: E402
+
+from dp2o_core.registry import PluginManager  # noqa: E402
+from dp2o_core.specs import resolve_spec  # noqa: E402
+
+GIB = 2**30
+
+#: Stable Diffusion 2 base (512 px): UNet, VAE and the OpenCLIP ViT-H/14 text tower.
+SD2_UNET = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "cross_attention_dim": 1024,
+    "attention_head_dim": (5, 10, 20, 20),
+    "use_linear_projection": True,
+}
+SD_VAE = {
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "scaling_factor": 0.18215,
+}
+OPENCLIP_H_TEXT = {
+    "vocab_size": 49408,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 23,
+    "num_attention_heads": 16,
+    "max_position_embeddings": 77,
+    "projection_dim": 512,
+    "hidden_act": "gelu",
+}
+#: FLUX.1 [dev]: transformer widths, 16-channel VAE, CLIP-L and T5-XXL text encoders.
+FLUX_TRANSFORMER = {
+    "patch_size": 1,
+    "in_channels": 64,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "pooled_projection_dim": 768,
+    "guidance_embeds": True,
+    "axes_dims_rope": (16, 56, 56),
+}
+FLUX_VAE = {
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 16,
+    "norm_num_groups": 32,
+    "scaling_factor": 0.3611,
+    "shift_factor": 0.1159,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+}
+CLIP_L_TEXT = {
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+    "projection_dim": 768,
+    "hidden_act": "quick_gelu",
+}
+T5_XXL = {"vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_heads": 64}
+T5_LAYERS = 2
+
+#: ``--tiny``: the same structure at a small width, so that a test can run every code path.
+TINY = {
+    "unet": {
+        "block_out_channels": (32, 64, 64, 64),
+        "cross_attention_dim": 64,
+        "attention_head_dim": 8,
+        "norm_num_groups": 16,
+    },
+    "vae": {"block_out_channels": (16, 16, 32, 32), "layers_per_block": 1, "norm_num_groups": 8},
+    "text": {
+        "vocab_size": 64,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "projection_dim": 32,
+    },
+    "transformer": {
+        "attention_head_dim": 16,
+        "num_attention_heads": 2,
+        "joint_attention_dim": 32,
+        "pooled_projection_dim": 64,
+        "axes_dims_rope": (4, 4, 8),
+    },
+    "t5": {"vocab_size": 64, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_heads": 4},
+}
+
+
+def _clip_text(config: dict, tiny: bool):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    merged = {**config, **(TINY["text"] if tiny else {})}
+    return CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, **merged))
+
+
+def _tokenizer():
+    tokenizer = tiny_clip_tokenizer()  # a few words; ids are valid for any vocabulary size
+    tokenizer.model_max_length = 77  # the real prompt length: cross-attention sees 77 tokens
+    return tokenizer
+
+
+def write_sd2(folder: Path, tiny: bool = False) -> Path:
+    """SD2-base UNet, VAE, text encoder, tokenizer and scheduler in the hub layout."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(**{**SD2_UNET, **(TINY["unet"] if tiny else {})}).save_pretrained(folder / "unet")
+    AutoencoderKL(**{**SD_VAE, **(TINY["vae"] if tiny else {})}).save_pretrained(folder / "vae")
+    _clip_text(OPENCLIP_H_TEXT, tiny).save_pretrained(folder / "text_encoder")
+    _tokenizer().save_pretrained(folder / "tokenizer")
+    DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type="epsilon",
+        clip_sample=False,
+    ).save_pretrained(folder / "scheduler")
+    return folder
+
+
+def write_flux(folder: Path, double: int, single: int, tiny: bool = False) -> Path:
+    """FLUX.1-wide transformer at ``double``/``single`` depth, VAE, CLIP-L, T5 (2 layers), tokenizers."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    torch.manual_seed(0)
+    transformer = {**FLUX_TRANSFORMER, **(TINY["transformer"] if tiny else {})}
+    FluxTransformer2DModel(num_layers=double, num_single_layers=single, **transformer).save_pretrained(
+        folder / "transformer"
+    )
+    AutoencoderKL(**{**FLUX_VAE, **(TINY["vae"] if tiny else {})}).save_pretrained(folder / "vae")
+    _clip_text(CLIP_L_TEXT, tiny).save_pretrained(folder / "text_encoder")  # its width: pooled_projection_dim
+    _tokenizer().save_pretrained(folder / "tokenizer")
+    t5 = {**T5_XXL, **(TINY["t5"] if tiny else {})}  # d_model: joint_attention_dim
+    T5EncoderModel(T5Config(num_layers=T5_LAYERS, **t5)).save_pretrained(folder / "text_encoder_2")
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"▁{w}", -1.0) for w in ("a", "photo")]
+    T5Tokenizer(vocab=pieces).save_pretrained(folder / "tokenizer_2")
+    FlowMatchEulerDiscreteScheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    ).save_pretrained(folder / "scheduler")
+    return folder
+
+
+def specs(kind: str, model: Path, device: str) -> tuple[str, str]:
+    """(dp2o's backbone spec, the naive way's): same model, dp2o with its memory levers."""
+    common = f"{kind}:model={model},device={device},gradient_checkpointing=true"
+    if kind == "flux":
+        common += ",max_sequence_length=512"
+    return common + ",dtype=bfloat16", common + ",dtype=float32"
+
+
+def parameter_counts(kind: str, spec: str) -> dict[str, float]:
+    """Millions of parameters of each network the backbone loads (for the printed header)."""
+    backbone = resolve_spec(PluginManager(), "backbone", spec).build()
+    counts = {
+        name: sum(p.numel() for p in getattr(backbone, name).parameters()) / 1e6
+        for name in ("unet" if kind == "sd2" else "transformer", "controlnet", "vae")
+    }
+    del backbone
+    return counts
+
+
+def benchmark(kind: str, folder: Path, args) -> dict:
+    """Write the models and a run, then measure both ways ``args.rounds`` times, alternating."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = folder / "model"
+    if kind == "sd2":
+        write_sd2(model, args.tiny)
+    else:
+        double, single = (int(v) for v in args.flux_depth.split(","))
+        write_flux(model, double, single, args.tiny)
+    ours, naive = specs(kind, model, device)
+    counts = parameter_counts(kind, naive)
+    maker = resolve_spec(PluginManager(), "backbone", naive).build()
+    run = make_preference_run(folder, maker, held_out=0, size=args.size)
+    del maker
+    sizes = (args.steps, 1, 1)  # one pair per optimizer step, winner and loser
+    results: dict[str, list[tuple[float, int, int]]] = {"dp2o": [], "naive": []}
+    for index in range(args.rounds):
+        order = ("dp2o", "naive") if index % 2 == 0 else ("naive", "dp2o")
+        for way in order:
+            knobs = (
+                {"warmup": args.warmup, "optimizer": "auto"}
+                if way == "dp2o"
+                else {"warmup": args.warmup, "checkpointing": True}
+            )
+            results[way].append(measure(way, ours if way == "dp2o" else naive, run, sizes, knobs))
+    speed = Ratio.of([r[0] for r in results["dp2o"]], [r[0] for r in results["naive"]])
+    peak = Ratio.of([r[1] for r in results["dp2o"]], [r[1] for r in results["naive"]])
+    state = Ratio.of([r[2] for r in results["dp2o"]], [r[2] for r in results["naive"]])
+
+    def median(way: str, index: int) -> float:
+        return statistics.median(r[index] for r in results[way])
+
+    print(
+        f"{kind}: {', '.join(f'{k} {v:.0f} M' for k, v in counts.items())} parameters; "
+        f"{args.size} px, {device}, {args.rounds} round(s)\n"
+        f"  peak memory   dp2o {median('dp2o', 1) / GIB:7.2f} GiB   naive {median('naive', 1) / GIB:7.2f} GiB"
+        f"   ratio {peak}\n"
+        f"  model state   dp2o {median('dp2o', 2) / GIB:7.2f} GiB   naive {median('naive', 2) / GIB:7.2f} GiB"
+        f"   ratio {state}\n"
+        f"  steps/s       dp2o {median('dp2o', 0):7.4f}       naive {median('naive', 0):7.4f}"
+        f"       ratio {speed}",
+        flush=True,
+    )
+    return {
+        "peak_memory_ratio": peak.median,
+        "model_state_ratio": state.median,
+        "steps_per_s_ratio": speed.median,
+        "peak_gib": median("dp2o", 1) / GIB,
+        "naive_peak_gib": median("naive", 1) / GIB,
+        "model_state_gib": median("dp2o", 2) / GIB,
+        "naive_model_state_gib": median("naive", 2) / GIB,
+        "steps_per_s": median("dp2o", 0),
+        "naive_steps_per_s": median("naive", 0),
+        "spread": {
+            "peak_memory": peak.as_dict(),
+            "model_state": state.as_dict(),
+            "steps_per_s": speed.as_dict(),
+        },
+        "parameters_millions": counts,
+        "size": args.size,
+        "device": device,
+        "rounds": args.rounds,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("sd2", "flux"), help="Benchmark one backbone.")
+    parser.add_argument("--size", type=int, default=512, help="HR size in pixels (512: 64×64 latents).")
+    parser.add_argument("--rounds", type=int, default=1, help="Fresh-process runs of each way, alternating.")
+    parser.add_argument("--steps", type=int, default=1, help="Timed optimizer steps per run.")
+    parser.add_argument("--warmup", type=int, default=1, help="Untimed optimizer steps before them.")
+    parser.add_argument("--flux-depth", default="2,4", help="FLUX transformer double,single blocks.")
+    parser.add_argument("--tiny", action="store_true", help="Small widths (a test of the code paths).")
+    parser.add_argument("--json", action="store_true", help="End with one JSON line of the results.")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    results = {}
+    for kind in [args.only] if args.only else ["sd2", "flux"]:
+        with tempfile.TemporaryDirectory(prefix=f"dp2o-real-{kind}-") as folder:
+            results[kind] = benchmark(kind, Path(folder), args)
+    if args.json:
+        print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
