@@ -234,10 +234,13 @@ def parameter_counts(kind: str, spec: str) -> dict[str, float]:
 
 
 def benchmark(kind: str, folder: Path, args) -> dict:
-    """Write the models and a run, then measure both ways ``args.rounds`` times, alternating."""
+    """Write the models (unless ``folder/model`` holds them) and a run, then measure both ways
+    ``args.rounds`` times, alternating."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = folder / "model"
-    if kind == "sd2":
+    if model.exists():
+        pass
+    elif kind == "sd2":
         write_sd2(model, args.tiny)
     else:
         double, single = (int(v) for v in args.flux_depth.split(","))
