@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import warnings
@@ -47,10 +46,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from interleave import Ratio  # noqa: E402
 from preference_run import make_preference_run  # noqa: E402
 from tiny_models import tiny_clip_tokenizer  # noqa: E402
-from train_step import measure  # noqa: E402
+from train_step import alternating, measure, summary  # noqa: E402
 
 from dp2o_core.registry import PluginManager  # noqa: E402
 from dp2o_core.specs import resolve_spec  # noqa: E402
@@ -251,48 +249,38 @@ def benchmark(kind: str, folder: Path, args) -> dict:
     run = make_preference_run(folder, maker, held_out=0, size=args.size)
     del maker
     sizes = (args.steps, 1, 1)  # one pair per optimizer step, winner and loser
-    results: dict[str, list[tuple[float, int, int]]] = {"dp2o": [], "naive": []}
-    for index in range(args.rounds):
-        order = ("dp2o", "naive") if index % 2 == 0 else ("naive", "dp2o")
-        for way in order:
-            knobs = (
-                {"warmup": args.warmup, "optimizer": "auto"}
-                if way == "dp2o"
-                else {"warmup": args.warmup, "checkpointing": True}
-            )
-            results[way].append(measure(way, ours if way == "dp2o" else naive, run, sizes, knobs))
-    speed = Ratio.of([r[0] for r in results["dp2o"]], [r[0] for r in results["naive"]])
-    peak = Ratio.of([r[1] for r in results["dp2o"]], [r[1] for r in results["naive"]])
-    state = Ratio.of([r[2] for r in results["dp2o"]], [r[2] for r in results["naive"]])
-
-    def median(way: str, index: int) -> float:
-        return statistics.median(r[index] for r in results[way])
-
+    knobs = {
+        "dp2o": {"warmup": args.warmup, "optimizer": "auto"},
+        "naive": {"warmup": args.warmup, "checkpointing": True},
+    }
+    figures = summary(
+        alternating(
+            args.rounds, lambda way: measure(way, ours if way == "dp2o" else naive, run, sizes, knobs[way])
+        )
+    )
+    speed, peak, state = figures["steps_per_s"], figures["peak_bytes"], figures["state_bytes"]
     print(
         f"{kind}: {', '.join(f'{k} {v:.0f} M' for k, v in counts.items())} parameters; "
         f"{args.size} px, {device}, {args.rounds} round(s)\n"
-        f"  peak memory   dp2o {median('dp2o', 1) / GIB:7.2f} GiB   naive {median('naive', 1) / GIB:7.2f} GiB"
-        f"   ratio {peak}\n"
-        f"  model state   dp2o {median('dp2o', 2) / GIB:7.2f} GiB   naive {median('naive', 2) / GIB:7.2f} GiB"
-        f"   ratio {state}\n"
-        f"  steps/s       dp2o {median('dp2o', 0):7.4f}       naive {median('naive', 0):7.4f}"
-        f"       ratio {speed}",
+        f"  peak memory   dp2o {peak[0] / GIB:7.2f} GiB  naive {peak[1] / GIB:7.2f} GiB  ratio {peak[2]}\n"
+        f"  model state   dp2o {state[0] / GIB:7.2f} GiB  naive {state[1] / GIB:7.2f} GiB  ratio {state[2]}\n"
+        f"  steps/s       dp2o {speed[0]:7.4f}      naive {speed[1]:7.4f}      ratio {speed[2]}",
         flush=True,
     )
     return {
-        "peak_memory_ratio": peak.median,
-        "model_state_ratio": state.median,
-        "steps_per_s_ratio": speed.median,
-        "peak_gib": median("dp2o", 1) / GIB,
-        "naive_peak_gib": median("naive", 1) / GIB,
-        "model_state_gib": median("dp2o", 2) / GIB,
-        "naive_model_state_gib": median("naive", 2) / GIB,
-        "steps_per_s": median("dp2o", 0),
-        "naive_steps_per_s": median("naive", 0),
+        "peak_memory_ratio": peak[2].median,
+        "model_state_ratio": state[2].median,
+        "steps_per_s_ratio": speed[2].median,
+        "peak_gib": peak[0] / GIB,
+        "naive_peak_gib": peak[1] / GIB,
+        "model_state_gib": state[0] / GIB,
+        "naive_model_state_gib": state[1] / GIB,
+        "steps_per_s": speed[0],
+        "naive_steps_per_s": speed[1],
         "spread": {
-            "peak_memory": peak.as_dict(),
-            "model_state": state.as_dict(),
-            "steps_per_s": speed.as_dict(),
+            "peak_memory": peak[2].as_dict(),
+            "model_state": state[2].as_dict(),
+            "steps_per_s": speed[2].as_dict(),
         },
         "parameters_millions": counts,
         "size": args.size,

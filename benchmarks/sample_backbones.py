@@ -2,20 +2,23 @@
 
 For each backbone (SD2-style and FLUX-style, tiny-but-not-trivial random configs built in
 code, on the CPU) it samples M = 16 candidates for each of 4 LR inputs both ways, checks
-that the images agree, and prints images per second and the ratio. Then it compares the
+that the images agree, and prints images per second and the ratio: the two ways run
+interleaved (``--rounds`` rounds, each running both in an order that alternates), and the
+ratio is the median over rounds of the per-round ratio with its spread (min–max). Then it compares the
 weights held in memory for training: dp2o's policy + reference (a frozen copy of the
 ControlNet only) against a deep copy of the whole pipeline as the reference.
 
     python benchmarks/sample_backbones.py [--steps 8] [--candidates 16] [--inputs 4] [--lr-size 32]
+        [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -23,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from interleave import Ratio, interleaved  # noqa: E402
 from tiny_models import save_tiny_flux, save_tiny_sd, stock_pipeline  # noqa: E402
 
 from dp2o_core.registry import PluginManager  # noqa: E402
@@ -83,6 +87,7 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=4)
     parser.add_argument("--lr-size", type=int, default=32)
     parser.add_argument("--chunk", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of both ways")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     manager = PluginManager(entry_points=False)
@@ -114,16 +119,24 @@ def main() -> None:
             pipe = stock_pipeline(model)
             model.sample(lr[:1], [seeds[0][:2]])  # warm-up both
             run_stock(pipe, model, kind, lr[:1], [seeds[0][:1]], args.steps)
-            start = time.perf_counter()
-            ours = model.sample(lr, seeds).images.reshape(total, 3, 4 * args.lr_size, 4 * args.lr_size)
-            ours_s = time.perf_counter() - start
-            start = time.perf_counter()
-            stock = run_stock(pipe, model, kind, lr, seeds, args.steps)
-            stock_s = time.perf_counter() - start
-            diff = float((ours - stock).abs().max())
+            times, results = interleaved(
+                {
+                    "dp2o": lambda model=model: model.sample(lr, seeds).images,
+                    "stock": lambda pipe=pipe, model=model, kind=kind: run_stock(
+                        pipe, model, kind, lr, seeds, args.steps
+                    ),
+                },
+                args.rounds,
+                warmup=False,
+            )
+            ours = results["dp2o"].reshape(total, 3, 4 * args.lr_size, 4 * args.lr_size)
+            diff = float((ours - results["stock"]).abs().max())
+            ratio = Ratio.of(times["stock"], times["dp2o"])
             print(
-                f"{kind:<5} sampling  stock {total / stock_s:6.2f} img/s   dp2o {total / ours_s:6.2f} img/s  "
-                f"ratio {stock_s / ours_s:5.2f}×   max |Δ| {diff:.1e}"
+                f"{kind:<5} sampling  stock {total / statistics.median(times['stock']):6.2f} img/s   "
+                f"dp2o {total / statistics.median(times['dp2o']):6.2f} img/s  "
+                f"ratio {ratio}   max |Δ| {diff:.1e}",
+                flush=True,
             )
 
             base = model.base

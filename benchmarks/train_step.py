@@ -17,6 +17,10 @@ allocated memory), and the ratios (targets: ≥ 2× steps/s, ≤ 0.6× peak memo
 gradients and the optimizer's state as held), which is what the reference and caching strategies change.
 
     python benchmarks/train_step.py [--steps 6] [--pairs 4] [--micro-batch 1] [--size PX] [--only sd2|flux]
+        [--rounds 3]
+
+Each way runs ``--rounds`` times in fresh processes, alternating which goes first; every ratio
+is the median over rounds with its spread (min–max).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import argparse
 import copy
 import gc
 import multiprocessing
+import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from interleave import Ratio  # noqa: E402
 from preference_run import make_preference_run  # noqa: E402
 from sample_backbones import weight_bytes  # noqa: E402  (this folder is on sys.path when run as a script)
 from tiny_models import save_tiny_flux, save_tiny_sd  # noqa: E402
@@ -221,6 +227,25 @@ def _candidate_images(run, data: TrainingData) -> dict:
 
 
 WAYS = {"dp2o": dp2o_steps, "naive": naive_steps}
+FIGURES = ("steps_per_s", "peak_bytes", "state_bytes")
+
+
+def alternating(rounds: int, run_way) -> dict[str, list[tuple[float, int, int]]]:
+    """``run_way(way)`` for both ways, ``rounds`` times, alternating which goes first."""
+    results: dict[str, list[tuple[float, int, int]]] = {"dp2o": [], "naive": []}
+    for index in range(rounds):
+        for way in ("dp2o", "naive") if index % 2 == 0 else ("naive", "dp2o"):
+            results[way].append(run_way(way))
+    return results
+
+
+def summary(results: dict[str, list[tuple[float, int, int]]]) -> dict[str, tuple[float, float, Ratio]]:
+    """For each figure (:data:`FIGURES`): dp2o's median, naive's median, the ratio dp2o / naive."""
+    figures = {}
+    for index, name in enumerate(FIGURES):
+        ours, theirs = [r[index] for r in results["dp2o"]], [r[index] for r in results["naive"]]
+        figures[name] = (statistics.median(ours), statistics.median(theirs), Ratio.of(ours, theirs))
+    return figures
 
 
 def _preload() -> None:
@@ -296,6 +321,9 @@ def main() -> None:
         "--size", type=int, help="HR size of the candidates in pixels (default: 128 for sd2, 256 for flux)."
     )
     parser.add_argument("--only", choices=sorted(MODELS), help="Benchmark one backbone.")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="Fresh-process runs of each way, alternating which goes first."
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
@@ -309,16 +337,20 @@ def main() -> None:
             run = make_preference_run(Path(folder), maker, held_out=0, size=size)
             del maker
             sizes = (args.steps, args.pairs, args.micro_batch)
-            fast, fast_peak, fast_state = measure("dp2o", spec, run, sizes)
-            slow, slow_peak, slow_state = measure("naive", spec, run, sizes)
+            figures = summary(
+                alternating(
+                    args.rounds, lambda way, spec=spec, run=run, sizes=sizes: measure(way, spec, run, sizes)
+                )
+            )
             mib = 2**20
+            speed, peak, state = figures["steps_per_s"], figures["peak_bytes"], figures["state_bytes"]
             print(
-                f"{kind}: steps/s dp2o {fast:.3f} naive {slow:.3f} → {fast / slow:.2f}x | "
-                f"peak memory dp2o {fast_peak / mib:.0f} MiB naive {slow_peak / mib:.0f} MiB → "
-                f"{fast_peak / slow_peak:.2f}x | model state dp2o {fast_state / mib:.0f} MiB "
-                f"naive {slow_state / mib:.0f} MiB → {fast_state / slow_state:.2f}x "
+                f"{kind}: steps/s dp2o {speed[0]:.3f} naive {speed[1]:.3f} → {speed[2]} | "
+                f"peak memory dp2o {peak[0] / mib:.0f} MiB naive {peak[1] / mib:.0f} MiB → {peak[2]} | "
+                f"model state dp2o {state[0] / mib:.0f} MiB naive {state[1] / mib:.0f} MiB → {state[2]} "
                 f"({args.pairs} pairs/step, dp2o {args.micro_batch} per pass, {size} px, "
-                f"{torch.get_num_threads()} threads)",
+                f"{torch.get_num_threads()} threads, {args.rounds} rounds; "
+                "ratios dp2o/naive: median (min–max))",
                 flush=True,
             )
 
