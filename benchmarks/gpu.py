@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from real_size import T5_LAYERS, backbone_spec, flux_depth, write_flux, write_sd2  # noqa: E402
 from real_size import benchmark as training_benchmark  # noqa: E402
-from real_size import write_flux, write_sd2  # noqa: E402
 from tiny_models import stock_pipeline  # noqa: E402
 
 from dp2o_core.registry import PluginManager  # noqa: E402
@@ -111,10 +111,8 @@ def stock_sampling(pipe, model, kind: str, control, seeds, steps: int):
 
 def sampling(kind: str, model_dir: Path, args, device: str, dtype: str) -> dict:
     """Images/s of dp2o's batched sampler and of the stock pipeline per seed; achieved TFLOP/s."""
-    extra = ",max_sequence_length=512" if kind == "flux" else ""
-    spec = (
-        f"{kind}:model={model_dir},device={device},dtype={dtype},steps={args.steps},"
-        f"chunk_size={args.candidates},color_fix=none{extra}"
+    spec = backbone_spec(
+        kind, model_dir, device, dtype, steps=args.steps, chunk_size=args.candidates, color_fix="none"
     )
     model = resolve_spec(PluginManager(), "backbone", spec).build()
     pipe = stock_pipeline(model)
@@ -154,9 +152,7 @@ def step_flops(kind: str, model_dir: Path, run_root: Path, device: str, dtype: s
     from dp2o_core.training.data import TrainingData
     from dp2o_core.training.objective import dpo_loss, pair_errors
 
-    spec = f"{kind}:model={model_dir},device={device},dtype={dtype},gradient_checkpointing=true"
-    if kind == "flux":
-        spec += ",max_sequence_length=512"
+    spec = backbone_spec(kind, model_dir, device, dtype, gradient_checkpointing="true")
     backbone = resolve_spec(PluginManager(), "backbone", spec).build()
     backbone.prepare_training()
     data = TrainingData(RunStore(run_root), backbone, seed=0)
@@ -183,7 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, default=512, help="HR size in pixels.")
     parser.add_argument("--steps", type=int, default=20, help="Denoising steps per candidate.")
     parser.add_argument("--train-steps", type=int, default=3, help="Timed DPO steps (after 1 warm-up).")
-    parser.add_argument("--flux-depth", default="1,2", help="FLUX transformer double,single blocks.")
+    parser.add_argument(
+        "--flux-depth", default="1,2", help="FLUX transformer double,single[,ControlNet double] blocks."
+    )
     parser.add_argument("--peak-tflops", type=float, help="The GPU's dense bf16 peak (default: by name).")
     parser.add_argument("--json", action="store_true", help="End with one JSON line of the results.")
     args = parser.parse_args(argv)
@@ -201,11 +199,11 @@ def main(argv: list[str] | None = None) -> dict:
             if kind == "sd2":
                 write_sd2(model_dir, args.tiny)
             else:
-                write_flux(model_dir, *(int(v) for v in args.flux_depth.split(",")), tiny=args.tiny)
+                write_flux(model_dir, *flux_depth(args.flux_depth), tiny=args.tiny)
             sample = sampling(kind, model_dir, args, device, dtype)
             training_args = argparse.Namespace(
                 size=args.size, steps=args.train_steps, warmup=1, rounds=1, tiny=args.tiny,
-                flux_depth=args.flux_depth,
+                flux_depth=args.flux_depth, t5_layers=T5_LAYERS,
             )  # fmt: skip
             train = training_benchmark(kind, Path(folder), training_args)
             flops = step_flops(kind, model_dir, Path(folder) / "run", device, dtype)

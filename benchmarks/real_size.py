@@ -6,9 +6,9 @@ download) and loaded through the backbones' own ``from_pretrained`` paths:
 * SD2: the Stable Diffusion 2 base UNet (865 M parameters), a ControlNet copied from its
   encoder (364 M), the SD VAE (84 M) and the OpenCLIP ViT-H/14 text tower (340 M);
 * FLUX: FLUX.1's real widths — 24 heads × 128 (3072 wide), T5-XXL's 4096-wide encoder,
-  CLIP-L, the 16-channel VAE — at reduced depth: ``--flux-depth D,S`` double and single blocks
-  in the transformer (default 2,4 of FLUX.1's 19,38), T5 with 2 of its 24 layers, and dp2o's
-  default new ControlNet of 4 double blocks.
+  CLIP-L, the 16-channel VAE — at reduced depth: ``--flux-depth D,S[,C]`` double and single
+  blocks in the transformer (default 2,4 of FLUX.1's 19,38) and C double blocks in the
+  ControlNet (default 4, what dp2o makes new), T5 with ``--t5-layers`` (2) of its 24 layers.
 
 For one optimizer step of one pair (winner + loser) at ``--size`` px (512: 64×64 latents),
 gradient checkpointing on in both ways:
@@ -184,21 +184,41 @@ def write_sd2(folder: Path, tiny: bool = False) -> Path:
     return folder
 
 
-def write_flux(folder: Path, double: int, single: int, tiny: bool = False) -> Path:
-    """FLUX.1-wide transformer at ``double``/``single`` depth, VAE, CLIP-L, T5 (2 layers), tokenizers."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+def write_flux(
+    folder: Path,
+    double: int,
+    single: int,
+    tiny: bool = False,
+    controlnet_blocks: int = 4,
+    t5_layers: int = T5_LAYERS,
+) -> Path:
+    """FLUX.1-wide transformer at ``double``/``single`` depth, a ControlNet of ``controlnet_blocks``
+    double blocks (4: what dp2o makes new), VAE, CLIP-L, T5 of ``t5_layers`` layers, tokenizers."""
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxControlNetModel,
+        FluxTransformer2DModel,
+    )
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
     torch.manual_seed(0)
     transformer = {**FLUX_TRANSFORMER, **(TINY["transformer"] if tiny else {})}
-    FluxTransformer2DModel(num_layers=double, num_single_layers=single, **transformer).save_pretrained(
-        folder / "transformer"
-    )
+    base = FluxTransformer2DModel(num_layers=double, num_single_layers=single, **transformer)
+    base.save_pretrained(folder / "transformer")
+    FluxControlNetModel.from_transformer(
+        base,
+        num_layers=controlnet_blocks,
+        num_single_layers=0,
+        attention_head_dim=transformer["attention_head_dim"],
+        num_attention_heads=transformer["num_attention_heads"],
+    ).save_pretrained(folder / "controlnet")
+    del base
     AutoencoderKL(**{**FLUX_VAE, **(TINY["vae"] if tiny else {})}).save_pretrained(folder / "vae")
     _clip_text(CLIP_L_TEXT, tiny).save_pretrained(folder / "text_encoder")  # its width: pooled_projection_dim
     _tokenizer().save_pretrained(folder / "tokenizer")
     t5 = {**T5_XXL, **(TINY["t5"] if tiny else {})}  # d_model: joint_attention_dim
-    T5EncoderModel(T5Config(num_layers=T5_LAYERS, **t5)).save_pretrained(folder / "text_encoder_2")
+    T5EncoderModel(T5Config(num_layers=t5_layers, **t5)).save_pretrained(folder / "text_encoder_2")
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"▁{w}", -1.0) for w in ("a", "photo")]
     T5Tokenizer(vocab=pieces).save_pretrained(folder / "tokenizer_2")
     FlowMatchEulerDiscreteScheduler(
@@ -212,12 +232,26 @@ def write_flux(folder: Path, double: int, single: int, tiny: bool = False) -> Pa
     return folder
 
 
+def flux_depth(text: str) -> tuple[int, int, int]:
+    """``D,S`` or ``D,S,C``: transformer double and single blocks, ControlNet double blocks (4)."""
+    values = [int(v) for v in text.split(",")]
+    return (values[0], values[1], values[2] if len(values) > 2 else 4)
+
+
+def backbone_spec(kind: str, model: Path, device: str, dtype: str, **options: object) -> str:
+    """The backbone spec of a model written here (FLUX: its ControlNet folder, 512 text tokens)."""
+    spec = f"{kind}:model={model},device={device},dtype={dtype}"
+    if kind == "flux":
+        spec += f",max_sequence_length=512,controlnet={model / 'controlnet'}"
+    return spec + "".join(f",{key}={value}" for key, value in options.items())
+
+
 def specs(kind: str, model: Path, device: str) -> tuple[str, str]:
     """(dp2o's backbone spec, the naive way's): same model, dp2o with its memory levers."""
-    common = f"{kind}:model={model},device={device},gradient_checkpointing=true"
-    if kind == "flux":
-        common += ",max_sequence_length=512"
-    return common + ",dtype=bfloat16", common + ",dtype=float32"
+    return (
+        backbone_spec(kind, model, device, "bfloat16", gradient_checkpointing="true"),
+        backbone_spec(kind, model, device, "float32", gradient_checkpointing="true"),
+    )
 
 
 def parameter_counts(kind: str, spec: str) -> dict[str, float]:
@@ -241,8 +275,7 @@ def benchmark(kind: str, folder: Path, args) -> dict:
     elif kind == "sd2":
         write_sd2(model, args.tiny)
     else:
-        double, single = (int(v) for v in args.flux_depth.split(","))
-        write_flux(model, double, single, args.tiny)
+        write_flux(model, *flux_depth(args.flux_depth), tiny=args.tiny, t5_layers=args.t5_layers)
     ours, naive = specs(kind, model, device)
     counts = parameter_counts(kind, naive)
     maker = resolve_spec(PluginManager(), "backbone", naive).build()
@@ -296,7 +329,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=1, help="Fresh-process runs of each way, alternating.")
     parser.add_argument("--steps", type=int, default=1, help="Timed optimizer steps per run.")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed optimizer steps before them.")
-    parser.add_argument("--flux-depth", default="2,4", help="FLUX transformer double,single blocks.")
+    parser.add_argument(
+        "--flux-depth",
+        default="2,4",
+        help="FLUX transformer double,single blocks[,ControlNet double blocks (default 4)].",
+    )
+    parser.add_argument("--t5-layers", type=int, default=T5_LAYERS, help="T5-XXL layers kept (of 24).")
     parser.add_argument("--tiny", action="store_true", help="Small widths (a test of the code paths).")
     parser.add_argument("--json", action="store_true", help="End with one JSON line of the results.")
     args = parser.parse_args(argv)

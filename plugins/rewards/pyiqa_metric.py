@@ -57,7 +57,7 @@ class MetricOptions(PluginOptions):
 
     device: str = runtime_option("auto", description="Torch device ('auto' picks cuda when available).")
     batch_size: int | None = runtime_option(
-        None, ge=1, description="Candidates per forward pass; none picks 16 on a GPU, 1–8 on a CPU."
+        None, ge=1, description="Candidates per forward pass; none picks 16 on a GPU, 1 on a CPU."
     )
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32",

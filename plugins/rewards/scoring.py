@@ -29,9 +29,10 @@ def score_candidates(
 ) -> list[float]:
     """Raw scores of ``candidates`` (N×3×H×W in [0, 1]) with a pyiqa metric.
 
-    ``batch_size`` None picks one: 16 on a GPU; on a CPU 8 where reference features are
-    computed once (fewer, larger passes win) and 1 otherwise, because large batches of big
-    networks run slower than single images on a few CPU cores (benchmarks/score_group.py).
+    ``batch_size`` None picks one: 16 on a GPU and 1 on a CPU, where large batches of big
+    networks run slower than single images on a few cores (on two: TOPIQ-FR 0.87× pyiqa per
+    candidate at 8, 1.43× at 1; LPIPS 1.65× at 8, 1.76× at 1; benchmarks/score_group.py). The
+    reference's features are computed once per group at any batch size.
     """
     import torch
 
@@ -39,10 +40,10 @@ def score_candidates(
         raise ValueError(f"metric {metric.metric_name!r} is full-reference and needs the HR image")
     device = next(iter(metric.parameters()), torch.empty(0)).device
     scores: list[float] = []
-    with torch.no_grad(), _autocast(device, dtype), _reference_features_once(metric, mode) as memos:
+    with torch.no_grad(), _autocast(device, dtype), _reference_features_once(metric, mode):
         fast = _lpips_scorer(metric, reference.to(device)) if mode == "FR" else None
         if batch_size is None:
-            batch_size = 16 if device.type == "cuda" else (8 if fast is not None or memos else 1)
+            batch_size = 16 if device.type == "cuda" else 1
         if getattr(metric, "_dp2o_one_at_a_time", False):
             batch_size = 1
         for start in range(0, candidates.shape[0], batch_size):
