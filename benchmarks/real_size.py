@@ -47,7 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from preference_run import make_preference_run  # noqa: E402
-from tiny_models import tiny_clip_tokenizer  # noqa: E402
+from tiny_models import flux_scheduler, sd_scheduler, tiny_clip_tokenizer  # noqa: E402
 from train_step import alternating, measure, summary  # noqa: E402
 
 from dp2o_core.registry import PluginManager  # noqa: E402
@@ -166,21 +166,14 @@ def _tokenizer():
 
 def write_sd2(folder: Path, tiny: bool = False) -> Path:
     """SD2-base UNet, VAE, text encoder, tokenizer and scheduler in the hub layout."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     torch.manual_seed(0)
     UNet2DConditionModel(**{**SD2_UNET, **(TINY["unet"] if tiny else {})}).save_pretrained(folder / "unet")
     AutoencoderKL(**{**SD_VAE, **(TINY["vae"] if tiny else {})}).save_pretrained(folder / "vae")
     _clip_text(OPENCLIP_H_TEXT, tiny).save_pretrained(folder / "text_encoder")
     _tokenizer().save_pretrained(folder / "tokenizer")
-    DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="scaled_linear",
-        beta_start=0.00085,
-        beta_end=0.012,
-        prediction_type="epsilon",
-        clip_sample=False,
-    ).save_pretrained(folder / "scheduler")
+    sd_scheduler().save_pretrained(folder / "scheduler")
     return folder
 
 
@@ -188,18 +181,14 @@ def write_flux(
     folder: Path,
     double: int,
     single: int,
-    tiny: bool = False,
     controlnet_blocks: int = 4,
+    *,
+    tiny: bool = False,
     t5_layers: int = T5_LAYERS,
 ) -> Path:
     """FLUX.1-wide transformer at ``double``/``single`` depth, a ControlNet of ``controlnet_blocks``
     double blocks (4: what dp2o makes new), VAE, CLIP-L, T5 of ``t5_layers`` layers, tokenizers."""
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        FluxControlNetModel,
-        FluxTransformer2DModel,
-    )
+    from diffusers import AutoencoderKL, FluxControlNetModel, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
     torch.manual_seed(0)
@@ -221,14 +210,7 @@ def write_flux(
     T5EncoderModel(T5Config(num_layers=t5_layers, **t5)).save_pretrained(folder / "text_encoder_2")
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"▁{w}", -1.0) for w in ("a", "photo")]
     T5Tokenizer(vocab=pieces).save_pretrained(folder / "tokenizer_2")
-    FlowMatchEulerDiscreteScheduler(
-        shift=3.0,
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    ).save_pretrained(folder / "scheduler")
+    flux_scheduler().save_pretrained(folder / "scheduler")
     return folder
 
 

@@ -13,13 +13,14 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_runs_tiny_on_the_cpu_and_prints_its_json():
-    command = [sys.executable, str(BENCHMARKS / "gpu.py"), "--tiny", "--only", "sd2", "--size", "64"]
+@pytest.mark.parametrize("kind", ["sd2", "flux"])
+def test_gpu_benchmark_runs_tiny_on_the_cpu_and_prints_its_json(kind):
+    command = [sys.executable, str(BENCHMARKS / "gpu.py"), "--tiny", "--only", kind, "--size", "64"]
     command += ["--candidates", "2", "--steps", "1", "--train-steps", "1", "--json"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    sampling, training = report["sd2"]["sampling"], report["sd2"]["training"]
+    sampling, training = report[kind]["sampling"], report[kind]["training"]
     assert sampling["images_per_s"] > 0 and sampling["stock_images_per_s"] > 0
     assert sampling["ratio"] == pytest.approx(sampling["images_per_s"] / sampling["stock_images_per_s"])
     assert sampling["flops"] > 0 and training["step_flops"] > 0
@@ -28,4 +29,4 @@ def test_gpu_benchmark_runs_tiny_on_the_cpu_and_prints_its_json():
     # dp2o holds no VAE/text-encoder copy and one reference ControlNet: less model state than naive
     assert 0 < training["model_state_ratio"] < 1
     assert training["mfu"] is None  # no GPU, no peak to compare with
-    assert "sd2: sampling dp2o" in result.stdout and "MFU n/a" in result.stdout
+    assert f"{kind}: sampling dp2o" in result.stdout and "MFU n/a" in result.stdout

@@ -94,6 +94,34 @@ def stock_pipeline(backbone):
     return pipe
 
 
+def sd_scheduler(prediction_type: str = "epsilon"):
+    """Stable Diffusion 2's DDPM training schedule (scaled-linear betas, 1000 steps)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type=prediction_type,
+        clip_sample=False,
+    )
+
+
+def flux_scheduler():
+    """FLUX.1's flow-matching Euler schedule with resolution-dependent shift."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+
+
 def save_tiny_sd(
     folder: Path,
     prediction_type: str = "epsilon",
@@ -109,7 +137,7 @@ def save_tiny_sd(
     config overrides) size the model (benchmarks use SD-like proportions).
     """
     import torch
-    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
     down = ("CrossAttnDownBlock2D",) * (len(channels) - 1) + ("DownBlock2D",)
@@ -127,14 +155,7 @@ def save_tiny_sd(
         norm_num_groups=16,
     )
     vae = tiny_vae(**(vae or {}))
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="scaled_linear",
-        beta_start=0.00085,
-        beta_end=0.012,
-        prediction_type=prediction_type,
-        clip_sample=False,
-    )
+    scheduler = sd_scheduler(prediction_type)
     text = tiny_clip_text_encoder(text_width, text_layers)
     unet.save_pretrained(folder / "unet")
     vae.save_pretrained(folder / "vae")
@@ -157,7 +178,7 @@ def save_tiny_flux(
     (``vae``: AutoencoderKL config overrides; ``heads`` × 16 is the transformer's width;
     ``text_width``/``text_layers`` size the CLIP and T5 encoders)."""
     import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from diffusers import FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
     torch.manual_seed(0)
@@ -182,14 +203,7 @@ def save_tiny_flux(
             **(vae or {}),
         }
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0,
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
+    scheduler = flux_scheduler()
     clip = tiny_clip_text_encoder(text_width, text_layers)
     t5 = T5EncoderModel(
         T5Config(
