@@ -4,7 +4,9 @@ For each backbone (SD2-style and FLUX-style, tiny-but-not-trivial random configs
 code, on the CPU) it samples M = 16 candidates for each of 4 LR inputs both ways, checks
 that the images agree, and prints images per second and the ratio: the two ways run
 interleaved (``--rounds`` rounds, each running both in an order that alternates), and the
-ratio is the median over rounds of the per-round ratio with its spread (min–max). Then it compares the
+ratio is the median over rounds of the per-round ratio with its spread (min–max). With M below
+``--chunk``, it also times the groups' candidates packed into shared batches (one call for all
+inputs) against one call per group. Then it compares the
 weights held in memory for training: dp2o's policy + reference (a frozen copy of the
 ControlNet only) against a deep copy of the whole pipeline as the reference.
 
@@ -139,6 +141,22 @@ def main() -> None:
                 flush=True,
             )
 
+            if model.groups_per_call(args.candidates) > 1:
+                # M below chunk_size: all groups' candidates in shared batches vs a call per group
+                times, _ = interleaved(
+                    {
+                        "packed": lambda model=model: model.sample(lr, seeds),
+                        "per group": lambda model=model: [
+                            model.sample(lr[i : i + 1], [seeds[i]]) for i in range(args.inputs)
+                        ],
+                    },
+                    args.rounds,
+                )
+                print(
+                    f"{kind:<5} M = {args.candidates} < chunk {args.chunk}: groups packed in shared batches "
+                    f"{Ratio.of(times['per group'], times['packed'])} faster than one call per group",
+                    flush=True,
+                )
             base = model.base
             text = [
                 m for m in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if m

@@ -114,3 +114,13 @@ def test_saved_controlnet_loads_with_diffusers_and_back(dp2o_plugin_manager, tin
             dp2o_plugin_manager, tiny_flux, f",color_fix=none,controlnet={tmp_path / 'tuned' / source}"
         )
         assert (reloaded.sample(lr, [[4]]).images[0, 0] - ours).abs().max() < 1e-5
+
+
+def test_small_groups_share_a_batch_and_keep_their_own_candidates(dp2o_plugin_manager, tiny_flux):
+    model = backbone(dp2o_plugin_manager, tiny_flux, ",chunk_size=4")
+    assert model.groups_per_call(2) == 2
+    two = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    together = model.sample(two, [[1, 2], [3, 4]], ["a cat", "sharp photo"])
+    for index, (seeds, prompt) in enumerate([([1, 2], "a cat"), ([3, 4], "sharp photo")]):
+        alone = model.sample(two[index : index + 1], [seeds], [prompt])
+        assert torch.allclose(together.images[index], alone.images[0], atol=1e-5)

@@ -184,3 +184,21 @@ def test_saved_lora_loads_back_and_reproduces_the_tuned_model(dp2o_plugin_manage
     assert (base - tuned).abs().max() > 1e-4
     with pytest.raises(Dp2oError, match="needs trainable=lora"):
         backbone(dp2o_plugin_manager, tiny_sd, f",lora={tmp_path / 'tuned' / 'lora.safetensors'}")
+
+
+def test_small_groups_share_a_batch_and_keep_their_own_candidates(dp2o_plugin_manager, tiny_sd, lr):
+    """M = 2 below chunk_size = 4: the sample stage passes two groups per call and both groups'
+    candidates (each with its own control image and prompt) are denoised in one batch — with the
+    images each group gets alone."""
+    model = backbone(dp2o_plugin_manager, tiny_sd, ",chunk_size=4")
+    assert model.groups_per_call(2) == 2 and model.groups_per_call(4) == 1 and model.groups_per_call(64) == 1
+    batches: list[int] = []
+    denoise = model._denoise
+    model._denoise = lambda prepared, gens: batches.append(len(gens)) or denoise(prepared, gens)
+    together = model.sample(lr, [[1, 2], [3, 4]], ["a cat", "sharp photo"])
+    assert batches == [4]
+    for index, (seeds, prompt) in enumerate([([1, 2], "a cat"), ([3, 4], "sharp photo")]):
+        alone = model.sample(lr[index : index + 1], [seeds], [prompt])
+        assert torch.allclose(together.images[index], alone.images[0], atol=1e-5)
+        assert torch.allclose(together.latents[index], alone.latents[0], atol=1e-5)
+    assert batches == [4, 2, 2]

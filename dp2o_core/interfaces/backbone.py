@@ -89,6 +89,13 @@ class Backbone(Implementation):
     ) -> SampleResult:
         """Super-resolve each LR image (B×3×h×w in [0, 1]) once per seed in ``seeds[b]``."""
 
+    def groups_per_call(self, num_candidates: int) -> int:
+        """How many groups (LR images of one size) the sample stage passes to one :meth:`sample`
+        call when each has ``num_candidates`` seeds. The default, 1, samples group by group; a
+        backbone that batches candidates returns more when M is small, so that several groups
+        fill one batch."""
+        return 1
+
     # -- training -----------------------------------------------------------------
     @abstractmethod
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """The ``sample`` stage: M candidates per group from the frozen backbone, with their seeds.
 
 For each group (one LR input of the ``data`` stage) the backbone makes M candidates in
-batched calls; each candidate's seed is recorded — derived from the run seed, the group id
+batched calls — several groups per call where the backbone asks for it
+(:meth:`Backbone.groups_per_call`, when M is below its batch size); each candidate's seed is
+recorded — derived from the run seed, the group id
 and the candidate index, or, with a shared noise bank, ``seed + m`` for candidate m of
 every group (as the paper's code indexes its noise bank). Candidate images go to PNG, their
 latents to one safetensors file per group (so training never re-encodes them), and the
@@ -63,7 +65,6 @@ def run_sample_stage(
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Sample this process's share of the groups; returns how many groups it sampled now."""
-    import numpy as np
     import torch
     from safetensors.torch import save_file
 
@@ -73,39 +74,65 @@ def run_sample_stage(
     with store.open_stage("sample", config=config, group_ids=list(groups), process=process) as writer:
         if on_start is not None:
             on_start(len(writer.todo) * count)
-        for group_id in writer.todo:
-            row = groups[group_id]
-            lr = store.load_group_file("data", group_id, row["lr"], read_image_tensor)
-            seeds = candidate_seeds(seed, group_id, count, shared_noise)
-            prompt = row.get("prompt") or ""
-            result = backbone.sample(lr, [seeds], [prompt])
+        per_call = max(1, backbone.groups_per_call(count))
+        for batch in _calls(writer.todo, per_call, lambda g: _read_lr(store, groups[g])):
+            lrs = [lr for _, lr in batch]
+            seeds = [candidate_seeds(seed, group_id, count, shared_noise) for group_id, _ in batch]
+            prompts = [groups[group_id].get("prompt") or "" for group_id, _ in batch]
+            result = backbone.sample(torch.cat(lrs), seeds, prompts)
             _store_prompts(store, backbone, save_file)
-            latent_path = None
-            if result.latents is not None:
-                latent_path = store.group_path("sample", "latents", group_id, suffix=".safetensors")
-                with atomic_path(latent_path) as tmp:
-                    save_file({"latents": result.latents[0].contiguous().cpu()}, str(tmp))
-            images = (
-                (result.images[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-            )
-            rows = []
-            for m, (image, candidate_seed) in enumerate(zip(images, seeds, strict=True)):
-                path = store.group_path("sample", "images", group_id, f"{m:03d}.png")
-                write_png(path, np.ascontiguousarray(image))
-                rows.append(
-                    {
-                        "candidate": m,
-                        "seed": candidate_seed,
-                        "image": store.relative(path),
-                        "latent_shard": store.relative(latent_path) if latent_path else None,
-                        "latent_index": m if latent_path else None,
-                    }
-                )
-            writer.add_group(group_id, candidates=rows)
-            sampled += 1
-            if on_progress is not None:
-                on_progress(count)
+            for index, (group_id, _) in enumerate(batch):
+                _write_group(store, writer, group_id, result, index, seeds[index])
+                sampled += 1
+                if on_progress is not None:
+                    on_progress(count)
     return sampled
+
+
+def _read_lr(store: RunStore, row: Mapping[str, Any]):
+    return store.load_group_file("data", row["group_id"], row["lr"], read_image_tensor)
+
+
+def _calls(todo, per_call: int, read_lr):
+    """``todo``'s groups with their LR images, in order, as lists of up to ``per_call`` groups
+    whose LR images have one size (a batch needs one shape)."""
+    batch: list = []
+    for group_id in todo:
+        lr = read_lr(group_id)
+        if batch and (len(batch) == per_call or batch[0][1].shape != lr.shape):
+            yield batch
+            batch = []
+        batch.append((group_id, lr))
+    if batch:
+        yield batch
+
+
+def _write_group(store: RunStore, writer, group_id: str, result, index: int, seeds) -> None:
+    """Candidate ``index`` of a sample call's result: PNGs, one latent shard, the group's rows."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    latent_path = None
+    if result.latents is not None:
+        latent_path = store.group_path("sample", "latents", group_id, suffix=".safetensors")
+        with atomic_path(latent_path) as tmp:
+            save_file({"latents": result.latents[index].contiguous().cpu()}, str(tmp))
+    images = (result.images[index] * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    rows = []
+    for m, (image, candidate_seed) in enumerate(zip(images, seeds, strict=True)):
+        path = store.group_path("sample", "images", group_id, f"{m:03d}.png")
+        write_png(path, np.ascontiguousarray(image))
+        rows.append(
+            {
+                "candidate": m,
+                "seed": candidate_seed,
+                "image": store.relative(path),
+                "latent_shard": store.relative(latent_path) if latent_path else None,
+                "latent_index": m if latent_path else None,
+            }
+        )
+    writer.add_group(group_id, candidates=rows)
 
 
 def _store_prompts(store: RunStore, backbone: Backbone, save_file) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,21 +119,30 @@ class ControlNetBackbone(Backbone):
     def sample(
         self, lr, seeds: Sequence[Sequence[int]], prompts: Sequence[str] | None = None
     ) -> SampleResult:
-        """M candidates per LR image, batched by ``chunk_size``, one generator per candidate."""
+        """M candidates per LR image, one generator per candidate, denoised in batches of
+        ``chunk_size`` candidates. The candidates of all images of one call share those batches,
+        so several small groups (M below ``chunk_size``) fill one batch; a group's candidates
+        are the same whichever batch they land in, up to floating-point rounding."""
         import torch
 
-        images, latents = [], []
+        controls, prepared = [], []
         for index in range(lr.shape[0]):
             control = self.upsample(lr[index : index + 1]).to(self.device)
             text = prompts[index] if prompts and prompts[index] else self.options.prompt
-            prepared = self._prepare_group(control, text)
-            parts = []
-            for start in range(0, len(seeds[index]), self.options.chunk_size):
-                chunk = [int(s) for s in seeds[index][start : start + self.options.chunk_size]]
-                generators = [torch.Generator(self.device).manual_seed(seed) for seed in chunk]
-                with torch.no_grad():
-                    parts.append(self._denoise(prepared, generators))
-            group = color_fix(torch.cat(parts).float(), control, self.options.color_fix)
+            controls.append(control)
+            prepared.append(self._prepare_group(control, text))
+        jobs = [(index, int(seed)) for index in range(lr.shape[0]) for seed in seeds[index]]
+        parts: list[list[Any]] = [[] for _ in controls]
+        for start in range(0, len(jobs), self.options.chunk_size):
+            chunk = jobs[start : start + self.options.chunk_size]
+            generators = [torch.Generator(self.device).manual_seed(seed) for _, seed in chunk]
+            with torch.no_grad():
+                decoded = self._denoise([prepared[index] for index, _ in chunk], generators)
+            for row, (index, _) in enumerate(chunk):
+                parts[index].append(decoded[row : row + 1])
+        images, latents = [], []
+        for index, control in enumerate(controls):
+            group = color_fix(torch.cat(parts[index]).float(), control, self.options.color_fix)
             images.append(group.cpu())
             with torch.no_grad():
                 latents.append(self.encode(group).float().cpu())
@@ -141,12 +150,17 @@ class ControlNetBackbone(Backbone):
             images=torch.stack(images), seeds=[list(s) for s in seeds], latents=torch.stack(latents)
         )
 
+    def groups_per_call(self, num_candidates: int) -> int:
+        """Groups whose candidates fill one ``chunk_size`` batch (at least one)."""
+        return max(1, self.options.chunk_size // max(1, num_candidates))
+
     def _prepare_group(self, control, prompt: str) -> Any:
         """Work shared by every candidate of one LR image (condition and prompt encodings)."""
         raise NotImplementedError
 
-    def _denoise(self, prepared: Any, generators: list) -> Any:
-        """Images in [0, 1] for one chunk of candidates."""
+    def _denoise(self, prepared: Sequence[Any], generators: list) -> Any:
+        """Images in [0, 1] for one chunk of candidates: ``prepared[i]`` (the work shared by
+        candidate i's group) and ``generators[i]`` for candidate i."""
         raise NotImplementedError
 
     def cached_prompt(self, text: str) -> dict[str, Any]:
@@ -315,3 +329,15 @@ def _seeded(make):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return make()
+
+
+def batch_rows(prepared: Sequence[Any], part: Callable[[Any], Any]) -> Any:
+    """``part(p)`` (a tensor with a batch dimension of one) for each candidate's prepared group
+    work ``p``, as one tensor: expanded, not copied, when every candidate is of the same group."""
+    import torch
+
+    first = prepared[0]
+    if all(p is first for p in prepared):
+        tensor = part(first)
+        return tensor.expand(len(prepared), *tensor.shape[1:])
+    return torch.cat([part(p) for p in prepared])

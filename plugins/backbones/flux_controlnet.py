@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from dp2o_plugins.backbones.controlnet_base import ControlNetBackbone, ControlNetOptions
+from dp2o_plugins.backbones.controlnet_base import ControlNetBackbone, ControlNetOptions, batch_rows
 from dp2o_plugins.backbones.loading import load_component
 from pydantic import Field, model_validator
 
@@ -176,20 +176,21 @@ class FluxControlNetBackbone(ControlNetBackbone):
         return {"posterior": posterior, "height": height, "width": width, **self.cached_prompt(prompt)}
 
     def _denoise(self, prepared, generators: list):
-        """The pipeline's Euler loop for one chunk of candidates of one LR image."""
+        """The pipeline's Euler loop for one chunk of candidates (of one or several LR images)."""
         import numpy as np
         import torch
         from diffusers import FlowMatchEulerDiscreteScheduler
         from diffusers.pipelines.flux.pipeline_flux_controlnet import calculate_shift, retrieve_timesteps
 
-        n, height, width = len(generators), prepared["height"], prepared["width"]
+        n, height, width = len(generators), prepared[0]["height"], prepared[0]["width"]
         channels = self.transformer.config.in_channels // 4
         config = self.vae.config
-        samples = torch.cat([prepared["posterior"].sample(generator=g) for g in generators])
+        pairs = zip(prepared, generators, strict=True)
+        samples = torch.cat([p["posterior"].sample(generator=g) for p, g in pairs])
         control = (samples - config.shift_factor) * config.scaling_factor
         control = self.pipe._pack_latents(control, n, channels, control.shape[2], control.shape[3])
         latents, image_ids = self.pipe.prepare_latents(
-            n, channels, height, width, prepared["prompt_embeds"].dtype, self.device, generators
+            n, channels, height, width, prepared[0]["prompt_embeds"].dtype, self.device, generators
         )
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)
         steps = self.options.steps
@@ -204,8 +205,8 @@ class FluxControlNetBackbone(ControlNetBackbone):
         timesteps, _ = retrieve_timesteps(
             scheduler, steps, self.device, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu
         )
-        embeds = prepared["prompt_embeds"].expand(n, -1, -1)
-        pooled = prepared["pooled_prompt_embeds"].expand(n, -1)
+        embeds = batch_rows(prepared, lambda p: p["prompt_embeds"])
+        pooled = batch_rows(prepared, lambda p: p["pooled_prompt_embeds"])
         text_ids = torch.zeros(embeds.shape[1], 3, device=self.device, dtype=embeds.dtype)
         for t in timesteps:
             timestep = t.expand(n).to(latents.dtype) / 1000

@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from dp2o_plugins.backbones.controlnet_base import ControlNetBackbone, ControlNetOptions
+from dp2o_plugins.backbones.controlnet_base import ControlNetBackbone, ControlNetOptions, batch_rows
 from dp2o_plugins.backbones.loading import load_component
 from pydantic import Field
 
@@ -100,12 +100,14 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
         return control, torch.cat([negative, positive]), embedding
 
     def _denoise(self, prepared, generators: list):
-        """The pipeline's denoising loop for one chunk of candidates of one LR image."""
+        """The pipeline's denoising loop for one chunk of candidates (of one or several LR images)."""
         import torch
         from diffusers import DDPMScheduler
         from diffusers.utils.torch_utils import randn_tensor
 
-        control, embeds, embedding = prepared
+        control = batch_rows(prepared, lambda p: p[0])
+        negative = prepared[0][1][:1]
+        positive = batch_rows(prepared, lambda p: p[1][1:])
         n = len(generators)
         scheduler = DDPMScheduler.from_config(self.scheduler.config)
         scheduler.set_timesteps(self.options.steps, device=self.device)
@@ -113,10 +115,10 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
         shape = (n, self.unet.config.in_channels, height, width)
         latents = randn_tensor(shape, generator=generators, device=self.device, dtype=self.dtype)
         latents = latents * scheduler.init_noise_sigma
-        negative, positive = embeds[:1], embeds[1:]
-        prompt_embeds = torch.cat([negative.expand(n, -1, -1), positive.expand(n, -1, -1)])
+        prompt_embeds = torch.cat([negative.expand(n, -1, -1), positive])
         guidance = self.options.guidance_scale
-        with _cached_condition(self.controlnet, embedding, 2 * n):
+        # the control images' embeddings for the unconditional and the conditional half
+        with _cached_condition(self.controlnet, batch_rows([*prepared, *prepared], lambda p: p[2])):
             for t in scheduler.timesteps:
                 model_input = scheduler.scale_model_input(torch.cat([latents] * 2), t)
                 down, mid = self.controlnet(
@@ -202,11 +204,12 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
 
 
 @contextlib.contextmanager
-def _cached_condition(controlnet, embedding, batch: int):
-    """Make the ControlNet reuse a precomputed embedding of the control image at every step."""
+def _cached_condition(controlnet, embedding):
+    """Make the ControlNet reuse precomputed embeddings of the control images (one row per
+    model input) at every step."""
     module = controlnet.controlnet_cond_embedding
     original = module.forward
-    module.forward = lambda _cond: embedding.expand(batch, -1, -1, -1)
+    module.forward = lambda _cond: embedding
     try:
         yield
     finally:
