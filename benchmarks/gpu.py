@@ -4,8 +4,9 @@ For SD2 (the published SD2-base UNet, its ControlNet, VAE and OpenCLIP-H text to
 weights) and FLUX (FLUX.1's widths at ``--flux-depth`` double,single blocks), all in bfloat16:
 
 1. sampling: M = ``--candidates`` candidates of one 512 px input, dp2o's batched sampler
-   (all M in one batch) against the stock diffusers pipeline called once per seed —
-   images/s, the ratio, and the achieved TFLOP/s of the batched sampler;
+   (all M in one batch) against the stock diffusers pipeline called once per seed, interleaved
+   over ``--rounds`` — images/s (medians), the median ratio with its spread, and the achieved
+   TFLOP/s of the batched sampler;
 2. training: one DPO optimizer step of one pair (benchmarks/real_size.py: dp2o's trainer and
    the naive loop, each in a fresh process) — pairs/s, peak memory of each, the ratios;
    the FLOPs of one dp2o step (counted by torch's FlopCounterMode on the executed step,
@@ -23,9 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from interleave import Ratio, interleaved  # noqa: E402
 from real_size import T5_LAYERS, backbone_spec, flux_depth, write_flux, write_sd2  # noqa: E402
 from real_size import benchmark as training_benchmark  # noqa: E402
 from tiny_models import stock_pipeline  # noqa: E402
@@ -130,17 +132,16 @@ def sampling(kind: str, model_dir: Path, args, device: str, dtype: str) -> dict:
         stock_sampling(pipe, model, kind, control, seeds, args.steps)
         synchronize()
 
-    times = {}
-    for name, function in (("dp2o", ours), ("stock", theirs)):
-        start = time.perf_counter()
-        function()
-        times[name] = time.perf_counter() - start
+    times, _ = interleaved({"dp2o": ours, "stock": theirs}, args.rounds, warmup=False)
+    ratio = Ratio.of(times["stock"], times["dp2o"])
+    ours_s, stock_s = statistics.median(times["dp2o"]), statistics.median(times["stock"])
     flops = flops_of(lambda: model.sample(lr, [seeds]))
     result = {
-        "images_per_s": args.candidates / times["dp2o"],
-        "stock_images_per_s": args.candidates / times["stock"],
-        "ratio": times["stock"] / times["dp2o"],
-        "tflops_per_s": flops / times["dp2o"] / 1e12,
+        "images_per_s": args.candidates / ours_s,
+        "stock_images_per_s": args.candidates / stock_s,
+        "ratio": ratio.median,
+        "ratio_spread": ratio.as_dict(),
+        "tflops_per_s": flops / ours_s / 1e12,
         "flops": flops,
     }
     return result
@@ -178,6 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--candidates", type=int, default=32, help="M, sampled in one batch by dp2o.")
     parser.add_argument("--size", type=int, default=512, help="HR size in pixels.")
     parser.add_argument("--steps", type=int, default=20, help="Denoising steps per candidate.")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="Interleaved sampling rounds of both ways (median ratio)."
+    )
     parser.add_argument("--train-steps", type=int, default=3, help="Timed DPO steps (after 1 warm-up).")
     parser.add_argument(
         "--flux-depth", default="1,2", help="FLUX transformer double,single[,ControlNet double] blocks."

@@ -98,13 +98,9 @@ FLUX_TRANSFORMER = {
     "guidance_embeds": True,
     "axes_dims_rope": (16, 56, 56),
 }
-FLUX_VAE = {
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
+FLUX_VAE = {  # SD's VAE with 16 latent channels, its own scaling, no quant convs
+    **SD_VAE,
     "latent_channels": 16,
-    "norm_num_groups": 32,
     "scaling_factor": 0.3611,
     "shift_factor": 0.1159,
     "use_quant_conv": False,

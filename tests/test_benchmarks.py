@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 @pytest.mark.parametrize("kind", ["sd2", "flux"])
 def test_gpu_benchmark_runs_tiny_on_the_cpu_and_prints_its_json(kind):
     command = [sys.executable, str(BENCHMARKS / "gpu.py"), "--tiny", "--only", kind, "--size", "64"]
-    command += ["--candidates", "2", "--steps", "1", "--train-steps", "1", "--json"]
+    command += ["--candidates", "2", "--steps", "1", "--rounds", "1", "--train-steps", "1", "--json"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -1,8 +1,9 @@
 """Scoring the M candidates of one group: batched, with reference-side work done once.
 
 A full-reference metric compares every candidate with the same HR image, and for the
-metrics with a learned feature extractor the reference's features are half the work of a
-per-candidate call. dp2o computes them once per group:
+metrics with a learned feature extractor a per-candidate call spends part of its work on the
+reference's features (about half for A-FINE, a quarter for TOPIQ-FR at 256 px). dp2o computes
+them once per group:
 
 * LPIPS: the reference's normalised features are computed here and each candidate batch is
   compared with them;
@@ -151,18 +152,19 @@ class ReferenceFeatureMemo:
     """Wraps a feature extractor for one group so that the reference is computed once.
 
     A call whose batch is one image repeated (the reference broadcast to the batch, or a batch
-    of one) is looked up among the two most recently used such images; a hit returns the stored output,
-    expanded along the batch dimension, and a miss computes one image and stores it. Any other
-    batch (distinct candidates) is computed as is. Two entries because a per-image metric
-    alternates candidate, reference, candidate, reference. ``batched_outputs`` False (outputs
-    whose first dimension is not the batch) serves only batches of one.
+    of one) is looked up among the two most recently used such images; a hit returns the
+    stored output, expanded along the batch dimension, and a miss computes one image and stores
+    it. Any other batch (distinct candidates) is computed as is. Two entries because a per-image
+    metric alternates candidate, reference, candidate, reference. The images alone are the key:
+    further arguments (A-FINE's head takes the image's own features) must follow from them.
+    ``batched_outputs`` False (outputs whose first dimension is not the batch) serves only
+    batches of one.
     """
 
     def __init__(self, function: Callable[..., Any], batched_outputs: bool = True) -> None:
         self.function = function
         self.batched_outputs = batched_outputs
         self.entries: list[tuple[Any, Any]] = []
-        self.computed_images = 0
 
     def __call__(self, images, *args: Any, **kwargs: Any) -> Any:
         import torch
@@ -173,7 +175,6 @@ class ReferenceFeatureMemo:
             self.batched_outputs and not args and not kwargs and bool((images == first).all())
         )
         if not repeated:
-            self.computed_images += size
             return self.function(images, *args, **kwargs)
         for entry in self.entries:
             key, output = entry
@@ -181,7 +182,6 @@ class ReferenceFeatureMemo:
                 self.entries = [*(e for e in self.entries if e is not entry), entry]  # most recent last
                 return _expand_batch(output, size)
         output = self.function(first, *args, **kwargs)
-        self.computed_images += 1
         self.entries = [*self.entries[-1:], (first.clone(), output)]
         return _expand_batch(output, size)
 
@@ -211,16 +211,14 @@ def _memo_targets(net) -> list[tuple[Any, str, bool]]:
 
 
 @contextlib.contextmanager
-def _reference_features_once(metric, mode: str) -> Iterator[list[ReferenceFeatureMemo]]:
+def _reference_features_once(metric, mode: str) -> Iterator[None]:
     """Wrap ``metric``'s reference-side feature extractors in memos for one group; unwrap after."""
     targets = _memo_targets(getattr(metric, "net", None)) if mode == "FR" else []
-    memos = []
     for owner, method, batched in targets:
-        memo = ReferenceFeatureMemo(getattr(owner, method), batched)
-        setattr(owner, method, memo)  # an instance attribute shadows the class's method
-        memos.append(memo)
+        # an instance attribute shadows the class's method
+        setattr(owner, method, ReferenceFeatureMemo(getattr(owner, method), batched))
     try:
-        yield memos
+        yield
     finally:
         for owner, method, _ in targets:
             vars(owner).pop(method, None)
