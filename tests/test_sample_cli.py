@@ -200,3 +200,11 @@ def test_small_groups_are_sampled_together_with_the_candidates_they_get_alone(
         latents_a = load_file(str(runs[8] / a["latent_shard"]))["latents"]
         latents_b = load_file(str(runs[2] / b["latent_shard"]))["latents"]
         assert torch.allclose(latents_a, latents_b, atol=1e-4)
+
+
+def test_groups_of_different_lr_sizes_never_share_a_call():
+    from dp2o_core.stages.sample import _calls
+
+    sizes = {"a": 16, "b": 16, "c": 24, "d": 16, "e": 16, "f": 16}
+    calls = list(_calls(list(sizes), 2, lambda g: torch.zeros(1, 3, sizes[g], sizes[g])))
+    assert [[group_id for group_id, _ in call] for call in calls] == [["a", "b"], ["c"], ["d", "e"], ["f"]]
