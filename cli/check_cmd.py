@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from dp2o_cli.output import console, print_json
 from dp2o_cli.runs import open_run
-from dp2o_cli.train_cmd import train, train_config, train_pipeline
+from dp2o_cli.train_cmd import default_run_dir, train, train_config, train_pipeline
 from rich.markup import escape
 from rich.table import Table
 
@@ -32,8 +32,8 @@ def check(ctx: typer.Context, **flags: Any) -> None:
     """
     as_json = flags.pop("as_json")
     config, _ = train_config(**flags)
-    run_dir = config.run or Path("runs") / str(config.backbone.name or "tiny-sr")
-    checks = train_pipeline(config).preflight(open_run(ctx, run_dir, config))
+    run_dir = config.run or default_run_dir(config.backbone.name)
+    checks = train_pipeline(config).preflight(open_run(ctx, run_dir, config, writes=False))
     ready = all(c.ok for c in checks)
     if as_json:
         print_json({"run": str(run_dir), "ready": ready, "checks": [c.as_record() for c in checks]})
@@ -66,11 +66,11 @@ def _table(checks: list[Check], run_dir: Path) -> Table:
     return table
 
 
-# dp2o check takes exactly dp2o train's flags (but --resume and --on-bad-image), and --json
+# dp2o check takes exactly dp2o train's flags (but --resume, --redo and --on-bad-image), and --json
 _train_parameters = [
     p
     for name, p in inspect.signature(train, eval_str=True).parameters.items()
-    if name not in ("resume", "on_bad_image")
+    if name not in ("resume", "redo", "on_bad_image")
 ]
 _json = inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=AsJson)
 check.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

@@ -133,3 +133,11 @@ Resume = Annotated[
         help="Continue training from the newest checkpoint (default), or start training over.",
     ),
 ]
+Redo = Annotated[
+    bool,
+    typer.Option(
+        "--redo",
+        help="Allow a changed setting to discard the run's finished sampling or scoring and redo it "
+        "(without it such a change stops before anything is written).",
+    ),
+]

@@ -51,6 +51,7 @@ def pairs(
     if scores is not None:
         from dp2o_core.stages.pairs import import_scores  # numpy: not at start-up
 
+        context.claim_run()
         import_scores(context.store, scores)
     made = pipeline.run(context, announce=False, force=["pairs"])["pairs"]
     assert made is not None  # forced

@@ -20,11 +20,34 @@ def open_run(
     config: RunConfig,
     options: RunOptions | None = None,
     accelerator: Any = None,
+    *,
+    writes: bool = True,
 ) -> RunContext:
-    """The :class:`RunContext` of ``run`` for this process; process 0 reports to the terminal."""
+    """The :class:`RunContext` of ``run`` for this process; process 0 reports to the terminal.
+
+    A command that ``writes`` takes the run's writer lock in process 0 first, before any
+    configuration is resolved or model loaded, and holds it until the command ends: a second
+    command on a run that another one is working on stops at once, naming the other's host
+    and pid. A run that does not exist yet is locked when it is first written, so a command
+    refused by its preflight leaves no folder behind.
+    """
     process = ProcessInfo.detect()
+    store = RunStore(run)
+
+    def claim() -> None:
+        lock = store.writer_lock()
+        lock.__enter__()
+        ctx.call_on_close(lambda: lock.__exit__(None, None, None))  # when the command ends
+
+    deferred = None
+    if writes and process.is_main:
+        if store.root.exists():
+            claim()
+        else:
+            deferred = claim  # a new run: locked when first written (nothing to protect before)
     return RunContext(
-        store=RunStore(run),
+        claim=deferred,
+        store=store,
         config=config,
         manager=ctx.ensure_object(CliState).manager,
         process=process,

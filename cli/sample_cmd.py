@@ -10,6 +10,7 @@ from dp2o_cli.options import (
     DegradationSpec,
     NumCandidates,
     OnBadImage,
+    Redo,
     RunDir,
     Seed,
     SharedNoise,
@@ -18,7 +19,10 @@ from dp2o_cli.output import console
 from dp2o_cli.run_config import load_run_config
 from dp2o_cli.runs import open_run
 
+from dp2o_core.config import recorded_config
 from dp2o_core.pipeline import Pipeline, RunOptions
+from dp2o_core.specs import Spec
+from dp2o_core.store import RunStore
 
 
 def sample(
@@ -32,13 +36,21 @@ def sample(
     num_candidates: NumCandidates = None,
     shared_noise: SharedNoise = None,
     on_bad_image: OnBadImage = "error",
+    redo: Redo = False,
 ) -> None:
-    """Sample M candidates per LR input of RUN (runs the data stage first when --data is given)."""
+    """Sample M candidates per LR input of RUN (runs the data stage first when --data is given).
+
+    Without --config it starts from the backbone and settings the run recorded.
+    """
+    base = recorded_config(RunStore(run)) if config_file is None else None
     config = load_run_config(
-        config_file, run=run, backbone=backbone, data=data, degradation=degradation, seed=seed,
+        config_file, base=base, run=run, backbone=backbone, data=data, degradation=degradation, seed=seed,
         sample={"num_candidates": num_candidates, "shared_noise": shared_noise},
     )  # fmt: skip
-    context = open_run(ctx, run, config, RunOptions(on_bad_image=on_bad_image, owns=("sample",)))
+    if data is None and config_file is None:
+        config = config.model_copy(update={"data": Spec(None)})  # the run's data stage, as it is
+    options = RunOptions(on_bad_image=on_bad_image, owns=("sample",), redo=redo)
+    context = open_run(ctx, run, config, options)
     # with --data the data stage runs first; without it the run's data stage must exist
     stages = ("data", "sample") if config.data.name is not None else ("sample",)
     results = Pipeline.method().select(*stages).run(context, announce=False)

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import typer
-from dp2o_cli.options import ConfigFile, RewardSpec, RunDir
+from dp2o_cli.options import ConfigFile, Redo, RewardSpec, RunDir
 from dp2o_cli.output import console
 from dp2o_cli.run_config import load_run_config
 from dp2o_cli.runs import open_run
 
 from dp2o_core.config import recorded_config
-from dp2o_core.pipeline import Pipeline
+from dp2o_core.pipeline import Pipeline, RunOptions
 from dp2o_core.store import RunStore
 
 
-def score(ctx: typer.Context, run: RunDir, reward: RewardSpec = None, config_file: ConfigFile = None) -> None:
+def score(
+    ctx: typer.Context,
+    run: RunDir,
+    reward: RewardSpec = None,
+    config_file: ConfigFile = None,
+    redo: Redo = False,
+) -> None:
     """Score every candidate in RUN with every metric the reward needs (sharded under accelerate)."""
     # without --reward or --config: the reward the run recorded (else the paper's hybrid)
     base = recorded_config(RunStore(run)) if config_file is None else None
     config = load_run_config(config_file, base=base, run=run, reward=reward)
-    context = open_run(ctx, run, config)
+    context = open_run(ctx, run, config, RunOptions(redo=redo))
     results = Pipeline.method().select("score").run(context, announce=False)
     if context.process.is_main:
         status = context.store.status("score")

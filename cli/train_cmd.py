@@ -30,6 +30,7 @@ from dp2o_cli.options import (
     MixedPrecision,
     NumCandidates,
     OnBadImage,
+    Redo,
     Reference,
     Resume,
     RewardSpec,
@@ -48,10 +49,14 @@ from dp2o_cli.runs import open_run
 from rich.markup import escape
 from rich.table import Table
 
-from dp2o_core.config import SETTINGS_SECTIONS, RunConfig
+from dp2o_core.config import SETTINGS_SECTIONS, RunConfig, recorded_config
 from dp2o_core.pipeline import Pipeline, RunContext, RunOptions, StageRun, run_rounds, tuned_spec
 from dp2o_core.presets import embedded_default
 from dp2o_core.specs import parse_spec
+from dp2o_core.store import RunStore
+
+#: dp2o train's parameters that are not run configuration (how the command runs)
+NOT_CONFIGURATION = ("ctx", "resume", "redo", "on_bad_image")
 
 
 def train(
@@ -82,23 +87,23 @@ def train(
     reference: Reference = None,
     fresh_data: FreshData = None,
     resume: Resume = True,
+    redo: Redo = False,
     on_bad_image: OnBadImage = "error",
 ) -> None:
     """Run sample → score → pairs → train → eval, skipping what is current and continuing what is partial.
 
     With no --config and no backbone but tiny-sr it runs the embedded default: the bundled tiny-sr model
     on scikit-image's photographs with the offline reward, on a CPU in minutes (docs/embedded.md).
+    On an existing run it starts from the configuration the run recorded; a change that would discard
+    finished sampling or scoring needs --redo.
     """
-    flags = {key: value for key, value in locals().items() if key not in ("ctx", "resume", "on_bad_image")}
-    config, embedded = train_config(**flags)
-    run_dir = config.run or Path("runs") / str(config.backbone.name or "tiny-sr")
-    options = RunOptions(on_bad_image=on_bad_image, resume=resume, owns=SETTINGS_SECTIONS)
+    flags = {key: value for key, value in locals().items() if key not in NOT_CONFIGURATION}
+    config, source = train_config(**flags)
+    run_dir = config.run or default_run_dir(config.backbone.name)
+    options = RunOptions(on_bad_image=on_bad_image, resume=resume, owns=SETTINGS_SECTIONS, redo=redo)
     context = open_run(ctx, run_dir, config, options)
-    if embedded and context.process.is_main:
-        console.print(
-            "Running the embedded default (tiny-sr on scikit-image's photographs, offline reward; "
-            f"docs/embedded.md) in {run_dir}", markup=False, soft_wrap=True,
-        )  # fmt: skip
+    if context.process.is_main:
+        _announce(source, run_dir)
     pipeline = train_pipeline(config)
     pipeline.ensure_ready(context)  # every missing weight, package or file, before anything is written
 
@@ -129,24 +134,41 @@ def train_config(
     reference: str | None = None,
     fresh_data: bool | None = None,
     **flags: Any,
-) -> tuple[RunConfig, bool]:
-    """The configuration ``dp2o train`` (and ``dp2o check``) runs with, and whether it is the
-    embedded default: the config file (else the embedded default for tiny-sr, else the paper's
-    defaults) with the flags on top."""
+) -> tuple[RunConfig, str]:
+    """The configuration ``dp2o train`` (and ``dp2o check``) runs with, and where it comes from
+    (``"embedded"``, ``"recorded"``, ``"file"`` or ``"defaults"``), with the flags on top of:
+
+    - the config file, when one is given;
+    - else the run's own record (``RUN/config.json``) when the run exists: a run is continued
+      as it was made, never redone with defaults because its flags were not repeated;
+    - else the embedded default for tiny-sr, else the paper's defaults.
+    """
     sections = ("max_steps", "batch_size", "micro_batch_size", "learning_rate", "beta", "loss",
                 "swap_labels", "mixed_precision", "checkpoint_every", "tracker")  # fmt: skip
     train = {key: flags.pop(key) for key in sections}
     backbone = flags.get("backbone")
-    # tiny-sr's natural setting is the embedded one; other backbones start from the paper's defaults
-    embedded = config_file is None and (
-        backbone is None or parse_spec(backbone, "backbone").name in (None, "tiny-sr")
-    )
+    backbone_name = parse_spec(backbone, "backbone").name if backbone is not None else None
+    base, source = None, "file"
+    if config_file is None:
+        recorded = recorded_config(RunStore(run or default_run_dir(backbone_name)))
+        # tiny-sr's natural setting is the embedded one; other backbones start from the paper's defaults
+        if recorded is not None:
+            base, source = recorded, "recorded"
+        elif backbone_name in (None, "tiny-sr"):
+            base, source = embedded_default(), "embedded"
+        else:
+            source = "defaults"
     config = load_run_config(
-        config_file, base=embedded_default() if embedded else None, run=run, train=train,
+        config_file, base=base, run=run, train=train,
         sample={"num_candidates": num_candidates, "shared_noise": shared_noise},
         rounds={"count": rounds, "reference": reference, "fresh_data": fresh_data}, **flags,
     )  # fmt: skip
-    return config, embedded
+    return config, source
+
+
+def default_run_dir(backbone_name: str | None) -> Path:
+    """Where ``dp2o train`` keeps a run given no ``--run``: ``runs/<backbone>``."""
+    return Path("runs") / (backbone_name or "tiny-sr")
 
 
 def train_pipeline(config: RunConfig) -> Pipeline:
@@ -155,6 +177,22 @@ def train_pipeline(config: RunConfig) -> Pipeline:
     if config.eval_data.name is None:
         pipeline = pipeline.select(*[name for name in pipeline.names if name != "eval"])
     return pipeline
+
+
+def _announce(source: str, run_dir: Path) -> None:
+    """Say where the configuration comes from when the user did not name it."""
+    if source == "embedded":
+        text = (
+            "Running the embedded default (tiny-sr on scikit-image's photographs, offline reward; "
+            f"docs/embedded.md) in {run_dir}"
+        )
+    elif source == "recorded":
+        text = (
+            f"Continuing {run_dir} with the configuration it recorded (config.json), the flags given on top"
+        )
+    else:
+        return
+    console.print(text, markup=False, soft_wrap=True)
 
 
 def _accelerator(context: RunContext, config: RunConfig) -> Any:

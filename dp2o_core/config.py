@@ -199,7 +199,11 @@ def resolved_config_record(config: RunConfig, resolved: Mapping[str, Resolved]) 
         "seed": config.seed,
         "run": str(config.run) if config.run is not None else None,
         **{section: getattr(config, section).model_dump() for section in SETTINGS_SECTIONS},
-        "components": {kind: item.as_record() for kind, item in resolved.items()},
+        "components": {
+            # "given": the options set explicitly, which a later command on the run starts from
+            kind: {**item.as_record(), "given": item.options.model_dump(mode="json", exclude_unset=True)}
+            for kind, item in resolved.items()
+        },
     }
 
 
@@ -222,13 +226,11 @@ def record_run_config(
     (``dp2o sample``: ``sample``; ``dp2o train``: all three); every other section keeps
     what an earlier command recorded, so ``dp2o prepare`` on a trained run does not
     replace its training settings with defaults. A section no command has recorded yet is
-    left out.
+    left out. An unreadable record stops the command (:func:`read_run_record`): merging into
+    nothing would silently drop what it held.
     """
     path = store.root / "config.json"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        record = {}
+    record = read_run_record(store) or {}
     fresh = resolved_config_record(config, resolved)
     for section in SETTINGS_SECTIONS:
         if section in owns:
@@ -242,23 +244,66 @@ def record_run_config(
     return path
 
 
-def recorded_config(store: RunStore) -> RunConfig:
-    """The defaults a command on an existing run starts from: the components (and seed) that
-    ``RUN/config.json`` records, so ``dp2o pairs RUN`` recombines with the reward the run was
-    scored with, not the paper's default. A run without a record gives the defaults."""
+def read_run_record(store: RunStore) -> dict[str, Any] | None:
+    """``RUN/config.json`` as recorded, or None when the run has none (a new run).
+
+    A record that exists but cannot be read or parsed (a truncated copy, a disk error) is a
+    :class:`UsageError` naming the file and how to recover: guessing defaults in its place
+    would make the next command redo the run's finished stages with other settings.
+    """
+    path = store.root / "config.json"
     try:
-        record = json.loads((store.root / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return RunConfig()
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        problem = getattr(error, "strerror", None) or str(error)
+        raise UsageError(_unreadable_record(path, problem)) from None
+    try:
+        record = json.loads(text)
+    except ValueError as error:
+        raise UsageError(_unreadable_record(path, f"not valid JSON: {error}")) from None
+    if not isinstance(record, dict):
+        raise UsageError(_unreadable_record(path, f"a JSON {type(record).__name__}, not an object"))
+    return record
+
+
+def _unreadable_record(path: Path, problem: str) -> str:
+    return (
+        f"the run's configuration record {path} cannot be read ({problem}). Restore it from a copy "
+        f"of the run, or move it away and pass the run's settings again (--config FILE and the "
+        f"flags it was made with); each stage's own settings are in its stage.json beside it"
+    )
+
+
+def recorded_config(store: RunStore) -> RunConfig | None:
+    """The configuration ``RUN/config.json`` records: the components with every option, the
+    seed and each settings section a command recorded (``sample``, ``train``, ``eval``,
+    ``rounds``); None for a run without a record. A command on an existing run starts from
+    it, so ``dp2o pairs RUN`` recombines with the reward the run was scored with and
+    ``dp2o train --run RUN`` continues the run as it was made, not with the defaults.
+
+    A record that cannot be read, or that this version cannot take (an option or section
+    it does not know), is a :class:`UsageError` naming the file.
+    """
+    record = read_run_record(store)
+    if record is None:
+        return None
     components = {
-        key: Spec(item.get("name"), dict(item.get("options") or {}))
+        key: Spec(item.get("name"), dict(item.get("given", item.get("options")) or {}))
         for key, item in (record.get("components") or {}).items()
         if key in COMPONENTS and isinstance(item, Mapping)
     }
+    sections = {
+        section: record[section] for section in SETTINGS_SECTIONS if isinstance(record.get(section), Mapping)
+    }
     try:
-        return RunConfig().with_overrides(seed=record.get("seed"), **components)
-    except UsageError:
-        return RunConfig()  # a record from another version: fall back to the defaults
+        return RunConfig().with_overrides(seed=record.get("seed"), **components, **sections)
+    except UsageError as error:
+        raise UsageError(
+            f"the run's configuration record {store.root / 'config.json'} does not fit this version of "
+            f"dp2o ({error}); pass the run's settings with --config FILE"
+        ) from None
 
 
 def _version(distribution: str) -> str | None:

@@ -71,5 +71,6 @@ def test_resolved_config_records_every_final_value_and_version(tmp_path, dp2o_pl
         "distribution": "dp2o",
         "version": record["dp2o_version"],
         "options": {"ratio": 0.125, "n": None},
+        "given": {"ratio": 0.125},  # what a later command on the run starts from
     }
     assert [p.name for p in path.parent.iterdir()] == ["config.json"]  # no temporary file left

@@ -10,7 +10,8 @@ from pydantic import Field
 from dp2o_core import Backbone, PluginOptions, runtime_option, training_option
 from dp2o_core.config import RunConfig
 from dp2o_core.options import RUNTIME, TRAINING, options_with_role
-from dp2o_core.pipeline import DataStage, Pipeline, Reporter, RunContext, SampleStage
+from dp2o_core.pipeline import DataStage, Pipeline, Reporter, RunContext, RunOptions, SampleStage
+from dp2o_core.pipeline.guard import FinishedWorkError
 from dp2o_core.registry import PluginManager
 from dp2o_core.specs import resolve_spec
 from dp2o_core.store import ProcessInfo, RunStore
@@ -64,6 +65,10 @@ def test_runtime_and_training_options_do_not_redo_sampling(tmp_path, photos):
     )
     assert pipeline.run(moved)["sample"] is None
     changed = _context(tmp_path / "run", photos, backbone="tiny-sr:steps=3,device=cpu")
+    # a sampling option would discard the finished candidates: only with redo
+    with pytest.raises(FinishedWorkError, match=r"sample: 2 finished group\(s\).*steps: 2 → 3"):
+        pipeline.run(changed)
+    changed.options = RunOptions(redo=True)
     result = changed.reporter
     assert pipeline.run(changed)["sample"] is not None
     assert any(stage == "sample" and "redoing" in text for stage, text in result.lines)

@@ -120,8 +120,8 @@ def test_stored_prompt_embeddings_spare_the_text_encoder(dp2o_cli, tiny_sd, phot
 
     monkeypatch.setattr(Sd2ControlNetBackbone, "_text_encoder", no_text_encoder)
     result = dp2o_cli(
-        "sample", str(run), "--backbone", spec, "--data", data, "-m", "3"
-    )  # M changed: resample
+        "sample", str(run), "--backbone", spec, "--data", data, "-m", "3", "--redo"
+    )  # M changed: resample (the finished candidates are discarded only with --redo)
     assert result.exit_code == 0, result.stderr
     assert "(2 sampled now), 3 candidates each" in result.stdout
 

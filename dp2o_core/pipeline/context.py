@@ -49,6 +49,8 @@ class RunOptions:
     data_batch_size: int = 16
     #: the settings sections (``sample``, ``train``, ``eval``) this command records in config.json
     owns: tuple[str, ...] = ()
+    #: a changed setting may discard finished sampling or scoring (:mod:`dp2o_core.pipeline.guard`)
+    redo: bool = False
 
 
 @dataclass
@@ -72,6 +74,15 @@ class RunContext:
     computed: dict[str, Any] = field(default_factory=dict)
     #: which round of an iterative run this context runs (None: round 1, the run itself)
     round: Round | None = None
+    #: takes the run's writer lock, for a run that does not exist yet: called (once) by
+    #: :meth:`claim_run` when the run is first written, so a refused command leaves no folder
+    claim: Callable[[], None] | None = None
+
+    def claim_run(self) -> None:
+        """Take the run's writer lock now if the command deferred it (see :attr:`claim`)."""
+        if self.claim is not None:
+            claim, self.claim = self.claim, None
+            claim()
 
     def component(self, key: str) -> Resolved:
         """The configured component ``key`` (``backbone``, ``reward``, …), resolved once."""

@@ -76,8 +76,8 @@ def next_round(previous: RunContext, first: RunContext) -> RunContext:
     number = _number(previous) + 1
     settings = first.config.rounds
     store = RunStore(round_dir(first.store.root, number))
-    if not settings.fresh_data and first.process.is_main:
-        _link_data(store, first.store)
+    if first.process.is_main:
+        _use_data(store, first.store, fresh=settings.fresh_data)
     first.barrier()
     config = first.config.model_copy(update={"backbone": parse_spec(tuned_spec(previous), "backbone")})
     record = (previous.store.record("train") or {}).get("fingerprint", "")
@@ -169,10 +169,17 @@ def _number(ctx: RunContext) -> int:
     return 1 if ctx.round is None else ctx.round.number
 
 
-def _link_data(store: RunStore, first: RunStore) -> None:
-    """Make round 1's data stage the round's (a relative link: the run folder may move)."""
+def _use_data(store: RunStore, first: RunStore, *, fresh: bool) -> None:
+    """Give the round the data ``fresh_data`` asks for: a relative link to round 1's data stage
+    (the run folder may move), or a data stage of its own. A round switched from one to the
+    other drops what it had (the link, or its own crops), so the record and the data agree."""
     link = store.stage_dir("data")
-    if link.is_symlink() or link.exists():
+    if fresh:
+        if link.is_symlink():
+            store.clear("data")  # removes the link only: round 1's data stays
         return
+    if link.is_symlink():
+        return
+    store.clear("data")  # crops of its own from a --fresh-data run
     link.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(os.path.relpath(first.stage_dir("data"), link.parent), link, target_is_directory=True)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dp2o_core.config import SETTINGS_SECTIONS, record_run_config
 from dp2o_core.errors import Dp2oError
 from dp2o_core.pipeline.context import RunContext, StageRun, _ignore
+from dp2o_core.pipeline.guard import refuse_discarding
 from dp2o_core.pipeline.method import DataStage, EvalStage, PairsStage, SampleStage, ScoreStage, TrainStage
 from dp2o_core.pipeline.stage import Stage
 from dp2o_core.preflight import Check, ensure
@@ -84,8 +85,11 @@ class Pipeline:
         return checks
 
     def ensure_ready(self, ctx: RunContext, force: Sequence[str] = ()) -> None:
-        """Raise :class:`~dp2o_core.preflight.NotReadyError` listing every missing requirement."""
+        """Raise :class:`~dp2o_core.preflight.NotReadyError` listing every missing requirement,
+        then :class:`~dp2o_core.pipeline.guard.FinishedWorkError` when running would discard
+        finished sampling or scoring without ``--redo``."""
         ensure(self.preflight(ctx, force))
+        refuse_discarding(self.stages, ctx)
 
     def run(
         self,
@@ -99,13 +103,14 @@ class Pipeline:
         is in ``force`` or says it must run. ``announce`` prints each stage's state first.
 
         Before anything is written: every component is resolved and, with ``check`` (skip it
-        only right after :meth:`ensure_ready`), every requirement checked. Then process 0
-        records ``RUN/config.json``.
+        only right after :meth:`ensure_ready`), every requirement checked and the run's finished
+        sampling and scoring guarded. Then process 0 records ``RUN/config.json``.
         """
         self.resolve(ctx)
         if check:
             self.ensure_ready(ctx, force)
         if ctx.process.is_main:
+            ctx.claim_run()
             owns = tuple(s for s in ctx.options.owns if s in SETTINGS_SECTIONS)
             record_run_config(ctx.store, ctx.config, ctx.resolved, owns=owns)
         results: dict[str, StageRun | None] = {}

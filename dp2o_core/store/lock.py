@@ -1,4 +1,5 @@
-"""One writer per stage and process slot: an advisory lock held for the stage's lifetime.
+"""Advisory locks: one writing command per run (``locks/run.lock``, held by its process 0), and
+one writer per stage and process slot (held for the stage's lifetime).
 
 ``fcntl.flock`` is released by the kernel when the holder exits, however it exits, so a
 killed run never leaves a lock that blocks the next one on the same machine. The lock
@@ -17,7 +18,7 @@ from dp2o_core.errors import Dp2oError
 
 
 class StageLockedError(Dp2oError):
-    """Another process writes this stage of this run directory now."""
+    """Another process writes this run directory (or this stage of it) now."""
 
 
 class StageLock:

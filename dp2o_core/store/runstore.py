@@ -102,6 +102,14 @@ class RunStore:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"{self.root} is a file, not a run directory; name a folder (new or existing)")
 
+    def writer_lock(self) -> StageLock:
+        """The run's writer lock (``locks/run.lock``): a command that changes the run holds it, in
+        its process 0, from before it loads anything until it exits, so a second command on the
+        same run stops at once with the holder's host and pid instead of redoing or deleting a
+        stage the first one reads. (Per-stage, per-process locks keep the processes of one
+        ``accelerate launch`` apart on top of it.)"""
+        return StageLock(self.root / "locks" / "run.lock", f"run {self.root}")
+
     # -- paths ------------------------------------------------------------------------
     def stage_dir(self, stage: str) -> Path:
         """The folder holding everything ``stage`` wrote."""
@@ -443,15 +451,31 @@ class RunStore:
     ) -> str:
         """The fingerprint ``stage`` gets with ``config`` (and ``group_signatures``, see
         :meth:`open_stage`) over the current upstream stages."""
-        base = self._reuse_key(stage, config, imported)
-        if group_signatures is None:
-            return base
-        return fingerprint({"base": base, "groups": sorted(group_signatures.items())})
-
-    def _reuse_key(self, stage: str, config: Mapping[str, Any], imported: bool) -> str:
-        """The fingerprint without group signatures: equal means per-group work can be kept."""
         inputs = {} if imported else self._upstream_fingerprints(stage)
-        return fingerprint({"stage": stage, "config": config, "inputs": inputs})
+        return _with_signatures(self._reuse_key(stage, config, imported, inputs), group_signatures)
+
+    def _reuse_key(
+        self, stage: str, config: Mapping[str, Any], imported: bool, inputs: Mapping[str, str] | None = None
+    ) -> str:
+        """The fingerprint without group signatures: equal means per-group work can be kept.
+        ``inputs`` (upstream stage → fingerprint) defaults to the upstream stages as they are."""
+        if imported:
+            inputs = {}
+        elif inputs is None:
+            inputs = self._upstream_fingerprints(stage)
+        return fingerprint({"stage": stage, "config": config, "inputs": dict(inputs)})
+
+    def predicted_fingerprint(
+        self,
+        stage: str,
+        config: Mapping[str, Any],
+        inputs: Mapping[str, str],
+        group_signatures: Mapping[str, str] | None = None,
+    ) -> str:
+        """The fingerprint ``stage`` will get with ``config`` once its upstream stages have the
+        fingerprints ``inputs`` (which need not be done yet): what a command compares with a
+        stage's record to know, before running anything, whether the stage will be redone."""
+        return _with_signatures(self._reuse_key(stage, config, False, inputs), group_signatures)
 
     def _upstream_fingerprints(self, stage: str) -> dict[str, str]:
         inputs = {}
@@ -534,9 +558,30 @@ class RunStore:
             return None
         return _read_json(self.stage_dir(stage) / "complete.json")
 
+    def replace_stage(self, stage: str, staged: RunStore) -> None:
+        """Make ``staged``'s finished ``stage`` this run's: the stage folder is renamed into place,
+        the old one renamed aside first and deleted after (an import built in a staging folder
+        replaces the run's stage only once every part of it is written)."""
+        source = staged.stage_dir(stage)
+        if staged.status(stage).state != "done":
+            raise Dp2oError(f"stage {stage!r} staged in {staged.root} is not finished; nothing was replaced")
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.stage_dir(stage)
+        trash = self.root / f".trash-{stage}-{os.getpid()}-{time.time_ns()}"
+        if target.is_symlink() or target.exists():
+            os.replace(target, trash)
+        os.replace(source, target)
+        if trash.is_symlink():
+            trash.unlink()
+        else:
+            shutil.rmtree(trash, ignore_errors=True)
+
     def clear(self, stage: str) -> None:
         """Remove everything ``stage`` wrote (renamed aside first, so readers never see half)."""
         directory = self.stage_dir(stage)
+        if directory.is_symlink():  # a later round's link to round 1's data: remove the link only
+            directory.unlink()
+            return
         if not directory.exists():
             return
         trash = self.root / f".trash-{stage}-{os.getpid()}-{time.time_ns()}"
@@ -754,6 +799,13 @@ _FILE_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
 
 #: The command that reruns a stage on its own.
 _COMMAND = {"data": "prepare", "sample": "sample", "score": "score", "pairs": "pairs", "train": "train"}
+
+
+def _with_signatures(base: str, group_signatures: Mapping[str, str] | None) -> str:
+    """A stage's fingerprint from its reuse key and its groups' signatures (if it has any)."""
+    if group_signatures is None:
+        return base
+    return fingerprint({"base": base, "groups": sorted(group_signatures.items())})
 
 
 def _cast(name: str, table: Any) -> Any:
