@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 
+from dp2o_core.errors import Dp2oError
 from dp2o_core.interfaces import PairSelector, Weighting
 from dp2o_core.registry import PluginManager
 from dp2o_core.specs import resolve_spec
@@ -120,16 +122,60 @@ def test_streamed_pairs_equal_the_per_group_computation(
 
 def test_bad_scores_are_named_and_leave_the_run_as_it_was(tmp_path):
     table = random_scores(3, groups=6)
+    pq.write_table(table, tmp_path / "good.parquet")
+    store = RunStore(tmp_path / "run")
+    import_scores(store, tmp_path / "good.parquet")
+    before = store.record("score")["fingerprint"]
     values = table.column("niqe").to_pylist()
     values[7] = float("nan")
     bad = table.set_column(table.column_names.index("niqe"), "niqe", pa.array(values))
     pq.write_table(bad, tmp_path / "bad.parquet")
+    with pytest.raises(
+        Dp2oError, match=r"rejected \(the run is unchanged\).*non-finite 'niqe' score \(nan\)"
+    ):
+        import_scores(store, tmp_path / "bad.parquet")
+    # the run's own scores are still the stage, done, and nothing of the import is left behind
+    assert store.status("score").state == "done" and store.record("score")["fingerprint"] == before
+    assert store.read_table("score", "scores").num_rows == table.num_rows
+    assert not list(store.root.glob(".import-*")) and not list(store.root.glob(".trash-*"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("inf", r"non-finite 'niqe' score \(inf\)"),
+        ("duplicate", r"lists a candidate index twice"),
+        ("single", r"has 1 candidate; pairs need at least two"),
+        ("text", r"column 'niqe' must hold a number"),
+        ("negative", r"candidate index -1 of group .* is negative"),
+        ("no-metrics", r"no metric columns"),
+    ],
+)
+def test_every_rejected_import_names_the_problem_and_keeps_the_runs_scores(tmp_path, change, message):
+    table = random_scores(5, groups=4)
+    pq.write_table(table, tmp_path / "good.parquet")
     store = RunStore(tmp_path / "run")
-    import_scores(store, tmp_path / "bad.parquet")
-    reward = _build("reward", "hybrid-offline")
-    with pytest.raises(Exception, match=r"non-finite 'niqe' score \(nan\) for candidate \d+ of group"):
-        make_pairs(store, reward, _build("selector", "ratio"), _build("weighting", "hierarchical"), {})
-    assert store.status("pairs").state == "missing"
+    import_scores(store, tmp_path / "good.parquet")
+    rows = table.to_pylist()
+    if change == "inf":
+        rows[2]["niqe"] = float("inf")
+    elif change == "duplicate":
+        rows[1]["candidate"] = rows[0]["candidate"]
+    elif change == "single":
+        first = rows[0]["group_id"]
+        rows = [r for r in rows if r["group_id"] != first] + [rows[0]]
+    elif change == "text":
+        rows[3]["niqe"] = "abc"
+    elif change == "negative":
+        rows[0]["candidate"] = -1
+    elif change == "no-metrics":
+        rows = [{"group_id": r["group_id"], "candidate": r["candidate"]} for r in rows]
+    path = tmp_path / "bad.csv"
+    pa.csv.write_csv(pa.Table.from_pylist([{k: str(v) for k, v in r.items()} for r in rows]), path)
+    with pytest.raises(Dp2oError, match=message):
+        import_scores(store, path)
+    assert store.status("score").state == "done"
+    assert store.read_table("score", "scores").num_rows == table.num_rows
 
 
 def test_report_statistics_read_in_blocks_match_the_whole_tables(tmp_path):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dp2o_core.errors import Dp2oError
+from dp2o_core.errors import Dp2oError, short_reason
 from dp2o_core.interfaces import GroupPairs, PairSelector, RewardModel, Weighting
 from dp2o_core.interfaces.weighting import BlockWeights, PairBlock
 from dp2o_core.options import RUNTIME
@@ -365,32 +365,109 @@ def _write_block(
 def import_scores(store: RunStore, path: Path, *, rows_per_part: int = BLOCK_ROWS) -> None:
     """Make a scores table written by another tool (parquet or CSV) the run's ``score`` stage.
 
-    It needs ``group_id``, ``candidate`` and one column per metric; the stage records the
-    file's path, size and time, so importing a changed file redoes the later stages. The
-    file is streamed in two passes with flat memory, whatever its size and however its
-    rows are ordered: rows are first spread over temporary bucket files by a hash of the
-    group id (so each group lands whole in one bucket), then each bucket becomes one commit.
+    It needs ``group_id``, ``candidate`` and one numeric column per metric; the stage records
+    the file's path, size and time, so importing a changed file redoes the later stages. The
+    file is streamed in two passes with flat memory, whatever its size and however its rows
+    are ordered: rows are first spread over temporary bucket files by a hash of the group id
+    (so each group lands whole in one bucket), then each bucket is checked as the pairs stage
+    checks scores (finite values, two or more candidates per group, no candidate twice) and
+    against the run's candidates (known groups, indices 0…M−1) and becomes one commit.
+
+    The commits go to a staging folder; only a table that passed every check replaces the
+    run's score stage, so a rejected import leaves the run's own scores as they were.
     """
     import shutil
 
     path = Path(path)
     batches, total_rows = _scores_batches(path)
     buckets = max(1, math.ceil(total_rows / max(1, rows_per_part)))
-    work = store.root / f".import-{path.stem}-{time.time_ns()}"
+    work = store.root / f".import-scores-{time.time_ns()}"
     try:
         group_ids, schema = _spread_over_buckets(path, batches, buckets, work)
-        with store.open_stage(
+        metrics = [name for name in schema.names if name not in ("group_id", "candidate")]
+        if not metrics:
+            raise Dp2oError(f"scores table {path} has no metric columns besides group_id and candidate")
+        candidates = _run_candidates(store)
+        staging = RunStore(work / "run")
+        with staging.open_stage(
             "score",
             config={"imported": file_signature(path)},
             group_ids=sorted(group_ids),
             process=ProcessInfo(),
             imported=True,
         ) as writer:
-            todo = set(writer.todo)
             for bucket in range(buckets):
-                _commit_bucket(writer, work / f"bucket-{bucket:05d}.parquet", schema, todo)
+                bucket_file = work / f"bucket-{bucket:05d}.parquet"
+                table = _checked_bucket(path, bucket_file, schema, metrics, candidates)
+                if table is not None:
+                    groups = sorted(set(table.column("group_id").to_pylist()))
+                    writer.add_block(groups, scores=table)
+        store.replace_stage("score", staging)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_candidates(store: RunStore) -> tuple[dict[str, int], int] | None:
+    """(group → candidates sampled, M) of the run's finished sample stage, or None when the run
+    has none (a scores table of candidates made elsewhere)."""
+    if store.status("sample").state != "done":
+        return None
+    import pyarrow.compute as pc
+
+    table = store.read_table("sample", "candidates", columns=["group_id"])
+    counts = pc.value_counts(table.column("group_id")).to_pylist()
+    per_group = {row["values"]: int(row["counts"]) for row in counts}
+    count = int((store.record("sample") or {}).get("config", {}).get("num_candidates") or 0)
+    return per_group, count or max(per_group.values(), default=0)
+
+
+def _checked_bucket(
+    path: Path, bucket: Path, schema: Any, metrics: list[str], candidates: tuple[dict[str, int], int] | None
+) -> Any:
+    """One bucket's rows (whole groups, sorted by group), checked; None for an empty bucket."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if not bucket.exists():
+        return None
+    table = pq.read_table(bucket, schema=schema)
+    table = table.take(pc.sort_indices(table, sort_keys=[("group_id", "ascending")]))
+    try:
+        block = score_block(table, metrics)
+    except Dp2oError as error:
+        raise Dp2oError(f"scores table {path} rejected (the run is unchanged): {error}") from None
+    negative = np.flatnonzero(block.candidates < 0)
+    if len(negative):
+        raise Dp2oError(
+            f"scores table {path}: candidate index {block.candidates[negative[0]]} of group "
+            f"{_group_of(block, int(negative[0]))!r} is negative; candidates are numbered from 0"
+        )
+    if candidates is not None:
+        per_group, count = candidates
+        unknown = [g for g in block.group_ids if g not in per_group]
+        if unknown:
+            raise Dp2oError(
+                f"scores table {path} scores group {unknown[0]!r}"
+                + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+                + ", which the run did not sample; import scores of this run's candidates "
+                "(its sample stage lists them)"
+            )
+        limits: np.ndarray = np.repeat(
+            np.array([per_group[g] for g in block.group_ids]), np.diff(block.offsets)
+        )
+        beyond = np.flatnonzero(block.candidates >= limits)
+        if len(beyond):
+            row = int(beyond[0])
+            raise Dp2oError(
+                f"scores table {path}: group {_group_of(block, row)!r} has no candidate "
+                f"{block.candidates[row]} (the run sampled {int(limits[row])} per group, numbered "
+                f"0–{int(limits[row]) - 1}; M = {count})"
+            )
+    return table
+
+
+def _group_of(block: ScoreBlock, row: int) -> str:
+    return block.group_ids[int(np.searchsorted(block.offsets, row, side="right")) - 1]
 
 
 def _scores_batches(path: Path) -> tuple[Iterator[Any], int]:
@@ -421,7 +498,6 @@ def _spread_over_buckets(
     import zlib
 
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     work.mkdir(parents=True)
@@ -435,16 +511,9 @@ def _spread_over_buckets(
                 if column not in table.column_names:
                     found = ", ".join(table.column_names)
                     raise Dp2oError(f"scores table {path} has no {column!r} column (columns: {found})")
-            table = table.set_column(
-                table.column_names.index("group_id"),
-                "group_id",
-                pc.cast(table.column("group_id"), pa.string()),
-            )
-            table = table.set_column(
-                table.column_names.index("candidate"),
-                "candidate",
-                pc.cast(table.column("candidate"), pa.int64()),
-            )
+            for name in table.column_names:
+                kind = {"group_id": pa.string(), "candidate": pa.int64()}.get(name, pa.float64())
+                table = _cast_column(path, table, name, kind)
             if schema is None:
                 schema = table.schema
             table = table.cast(schema)
@@ -472,18 +541,17 @@ def _spread_over_buckets(
     return group_ids, schema
 
 
-def _commit_bucket(writer: Any, bucket: Path, schema: Any, todo: set[str]) -> None:
-    """Pass 2 of the import: one bucket's groups (not yet committed) as one commit."""
+def _cast_column(path: Path, table: Any, name: str, kind: Any) -> Any:
+    """``table`` with column ``name`` cast to ``kind``, or an error naming the column and a value
+    that is not of that kind (a metric score ``abc``, a candidate index ``1.5``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    if not bucket.exists():
-        return
-    table = pq.read_table(bucket, schema=schema)
-    table = table.take(pc.sort_indices(table, sort_keys=[("group_id", "ascending")]))
-    groups = sorted(set(table.column("group_id").to_pylist()) & todo)
-    if not groups:
-        return
-    table = table.filter(pc.is_in(table.column("group_id"), pa.array(groups, pa.string())))
-    writer.add_block(groups, scores=table)
+    index = table.column_names.index(name)
+    try:
+        return table.set_column(index, name, pc.cast(table.column(name), kind))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        what = "text" if kind == pa.string() else "an integer" if kind == pa.int64() else "a number"
+        raise Dp2oError(
+            f"scores table {path}: column {name!r} must hold {what} in every row ({short_reason(error)})"
+        ) from None
