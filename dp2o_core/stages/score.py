@@ -92,6 +92,7 @@ def run_score_stage(
                     )
                 reference = store.load_group_file("data", group_id, hr, read_image_tensor)
             scores = reward.score(batch, reference)
+            check_scores(scores, group_id, [candidate for candidate, _ in rows])
             writer.add_group(
                 group_id,
                 scores=[
@@ -103,3 +104,26 @@ def run_score_stage(
             if on_progress is not None:
                 on_progress(1)
     return scored
+
+
+def check_scores(scores: Mapping[str, Any], group_id: str, candidates: list[int]) -> None:
+    """Every metric gave one finite score per candidate of the group, else a
+    :class:`Dp2oError` naming the metric, the group and the candidate (nothing of the group is
+    stored, so the stage never counts a group with a NaN score as done)."""
+    import math
+
+    for name, values in scores.items():
+        values = list(values)
+        if len(values) != len(candidates):
+            raise Dp2oError(
+                f"metric {name!r} gave {len(values)} scores for the {len(candidates)} candidates of "
+                f"group {group_id!r}; nothing of that group was stored"
+            )
+        for candidate, value in zip(candidates, values, strict=True):
+            if not math.isfinite(float(value)):
+                raise Dp2oError(
+                    f"metric {name!r} scored candidate {candidate} of group {group_id!r} {float(value)}; "
+                    "nothing of that group was stored (the groups before it are kept). A metric that "
+                    "cannot score such an image (a flat or too small crop) needs another reward, or data "
+                    "without such images"
+                )

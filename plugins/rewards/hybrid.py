@@ -127,7 +127,7 @@ class HybridOptions(MetricOptions):
         0.5, ge=0, le=1, description="Weight of the FR mean; the NR mean gets 1 − balance."
     )
     weights: dict[str, Path] = Field({}, description="Weight file per metric name, e.g. [niqe=/w/niqe.mat].")
-    pythons: dict[str, Path] = runtime_option(
+    pythons: dict[str, Path | None] = runtime_option(
         {},
         description="Interpreter per member run in a worker process, e.g. [qalign=/opt/qalign/bin/python] "
         "(python= applies to every pyiqa member).",
@@ -135,8 +135,15 @@ class HybridOptions(MetricOptions):
 
     @field_validator("weights", "pythons", mode="before")
     @classmethod
-    def _pairs_to_dict(cls, value: Any) -> Any:
-        return key_value_pairs(value)
+    def _pairs_to_dict(cls, value: Any, info: ValidationInfo) -> Any:
+        pairs = key_value_pairs(value)
+        if info.field_name == "pythons" and isinstance(pairs, dict):
+            # pythons=[qalign=none] takes one member back into dp2o's process
+            none = ("", "none", "null")
+            return {
+                k: None if isinstance(v, str) and v.strip().lower() in none else v for k, v in pairs.items()
+            }
+        return pairs
 
     #: member name → the reward plugin class that scores it (pyiqa members are not listed)
     _plugin_members: dict[str, type[RewardModel]] = PrivateAttr(default_factory=dict)
@@ -148,6 +155,15 @@ class HybridOptions(MetricOptions):
         both = set(self.fr) & set(self.nr)
         if both:
             raise ValueError(f"metrics in both sets: {sorted(both)}")
+        members = [*self.fr, *self.nr]
+        strangers = [name for name in self.pythons if name not in members]
+        if strangers:
+            close = did_you_mean(strangers[0], members)
+            raise ValueError(
+                f"pythons names {strangers[0]!r}, which is not a member of this reward"
+                + (f" (did you mean {close!r}?)" if close else "")
+                + f"; members: {', '.join(members)}"
+            )
         manager = (info.context or {}).get("plugins") if info is not None else None
         self._plugin_members = plugin_members([*self.fr, *self.nr], manager)
         return self

@@ -15,8 +15,10 @@ follow as ``.npy`` frames (``allow_pickle=False``).
   (+ reference 3×H×W) → ``{"ok": true}`` + scores (N float64)
 * any failure → ``{"ok": false, "error": "Type: message"}``; end of stdin ends the worker.
 
-Library output goes to stderr (the protocol owns stdout); dp2o shows its tail when the
-worker fails.
+Before its first reply the worker writes :data:`HELLO` on the protocol stream: whatever the
+interpreter printed before it (a banner from a start-up hook) is skipped by dp2o, not read as
+a frame. From then on library output goes to stderr (the protocol owns stdout); dp2o shows
+its tail when the worker fails.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ import shutil
 import struct
 import sys
 from pathlib import Path
+
+#: What the worker writes first on the protocol stream (dp2o skips anything before it).
+HELLO = b"\x00DP2O-METRIC-WORKER/1\n"
 
 
 def read_frame(stream) -> bytes | None:
@@ -128,6 +133,8 @@ def main() -> None:
     """Serve requests until stdin ends."""
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # prints from libraries go to stderr
+    protocol.write(HELLO)
+    protocol.flush()
     requests = sys.stdin.buffer
     metric = None
 

@@ -76,6 +76,17 @@ class MetricOptions(PluginOptions):
         900.0, gt=0, description="Seconds a metric worker may take to answer before it is stopped."
     )
 
+    @field_validator("python", "weights_dir", mode="before")
+    @classmethod
+    def _none_word(cls, value: Any) -> Any:
+        return none_word(value)
+
+
+def none_word(value: Any) -> Any:
+    """None for ``none``, ``null`` or an empty text, else ``value``: ``python=none`` means no
+    interpreter, not a file called ``none`` (the way to take a recorded worker back out)."""
+    return None if isinstance(value, str) and value.strip().lower() in ("", "none", "null") else value
+
 
 class PyiqaOptions(MetricOptions):
     """Options of a single pyiqa metric."""

@@ -5,6 +5,11 @@ sends it each group's candidates. A worker that exits, answers with an error or 
 for longer than the timeout is stopped, and the error names the metric, the interpreter and
 the last lines it wrote to stderr. Nothing of the group is stored then, so a rerun scores
 that group again (the score stage resumes per group).
+
+Replies are not trusted: a frame may claim at most :data:`MAX_FRAME` bytes, a header must be
+a UTF-8 JSON object, the scores one finite number per candidate; anything else is a
+protocol error that stops the worker and names what came. Its stderr is kept as the last
+lines, each cut at :data:`STDERR_LINE_LIMIT` characters.
 """
 
 from __future__ import annotations
@@ -19,11 +24,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from dp2o_plugins.rewards.metric_worker import array_bytes, bytes_array, write_frame
+from dp2o_plugins.rewards.metric_worker import HELLO, array_bytes, bytes_array, write_frame
 
 from dp2o_core.errors import Dp2oError
 
 WORKER_SCRIPT = Path(__file__).with_name("metric_worker.py")
+#: The largest reply frame a worker may announce (a reply is a small header or N scores).
+MAX_FRAME = 16 << 20
+#: How much start-up output before the worker's greeting is skipped before giving up.
+MAX_PREAMBLE = 1 << 20
+#: Characters kept of each stderr line.
+STDERR_LINE_LIMIT = 2000
 
 
 class WorkerError(Dp2oError):
@@ -61,6 +72,7 @@ class MetricWorker:
             ) from None
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
         self._drain.start()
+        self._greeting()
         reply, _ = self._call(
             {
                 "op": "create",
@@ -73,7 +85,9 @@ class MetricWorker:
             [],
             results=0,
         )
-        self.lower_better = bool(reply["lower_better"])
+        if not isinstance(reply.get("lower_better"), bool):
+            raise self._failure(f"answered the metric's creation with {_show(reply)} (no lower_better flag)")
+        self.lower_better = reply["lower_better"]
         self.pyiqa_version = str(reply.get("pyiqa", ""))
 
     def score(self, candidates: Any, reference: Any, batch_size: int) -> list[float]:
@@ -83,7 +97,22 @@ class MetricWorker:
             arrays.append(reference.detach().float().cpu().reshape(3, *reference.shape[-2:]).numpy())
         request = {"op": "score", "reference": reference is not None, "batch_size": batch_size}
         _, results = self._call(request, arrays, results=1)
-        return [float(v) for v in results[0]]
+        return self._scores(results[0], len(arrays[0]))
+
+    def _scores(self, values: Any, count: int) -> list[float]:
+        """The reply's scores: a 1-D numeric array of ``count`` finite values, else the worker
+        is stopped and the error says what came instead."""
+        import numpy as np
+
+        if values.ndim != 1 or values.dtype.kind not in "fiu" or len(values) != count:
+            raise self._failure(
+                f"answered {count} candidates with a {values.dtype} array of shape {tuple(values.shape)} "
+                f"(one number per candidate expected)"
+            )
+        bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
+        if len(bad):
+            raise self._failure(f"scored candidate {int(bad[0])} of {count} {values[bad[0]]}")
+        return [float(v) for v in values]
 
     def close(self) -> None:
         """End the worker (closing its stdin ends it)."""
@@ -113,14 +142,50 @@ class MetricWorker:
             except subprocess.TimeoutExpired:
                 raise self._failure("stopped reading its requests") from None
             raise self._failure(f"exited with status {self.process.returncode}") from None
-        reply = json.loads(self._read())
+        reply = self._header(self._read())
         if not reply.get("ok"):
-            raise self._failure(f"raised {reply.get('error', '?')}", keep_running=True)
-        return reply, [bytes_array(self._read()) for _ in range(results)]
+            raise self._failure(f"raised {str(reply.get('error', '?'))[:2000]}", keep_running=True)
+        arrays = []
+        for _ in range(results):
+            frame = self._read()
+            try:
+                arrays.append(bytes_array(frame))
+            except (ValueError, EOFError, OSError) as error:
+                raise self._failure(f"sent an array frame that is not a .npy array ({error})") from None
+        return reply, arrays
+
+    def _header(self, frame: bytes) -> dict:
+        """A reply's header: a UTF-8 JSON object, else a protocol error."""
+        try:
+            reply = json.loads(frame.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise self._failure(f"sent a reply header that is not UTF-8 JSON: {_show(frame)}") from None
+        if not isinstance(reply, dict):
+            raise self._failure(f"sent a reply header that is a JSON {type(reply).__name__}: {_show(reply)}")
+        return reply
+
+    def _greeting(self) -> None:
+        """Skip what the interpreter printed before the worker's greeting (kept for the error
+        message); a stream without the greeting is not a worker."""
+        seen = b""
+        while not seen.endswith(HELLO):
+            if len(seen) > MAX_PREAMBLE:
+                raise self._failure(
+                    f"did not start the worker protocol; its output began {_show(seen[:200])}"
+                )
+            seen += self._read_exact(1)
+        preamble = seen[: -len(HELLO)].decode("utf-8", "replace").strip()
+        if preamble:
+            self._stderr.append(f"(printed before the worker started) {preamble[:STDERR_LINE_LIMIT]}")
 
     def _read(self) -> bytes:
         """One frame of the reply, waiting at most the timeout for each part of it."""
         (size,) = struct.unpack(">Q", self._read_exact(8))
+        if size > MAX_FRAME:
+            raise self._failure(
+                f"announced a reply of {size} bytes (more than the {MAX_FRAME >> 20} MiB any reply "
+                "needs): something other than the worker wrote to its protocol stream"
+            )
         return self._read_exact(size)
 
     def _read_exact(self, count: int) -> bytes:
@@ -151,5 +216,30 @@ class MetricWorker:
         )
 
     def _drain_stderr(self) -> None:
-        for line in iter(self.process.stderr.readline, b""):  # type: ignore[union-attr]
-            self._stderr.append(line.decode("utf-8", "replace").rstrip())
+        """Keep the worker's last stderr lines, each at most :data:`STDERR_LINE_LIMIT` characters
+        (read in chunks: a line of hundreds of megabytes is never held whole)."""
+        fd = self.process.stderr.fileno()  # type: ignore[union-attr]
+        kept, cut = b"", False
+        while data := os.read(fd, 1 << 16):
+            start = 0
+            while True:
+                end = data.find(b"\n", start)
+                piece = data[start:] if end < 0 else data[start:end]
+                if not cut:
+                    room = STDERR_LINE_LIMIT - len(kept)
+                    kept, cut = kept + piece[:room], len(piece) > room
+                if end < 0:
+                    break
+                self._keep_line(kept, cut)
+                kept, cut, start = b"", False, end + 1
+        if kept or cut:
+            self._keep_line(kept, cut)
+
+    def _keep_line(self, line: bytes, cut: bool) -> None:
+        self._stderr.append(line.decode("utf-8", "replace").rstrip() + (" […]" if cut else ""))
+
+
+def _show(value: Any) -> str:
+    """A short, printable form of what a worker sent."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
