@@ -108,11 +108,12 @@ def eval_command(
             on_progress=advance,
         )  # fmt: skip
     evaluation.unavailable = {**unavailable, **evaluation.unavailable}
-    if per_input is not None:
-        write_per_input(evaluation, per_input)
+    # the results are shown first: should the file fail after all, they are not lost
     if as_json:
         typer.echo(json.dumps(evaluation.to_record(), indent=2))
     else:
         print_evaluation(evaluation, title=f"dp2o eval — {len(inputs)} inputs")
-        if per_input is not None:
+    if per_input is not None:
+        write_per_input(evaluation, per_input)
+        if not as_json:
             console.print(f"Per-input table: {per_input}", markup=False, soft_wrap=True)

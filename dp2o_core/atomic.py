@@ -38,6 +38,27 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         raise
 
 
+def writable_problem(path: Path | str) -> str | None:
+    """Why ``path`` cannot be written atomically (it is a folder, or its folder — or the nearest
+    one that exists, for a folder still to be made — cannot take a new file), else None.
+    Checked before long work whose result goes there."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+    except OSError as error:
+        return f"cannot create a file in {folder} ({error.strerror or error})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
 def follow_umask(folder: Path | str) -> None:
     """Give every file under ``folder`` the mode ``open(path, "w")`` would (0666 less the
     umask): for folders written by libraries that create owner-only files (safetensors

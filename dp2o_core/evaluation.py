@@ -546,12 +546,18 @@ def write_evaluation(
 
 
 def check_per_input_path(path: Path) -> None:
-    """Raise a usage error unless ``path`` names a .csv or a .json file (checked before the
-    evaluation starts, and again where the file is written)."""
+    """Raise a usage error unless ``path`` names a .csv or a .json file that can be written
+    (checked before the evaluation starts, and the suffix again where the file is written)."""
+    from dp2o_core.atomic import writable_problem
     from dp2o_core.errors import UsageError
 
     if path.suffix not in (".csv", ".json"):
         raise UsageError(f"--per-input {path}: name a .csv or a .json file")
+    problem = writable_problem(path)
+    if problem:
+        raise UsageError(
+            f"--per-input {path} cannot be written: {problem}; name a file in a folder you can write"
+        )
 
 
 def write_per_input(evaluation: Evaluation, path: Path) -> None:
@@ -562,8 +568,10 @@ def write_per_input(evaluation: Evaluation, path: Path) -> None:
     import io
 
     from dp2o_core.atomic import write_text_atomic
+    from dp2o_core.errors import UsageError
 
-    check_per_input_path(path)
+    if path.suffix not in (".csv", ".json"):
+        raise UsageError(f"--per-input {path}: name a .csv or a .json file")
     rows = evaluation.per_input_rows()
     if path.suffix == ".json":
         text = json.dumps(rows, indent=1) + "\n"

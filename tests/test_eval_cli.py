@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,3 +186,25 @@ def test_compare_reports_per_input_statistics_and_writes_the_per_input_table(dp2
     assert header.split(",")[:3] == ["input", "model", "psnry"] and len(lines) == 8
     wrong = dp2o_cli("eval", *data, *args, "--per-input", str(tmp_path / "inputs.txt"))
     assert wrong.exit_code == 2 and "inputs.txt" in wrong.stderr and ".csv" in wrong.stderr
+
+
+@pytest.mark.parametrize("where", ["a folder no one can write", "a folder"])
+def test_an_unwritable_per_input_path_fails_before_the_evaluation(dp2o_cli, tmp_path, where):
+    if where == "a folder no one can write":
+        target = Path("/proc/self/inputs.csv")  # not even root creates files there
+    else:
+        target = tmp_path / "inputs.csv"
+        target.mkdir()
+    data = ("--data", "photos:split=held-out,crop=48,crops_per_image=1", "--degradation", "bicubic")
+    result = dp2o_cli("eval", *data, "--backbone", "tiny-sr:steps=2", "-m", "2", "--per-input", str(target))
+    assert result.exit_code == 2
+    assert f"--per-input {target} cannot be written" in result.stderr.replace("\n", " ")
+    assert "eval" not in result.stdout  # nothing was sampled
+
+
+def test_a_per_input_path_under_a_file_fails_before_the_evaluation(dp2o_cli, tmp_path):
+    (tmp_path / "file").write_text("x")
+    target = tmp_path / "file" / "sub" / "inputs.csv"
+    data = ("--data", "photos:split=held-out,crop=48,crops_per_image=1", "--degradation", "bicubic")
+    result = dp2o_cli("eval", *data, "--backbone", "tiny-sr:steps=2", "-m", "2", "--per-input", str(target))
+    assert result.exit_code == 2 and "is not a folder" in result.stderr
