@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from dp2o_plugins.rewards.hybrid import PAPER_FR, PAPER_NR
@@ -120,3 +121,41 @@ def test_a_stage_that_is_current_needs_nothing(tmp_path, photos, monkeypatch):
     assert pipeline.preflight(_context(tmp_path / "run", photos)) == []
     forced = pipeline.preflight(_context(tmp_path / "run", photos), force=["sample"])
     assert gone[0] in forced
+
+
+def test_a_truncated_weight_file_is_not_ready(tmp_path):
+    """The safetensors header says how long the file must be: a cut copy is named, cheaply."""
+    import torch
+    from dp2o_plugins.backbones.loading import file_check, model_checks
+    from safetensors.torch import save_file
+
+    from dp2o_core.weightfiles import safetensors_problem
+
+    folder = tmp_path / "model" / "unet"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    save_file({"w": torch.zeros(64, 64)}, str(weights))
+    assert safetensors_problem(weights) is None
+    assert model_checks("backbone sd2", str(tmp_path / "model"), ("unet",))[0].ok
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])
+    [check] = model_checks("backbone sd2", str(tmp_path / "model"), ("unet",))
+    assert not check.ok and "is truncated" in check.problem and str(weights) in check.problem
+    [named] = file_check("backbone sd2", "controlnet", str(weights))
+    assert not named.ok and "is truncated" in named.problem
+    weights.write_bytes(b"not a safetensors file at all")
+    assert "not a safetensors file" in safetensors_problem(weights)
+
+
+def test_a_worker_interpreter_with_transformers_5_is_not_ready_for_qalign():
+    import sys
+    from importlib.metadata import version
+
+    from dp2o_plugins.rewards.readiness import interpreter_check
+
+    check = interpreter_check("reward hybrid: qalign", Path(sys.executable), "qalign")
+    if int(version("transformers").split(".")[0]) >= 5:
+        assert not check.ok and f"transformers there is {version('transformers')}" in check.problem
+        assert "transformers<5" in check.fix
+    assert interpreter_check("reward hybrid: psnr", Path(sys.executable), "psnr").ok

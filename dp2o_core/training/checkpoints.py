@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from pathlib import Path
 
 from dp2o_core.errors import short_reason
+from dp2o_core.weightfiles import safetensors_problem
 
 _NAME = re.compile(r"step-(\d{6,})")
 
@@ -66,28 +66,13 @@ def checkpoint_problem(path: Path) -> str | None:
         if file.match(UNSAFE_STATE_FILES):
             continue
         if file.suffix == ".safetensors":
-            problem = _safetensors_problem(file)
+            problem = safetensors_problem(file)
         elif file.suffix in (".bin", ".pkl", ".pt"):
             problem = _pickle_problem(file)
         else:
             continue
         if problem:
             return f"state/{file.name} {problem}"
-    return None
-
-
-def _safetensors_problem(file: Path) -> str | None:
-    """A truncated or damaged safetensors file: its header does not describe its length."""
-    try:
-        with file.open("rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        size = file.stat().st_size
-    except (OSError, ValueError, KeyError, TypeError, struct.error, MemoryError, OverflowError) as error:
-        return f"is not a readable safetensors file ({short_reason(error)})"
-    if size != 8 + length + end:
-        return f"is {size} bytes but its header describes {8 + length + end} (truncated?)"
     return None
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dp2o_core.errors import Dp2oError
+from dp2o_core.weightfiles import safetensors_problem
 
 
 def local_only() -> bool:
@@ -100,15 +101,20 @@ def model_checks(who: str, source: str, parts: tuple[str, ...]) -> list:
     path = Path(source).expanduser()
     if path.exists():
         absent = [part for part in parts if not _local_part(path / part, part)]
-        if not absent:
+        damaged = [
+            problem for part in parts if part not in absent for problem in _damaged_weights(path / part)
+        ]
+        if not absent and not damaged:
             return [Check(who, f"model folder {path}", "present")]
+        problems = ([f"it has no complete {', '.join(p + '/' for p in absent)}"] if absent else []) + damaged
         return [
             Check(
                 who,
                 f"model folder {path}",
                 "missing",
-                problem=f"it has no complete {', '.join(p + '/' for p in absent)}",
-                fix="give the folder of a complete diffusers model (save_pretrained layout)",
+                problem="; ".join(problems),
+                fix="give the folder of a complete diffusers model (save_pretrained layout); "
+                "download or copy a damaged file again",
             )
         ]
     from dp2o_plugins.network import availability, hub_size
@@ -160,6 +166,12 @@ def file_check(who: str, option: str, value: str | None) -> list:
         return []
     path = Path(value).expanduser()
     if path.exists():
+        damaged = _damaged_weights(path)
+        if damaged:
+            return [
+                Check(who, f"{option} {path}", "missing", problem="; ".join(damaged),
+                      fix="download or copy the file again")
+            ]  # fmt: skip
         return [Check(who, f"{option} {path}", "present")]
     return [
         Check(who, f"{option} {path}", "missing", problem="does not exist", fix=f"check the {option} option")
@@ -172,3 +184,14 @@ def _local_part(folder: Path, part: str) -> bool:
     if part.startswith(("scheduler", "tokenizer")):
         return any(folder.iterdir())
     return (folder / "config.json").is_file() and any((folder / w).is_file() for w in _WEIGHT_FILES)
+
+
+def _damaged_weights(path: Path) -> list[str]:
+    """What is wrong with the safetensors files at ``path`` (a file, or a folder's own files),
+    from their headers alone (:func:`safetensors_problem`)."""
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    return [
+        f"{file} {problem}"
+        for file in files
+        if file.suffix == ".safetensors" and (problem := safetensors_problem(file))
+    ]

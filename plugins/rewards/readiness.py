@@ -69,7 +69,7 @@ def metric_checks(
     arch = str(config.get("metric_opts", {}).get("type", ""))
     checks: list[Check] = []
     if python is not None:
-        checks.append(interpreter_check(who, Path(python)))
+        checks.append(interpreter_check(who, Path(python), metric))
         module = _arch_module_quietly(arch)
     else:
         module, problem = _import_arch(arch, who)
@@ -128,16 +128,36 @@ def _qalign_problem() -> str | None:
 INCOMPATIBILITIES = {"qalign": _qalign_problem}
 
 
-def interpreter_check(who: str, python: Path) -> Check:
-    """Whether ``python`` runs and can import pyiqa and torch (found, not imported: seconds)."""
+#: Metrics whose pyiqa code needs other package versions than dp2o's, as a worker interpreter
+#: must have them: metric → (distribution, highest major version that works, why).
+WORKER_NEEDS = {
+    "qalign": (
+        "transformers",
+        4,
+        "Q-Align's mPLUG-Owl2 code calls invert_attention_mask, gone in transformers 5",
+    ),
+}
+
+
+def interpreter_check(who: str, python: Path, metric: str | None = None) -> Check:
+    """Whether ``python`` runs and can import pyiqa and torch (found, not imported: seconds), and
+    has the package versions ``metric`` needs there (:data:`WORKER_NEEDS`, read from the
+    installed distributions' metadata, nothing imported)."""
     import subprocess
 
-    item = f"interpreter {python} with pyiqa and torch"
+    need = WORKER_NEEDS.get(metric or "")
+    item = f"interpreter {python} with pyiqa and torch" + (f" and {need[0]} {need[1]}.x" if need else "")
     probe = (
-        "import importlib.util as u, sys; sys.exit(0 if u.find_spec('pyiqa') and u.find_spec('torch') else 3)"
+        "import importlib.util as u, importlib.metadata as m, sys\n"
+        "if not (u.find_spec('pyiqa') and u.find_spec('torch')): sys.exit(3)\n"
+        "name = sys.argv[1]\n"
+        "try: print(m.version(name) if name else '')\n"
+        "except m.PackageNotFoundError: print('none')\n"
     )
     try:
-        done = subprocess.run([str(python), "-c", probe], capture_output=True, timeout=60)
+        done = subprocess.run(
+            [str(python), "-c", probe, need[0] if need else ""], capture_output=True, text=True, timeout=60
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         return Check(who, item, "missing", problem=f"cannot run it ({error})", fix="check the python option")
     if done.returncode != 0:
@@ -145,6 +165,15 @@ def interpreter_check(who: str, python: Path) -> Check:
             who, item, "missing", problem="pyiqa or torch is not installed there",
             fix=f"{python} -m pip install pyiqa torch (docs/rewards.md: a metric in its own environment)",
         )  # fmt: skip
+    if need:
+        found = done.stdout.strip() or "none"
+        major = found.split(".", 1)[0]
+        if not major.isdigit() or int(major) > need[1]:
+            return Check(
+                who, item, "missing",
+                problem=f"{need[0]} there is {found}: {need[2]}",
+                fix=f"{python} -m pip install '{need[0]}<{need[1] + 1}' (docs/rewards.md)",
+            )  # fmt: skip
     return Check(who, item, "present")
 
 
