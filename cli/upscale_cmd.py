@@ -29,6 +29,7 @@ from dp2o_core.imageio import (
     tensor_to_array,
     write_png,
 )
+from dp2o_core.memory import refuse_too_large
 
 #: Inputs above this many pixels get a warning before they are upscaled: memory and time
 #: grow with the output's pixel count (16× the input's at scale 4).
@@ -122,6 +123,7 @@ def upscale(
         start(len(jobs) * num_candidates)
         for job in jobs:
             try:
+                refuse_too_large(job.source, model, num_candidates)  # from the header: nothing decoded yet
                 lr = read_image_tensor(job.source)
             except BadImageError as error:
                 if on_bad_image == "error":

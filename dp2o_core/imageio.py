@@ -88,6 +88,30 @@ def read_image(path: Path | str, min_size: int = 1) -> np.ndarray:
     return array
 
 
+def image_size(path: Path | str) -> tuple[int, int]:
+    """(width, height) of the image at ``path`` from its header, without decoding its pixels
+    (a file that declares billions of pixels costs nothing here). EXIF rotation by a quarter
+    turn swaps the two, as :func:`read_image` does."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                orientation = image.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise BadImageError(path, "file not found") from None
+    except UnidentifiedImageError:
+        raise BadImageError(path, "not an image file Pillow can read") from None
+    except Image.DecompressionBombError as error:
+        raise BadImageError(path, f"too many pixels ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadImageError(path, f"cannot read the image's header ({error})") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def _to_rgb8(image) -> np.ndarray:
     import numpy as np
     from PIL import Image

@@ -81,3 +81,45 @@ def test_a_read_only_or_full_disk_is_one_line_naming_the_file(
     result = dp2o_cli("report", str(run))
     assert result.exit_code == 1 and expected in _error_line(result) and str(run) in result.stderr
     assert RunStore(run).status("data").state == "done"  # nothing lost
+
+
+def test_an_image_too_large_to_upscale_is_refused_from_its_header(dp2o_cli, tmp_path):
+    """A small file that declares 9000×9000 pixels is named before it is decoded (×4 that is
+    terabytes of activations); in a folder with --on-bad-image skip the others are upscaled."""
+    import resource
+
+    from PIL import Image
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    Image.new("1", (9000, 9000)).save(folder / "bomb.png")
+    assert (folder / "bomb.png").stat().st_size < 200_000
+    Image.new("RGB", (12, 10), (90, 120, 30)).save(folder / "small.png")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    one = dp2o_cli("upscale", str(folder / "bomb.png"), str(tmp_path / "out.png"), "--backbone", "tiny-sr")
+    assert one.exit_code == 1
+    message = one.stderr.replace("\n", " ")
+    assert (
+        f"bad image {folder / 'bomb.png'}: 9000×9000 px" in message
+        and "crop it into smaller pieces" in message
+    )
+    assert "needs about" in message and "free on cpu" in message
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB: nothing decoded
+    both = dp2o_cli("upscale", str(folder), str(tmp_path / "out"), "--backbone", "tiny-sr:steps=2",
+                    "--on-bad-image", "skip")  # fmt: skip
+    assert both.exit_code == 0, both.stderr
+    assert (tmp_path / "out" / "small.png").exists() and not (tmp_path / "out" / "bomb.png").exists()
+    assert "skipped" in both.stdout and "bomb.png" in both.stdout
+
+
+def test_the_sampling_memory_estimate_grows_with_the_output_and_the_chunk():
+    from dp2o_core.registry import PluginManager
+    from dp2o_core.specs import resolve_spec
+
+    model = resolve_spec(PluginManager(), "backbone", "tiny-sr:chunk_size=4").build()
+    one = model.sampling_memory(100, 100, 1)
+    assert model.sampling_memory(200, 100, 1) == 2 * one
+    # candidates beyond one chunk add only their finished images, not activations
+    assert model.sampling_memory(100, 100, 4) > 3 * one
+    assert model.sampling_memory(100, 100, 8) - model.sampling_memory(100, 100, 4) < one
+    assert one >= 100 * 100 * 16 * 700  # at least the measured 700 bytes per output pixel

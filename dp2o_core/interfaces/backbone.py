@@ -78,6 +78,10 @@ class Backbone(Implementation):
     stochastic: ClassVar[bool] = True
     #: Upscaling factor from LR to HR (a class attribute; an instance may set its own from its weights).
     scale: int = 4
+    #: Estimated peak memory of sampling, in bytes per output pixel of one candidate in a batch
+    #: (activations and decoded images, beyond the loaded weights): what :meth:`sampling_memory`
+    #: multiplies out. A conservative guess; a backbone sets its own measured figure.
+    sampling_bytes_per_pixel: ClassVar[int] = 16 * 1024
 
     # -- sampling -----------------------------------------------------------------
     @abstractmethod
@@ -88,6 +92,23 @@ class Backbone(Implementation):
         prompts: Sequence[str] | None = None,
     ) -> SampleResult:
         """Super-resolve each LR image (B×3×h×w in [0, 1]) once per seed in ``seeds[b]``."""
+
+    def sampling_memory(self, height: int, width: int, count: int) -> int:
+        """Estimated peak memory (bytes, beyond the loaded weights) of sampling ``count``
+        candidates of one ``height``×``width`` LR image: checked before an input is decoded, so an
+        image too large for the device is refused with its name instead of exhausting memory.
+        The default counts one batch of ``options.chunk_size`` candidates (all of them for a
+        backbone without that option) at :attr:`sampling_bytes_per_pixel`, and every finished
+        candidate as float32 RGB."""
+        chunk = getattr(getattr(self, "options", None), "chunk_size", None) or count
+        pixels = height * width * self.scale**2
+        return pixels * (min(count, int(chunk)) * self.sampling_bytes_per_pixel + count * 12)
+
+    @property
+    def sampling_device(self) -> str:
+        """The device sampling runs on (``cpu``, ``cuda:0``): whose free memory
+        :meth:`sampling_memory` is compared with."""
+        return str(getattr(self, "device", "cpu"))
 
     def groups_per_call(self, num_candidates: int) -> int:
         """How many groups (LR images of one size) the sample stage passes to one :meth:`sample`
