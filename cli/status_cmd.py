@@ -36,7 +36,7 @@ def status(
 
     A run of several rounds (dp2o train --rounds K) shows every round's stages.
     """
-    from dp2o_core.pipeline.rounds import round_dir, round_numbers
+    from dp2o_core.pipeline.rounds import round_dir, round_numbers, round_statuses
 
     if not run.is_dir():
         raise UsageError(f"run directory {run} does not exist")
@@ -49,7 +49,7 @@ def status(
         if verify and not (number > 1 and stage == "data" and round_store.stage_dir(stage).is_symlink())
         for bad in round_store.verify_files(stage)
     ]
-    statuses = {number: round_store.statuses() for number, round_store in rounds.items()}
+    statuses = round_statuses(run)
     if as_json:
         record: dict = {"run": str(run), "stages": [s.as_record() for s in statuses[1]]}
         if several:

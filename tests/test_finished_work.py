@@ -111,9 +111,33 @@ def test_a_training_only_change_retrains_without_asking(dp2o_cli, made, tmp_path
     assert retrained.exit_code == 0, retrained.stderr
     lines = _stage_lines(retrained.stdout)
     assert lines["sample"].startswith("current — skipped") and "redoing" in lines["train"]
-    # round 2 is not run now, so none of its work is lost; asking for it again would redo it
+    # round 2 is not run now, so none of its work is lost, but status no longer calls it done
+    status = json.loads(dp2o_cli("status", str(copy), "--json").stdout)
+    round_two = {s["stage"]: s for s in status["rounds"][0]["stages"]}
+    assert round_two["sample"]["state"] == "stale" and round_two["train"]["state"] == "stale"
+    assert "round 1 was retrained since" in round_two["sample"]["reason"]
+    assert "beyond the 1 round(s) the run is configured for" in round_two["sample"]["reason"]
+    # asking for it again would redo it
     refused = dp2o_cli("train", "--run", str(copy), "--rounds", "2")
     assert refused.exit_code == 2 and "sample (round 2): 2 finished group(s)" in refused.stderr
+
+
+def test_a_deleted_tuned_model_is_damage_that_a_rerun_repairs(dp2o_cli, made, tmp_path):
+    copy = _copy(made, tmp_path)
+    final = copy / "train" / "final"
+    weights = sorted(p.relative_to(final) for p in final.rglob("*"))
+    shutil.rmtree(final)
+    status = json.loads(dp2o_cli("status", str(copy), "--json").stdout)
+    train = next(s for s in status["stages"] if s["stage"] == "train")
+    assert train["state"] == "damaged" and "train/final is missing or empty" in train["reason"]
+    repaired = dp2o_cli("train", "--run", str(copy))
+    assert repaired.exit_code == 0, repaired.stderr
+    assert (
+        sorted(p.relative_to(copy / "train" / "final") for p in (copy / "train" / "final").rglob("*"))
+        == weights
+    )
+    lines = _stage_lines(repaired.stdout)
+    assert all(lines[f"{stage} (round 2)"].startswith("current — skipped") for stage in ("sample", "score"))
 
 
 def _scores_csv(path: Path, rows: list[dict]) -> Path:

@@ -50,6 +50,41 @@ def round_numbers(run: Path) -> list[int]:
     return [1, *later]
 
 
+def round_statuses(run: Path) -> dict[int, list[Any]]:
+    """Every round's stage statuses (:meth:`RunStore.statuses`), with what a round's own store
+    cannot see: a round r ≥ 2 whose stages were made from another training of round r − 1 than
+    the one the run now holds is ``stale`` (retraining round r − 1 redoes it), and one beyond
+    the number of rounds the run's configuration records says so (it is kept, not current)."""
+    from dp2o_core.config import read_run_record
+
+    try:
+        count = int(((read_run_record(RunStore(run)) or {}).get("rounds") or {}).get("count") or 1)
+    except (Dp2oError, ValueError, TypeError, AttributeError):
+        count = None  # status still shows the stages of a run whose record is damaged
+    found: dict[int, list[Any]] = {}
+    for number in round_numbers(run):
+        store = RunStore(round_dir(run, number))
+        statuses = store.statuses()
+        if number > 1:
+            previous = (RunStore(round_dir(run, number - 1)).record("train") or {}).get("fingerprint")
+            sampled = store.record("sample")
+            made_from = ((sampled or {}).get("config") or {}).get("round", {})
+            retrained = sampled is not None and made_from.get("previous_train") != previous
+            reasons = [
+                f"round {number - 1} was retrained since; --rounds {number} redoes this round"
+            ] * retrained
+            if count is not None and number > count:
+                reasons.append(f"beyond the {count} round(s) the run is configured for")
+            for status in statuses:
+                if status.state == "missing" or not reasons:
+                    continue
+                if retrained and status.state in ("done", "partial", "damaged"):
+                    status.state = "stale"
+                status.reason = "; ".join(filter(None, [status.reason, *reasons]))
+        found[number] = statuses
+    return found
+
+
 def round_evaluations(run: Path) -> list[tuple[int, Any]]:
     """(round, :class:`~dp2o_core.evaluation.Evaluation`) of every round of ``run`` whose
     held-out evaluation has finished, in order."""

@@ -380,6 +380,12 @@ class RunStore:
                 f"finished, but only {status.groups_done} of {status.groups_total} groups are committed; "
                 "a rerun redoes the others"
             )
+        elif finished and _missing_output(self.root, complete):
+            status.state = "damaged"
+            status.reason = (
+                f"its result {(complete or {}).get('weights')} is missing or empty; a rerun makes it again "
+                "(training resumes from its last checkpoint)"
+            )
         elif finished:
             status.state = "done"
         return status
@@ -863,6 +869,19 @@ def _check_stage(stage: str) -> None:
         from dp2o_core.errors import UnknownNameError
 
         raise UnknownNameError("stage", stage, STAGES)
+
+
+def _missing_output(root: Path, complete: Mapping[str, Any] | None) -> bool:
+    """Whether a finished stage's recorded result folder (``weights``: the tuned model) is gone
+    or empty: one ``stat`` and one directory read, cheap enough for every status."""
+    weights = (complete or {}).get("weights")
+    if not isinstance(weights, str):
+        return False
+    folder = root / weights
+    try:
+        return not any(folder.iterdir())
+    except OSError:
+        return True
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
