@@ -100,7 +100,8 @@ def print_rounds(run: Path) -> None:
         if mean is None:
             cells += ["-", "-", "-"]
         else:
-            text = f"{mean['mean_difference']:+.3g} ± {mean['standard_error']:.2g}"
+            spread = f" ± {mean['standard_error']:.2g}" if mean["n"] > 1 else " (one input: no SE)"
+            text = f"{mean['mean_difference']:+.3g}{spread}"
             cells += [
                 _coloured(mean["mean_difference"], text, False),
                 format_p(mean["wilcoxon_p_value"]),

@@ -28,9 +28,11 @@ class PairedComparison:
     mean_difference: float
     #: standard error of that mean: the differences' sample standard deviation / √n
     standard_error: float
-    #: two-sided p-value of the paired t-test (1.0 when every difference is 0)
+    #: two-sided p-value of the paired t-test (1.0 when every difference is 0; NaN — undefined —
+    #: with fewer than two inputs)
     t_p_value: float
-    #: two-sided p-value of the Wilcoxon signed-rank test (1.0 when every difference is 0)
+    #: two-sided p-value of the Wilcoxon signed-rank test (1.0 when every difference is 0; NaN
+    #: with fewer than two inputs)
     wilcoxon_p_value: float
     #: inputs on which the model is better / worse than the base (the metric's direction)
     better: int
@@ -59,13 +61,20 @@ class PairedComparison:
         )
 
     def as_record(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
+        """JSON-ready form; an undefined (NaN) figure is null, so the file stays strict JSON."""
+        return {key: None if _undefined(value) else value for key, value in asdict(self).items()}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> PairedComparison:
-        """Rebuild from :meth:`as_record`'s output."""
-        return cls(**{key: record[key] for key in cls.__dataclass_fields__})
+        """Rebuild from :meth:`as_record`'s output (null back to NaN)."""
+        values: dict[str, Any] = {
+            key: math.nan if record[key] is None else record[key] for key in cls.__dataclass_fields__
+        }
+        return cls(**values)
+
+
+def _undefined(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def sample_std(values: Sequence[float]) -> float:
@@ -85,7 +94,9 @@ def standard_error(values: Sequence[float]) -> float:
 def paired_t_p_value(differences: Sequence[float]) -> float:
     """Two-sided p-value of the one-sample t-test of ``differences`` against 0."""
     n = len(differences)
-    if n < 2 or all(d == 0 for d in differences):
+    if n < 2:
+        return math.nan  # no test from one input
+    if all(d == 0 for d in differences):
         return 1.0
     se = standard_error(differences)
     mean = sum(differences) / n
@@ -97,7 +108,10 @@ def paired_t_p_value(differences: Sequence[float]) -> float:
 
 
 def wilcoxon_p_value(differences: Sequence[float]) -> float:
-    """Two-sided p-value of the Wilcoxon signed-rank test (zero differences dropped)."""
+    """Two-sided p-value of the Wilcoxon signed-rank test (zero differences dropped; NaN, undefined,
+    with fewer than two inputs)."""
+    if len(differences) < 2:
+        return math.nan
     nonzero = [d for d in differences if d != 0]
     if not nonzero:
         return 1.0
@@ -106,8 +120,9 @@ def wilcoxon_p_value(differences: Sequence[float]) -> float:
     return float(wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
-def format_p(p: float) -> str:
-    """A p-value as tables show it: two significant digits, '<0.001' below that."""
-    if math.isnan(p):
+def format_p(p: float | None) -> str:
+    """A p-value as tables show it: two significant digits, '<0.001' below that, '-' when
+    undefined (NaN, or null in a record)."""
+    if p is None or math.isnan(p):
         return "-"
     return "<0.001" if p < 0.001 else f"{p:.2g}"

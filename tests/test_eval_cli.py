@@ -208,3 +208,15 @@ def test_a_per_input_path_under_a_file_fails_before_the_evaluation(dp2o_cli, tmp
     data = ("--data", "photos:split=held-out,crop=48,crops_per_image=1", "--degradation", "bicubic")
     result = dp2o_cli("eval", *data, "--backbone", "tiny-sr:steps=2", "-m", "2", "--per-input", str(target))
     assert result.exit_code == 2 and "is not a folder" in result.stderr
+
+
+def test_statistics_of_one_input_read_as_undefined():
+    import math
+
+    from dp2o_core.eval_stats import PairedComparison, format_p
+
+    one = PairedComparison.of([0.5], [0.6])
+    assert math.isnan(one.t_p_value) and math.isnan(one.wilcoxon_p_value)
+    assert format_p(one.t_p_value) == "-" and format_p(one.wilcoxon_p_value) == "-"
+    two = PairedComparison.of([0.5, 0.5], [0.6, 0.7])
+    assert 0 <= two.t_p_value <= 1 and two.standard_error > 0

@@ -100,7 +100,8 @@ def _rounds_section(facts: RunFacts, charts: dict[str, str]) -> list[str]:
             change = delta["mean_difference"]
             cls = "better" if change > 0 else ("worse" if change else "")
             key = f"rounds.{number}.mean_delta"
-            cells.append(_number(key, change, cls=cls, signed=True, std=delta["standard_error"]))
+            se = delta["standard_error"] if delta["n"] > 1 else None  # undefined from one input
+            cells.append(_number(key, change, cls=cls, signed=True, std=se))
             cells.append(f"<td>{_e(format_p(delta['wilcoxon_p_value']))}</td>")
             cells.append(f"<td>{delta['better']} / {delta['worse']}</td>")
         else:
@@ -155,7 +156,7 @@ def _evaluation_section(facts: RunFacts, charts: dict[str, str]) -> list[str]:
             delta = comparison.mean_difference if comparison else stats[1].mean - stats[0].mean
             better = delta < 0 if stored.lower_better(key) else delta > 0
             cls = "better" if better else ("worse" if delta else "")
-            se = comparison.standard_error if comparison else None
+            se = comparison.standard_error if comparison and comparison.n > 1 else None
             cells.append(_number(f"eval.difference.{key}", delta, cls=cls, signed=True, std=se))
             if paired:
                 found = [
