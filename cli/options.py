@@ -141,3 +141,7 @@ Redo = Annotated[
         "(without it such a change stops before anything is written).",
     ),
 ]
+WarmupSteps = Annotated[
+    int | None,
+    typer.Option("--warmup-steps", min=0, help="Steps of linear learning-rate warm-up from 0 (default 50)."),
+]

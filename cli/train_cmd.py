@@ -41,6 +41,7 @@ from dp2o_cli.options import (
     SharedNoise,
     SwapLabels,
     Tracker,
+    WarmupSteps,
     WeightingSpec,
 )
 from dp2o_cli.output import console
@@ -77,6 +78,7 @@ def train(
     batch_size: BatchSize = None,
     micro_batch_size: MicroBatchSize = None,
     learning_rate: LearningRate = None,
+    warmup_steps: WarmupSteps = None,
     beta: Beta = None,
     loss: Loss = None,
     swap_labels: SwapLabels = None,
@@ -143,8 +145,8 @@ def train_config(
       as it was made, never redone with defaults because its flags were not repeated;
     - else the embedded default for tiny-sr, else the paper's defaults.
     """
-    sections = ("max_steps", "batch_size", "micro_batch_size", "learning_rate", "beta", "loss",
-                "swap_labels", "mixed_precision", "checkpoint_every", "tracker")  # fmt: skip
+    sections = ("max_steps", "batch_size", "micro_batch_size", "learning_rate", "warmup_steps", "beta",
+                "loss", "swap_labels", "mixed_precision", "checkpoint_every", "tracker")  # fmt: skip
     train = {key: flags.pop(key) for key in sections}
     backbone = flags.get("backbone")
     backbone_name = parse_spec(backbone, "backbone").name if backbone is not None else None

@@ -322,3 +322,27 @@ def test_swap_labels_exchanges_winner_and_loser_in_the_asked_fraction_reproducib
     assert swapped_labels(pairs, 0.5, seed=4) != half
     assert swapped_labels(pairs, 0.0, seed=3) == pairs
     assert all(q.winner == p.loser for p, q in zip(pairs, swapped_labels(pairs, 1.0, seed=3), strict=True))
+
+
+def test_progress_moves_within_a_step_micro_batch_by_micro_batch(x0_model, tmp_path):
+    backbone = _backbone(x0_model)
+    store = make_preference_run(tmp_path, backbone)
+    calls, steps = [], []
+    _trainer(store, backbone, tmp_path / "t", max_steps=2, batch_size=4, micro_batch_size=1).run(
+        on_step=lambda metrics: steps.append((metrics.step, len(calls))),
+        on_micro_batch=lambda done, count: calls.append((done, count)),
+    )
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)] * 2
+    assert steps == [(1, 4), (2, 8)]  # every micro-batch of a step is reported before the step ends
+
+
+def test_a_batch_larger_than_the_pairs_and_a_long_warm_up_are_said_before_training():
+    from dp2o_core.pipeline.method import training_warnings
+
+    settings = TrainSettings(batch_size=1024, max_steps=4, warmup_steps=50, learning_rate=2e-5)
+    batch, warmup = training_warnings(settings, pairs=4)
+    assert "a step of 1024 pairs (--batch-size) exceeds the run's 4 pairs" in batch
+    assert "every pair about 256 times" in batch and "--batch-size 4" in batch
+    assert "warm-up of 50 steps is longer than the run's 4" in warmup and "ends at 1.6e-06" in warmup
+    assert "--warmup-steps" in warmup
+    assert training_warnings(TrainSettings(batch_size=4, max_steps=60, warmup_steps=5), pairs=16) == []

@@ -211,10 +211,17 @@ class TrainStage(Stage):
         if ctx.accelerator is None:
             raise UsageError("the train stage needs an accelerator in its RunContext (make_accelerator)")
         settings = ctx.config.train
+        for warning in training_warnings(settings, pairs=ctx.store.status("pairs").rows.get("pairs")):
+            ctx.reporter.note(self.name, warning)
         bars = [("conditions", "groups"), ("train", "steps")]
         with ctx.reporter.progress(bars) as [prepare_callbacks, (start, advance)]:
             start(settings.max_steps)
-            shown = [0]
+            shown = [0.0]  # steps shown, fractions of a step included
+
+            def on_micro_batch(done: int, count: int) -> None:
+                if done < count:  # the step's last micro-batch is shown with its metrics
+                    advance(1 / count)
+                    shown[0] += 1 / count
 
             def on_step(metrics: Any) -> None:
                 advance(
@@ -222,7 +229,7 @@ class TrainStage(Stage):
                     note=f"loss {metrics.loss:.4f}  acc {metrics.implicit_accuracy:.2f}  "
                     f"margin {metrics.reward_margin:+.3f}",
                 )
-                shown[0] = metrics.step
+                shown[0] = float(metrics.step)
 
             result = run_train_stage(
                 ctx.store,
@@ -234,9 +241,31 @@ class TrainStage(Stage):
                 resume=ctx.options.resume,
                 on_prepare=prepare_callbacks,
                 on_step=on_step,
+                on_micro_batch=on_micro_batch,
                 start_from=starting_weights(ctx),
             )
         return StageRun(units=result.steps - (result.resumed_from or 0), result=result)
+
+
+def training_warnings(settings: Any, pairs: int | None) -> list[str]:
+    """What is worth saying before training starts: a batch larger than the run's pairs (every
+    pair repeated within each step, at that many times the cost) and a warm-up longer than the
+    run (the learning rate never reaches its value)."""
+    warnings = []
+    if pairs and settings.batch_size > pairs:
+        warnings.append(
+            f"warning: a step of {settings.batch_size} pairs (--batch-size) exceeds the run's {pairs} pairs: "
+            f"each step uses every pair about {settings.batch_size / pairs:.0f} times, at that many times "
+            f"the cost. Pass --batch-size {pairs} (or fewer), or make more pairs (more inputs, a larger -m)"
+        )
+    if settings.warmup_steps > settings.max_steps:
+        reached = settings.learning_rate * settings.max_steps / settings.warmup_steps
+        warnings.append(
+            f"warning: the warm-up of {settings.warmup_steps} steps is longer than the run's "
+            f"{settings.max_steps}: the learning rate ends at {reached:.2g}, never reaching "
+            f"{settings.learning_rate:g}. Pass --warmup-steps {max(1, settings.max_steps // 10)} (or 0)"
+        )
+    return warnings
 
 
 class EvalStage(Stage):

@@ -44,6 +44,7 @@ def run_train_stage(
     resume: bool = True,
     on_prepare: tuple[Callable[[int], None], Callable[[int], None]] | None = None,
     on_step: Callable[[Any], None] | None = None,
+    on_micro_batch: Callable[[int, int], None] | None = None,
     start_from: Callable[[Any], None] | None = None,
 ):
     """Train (continuing from the newest checkpoint when ``resume``); returns the TrainResult.
@@ -71,7 +72,7 @@ def run_train_stage(
             backbone, data, settings, store.stage_dir("train"), accelerator, tracker_config=_flat(config),
             start_from=start_from,
         )  # fmt: skip
-        result = trainer.run(resume=resume, on_step=on_step)
+        result = trainer.run(resume=resume, on_step=on_step, on_micro_batch=on_micro_batch)
         if accelerator.is_main_process:
             store.complete(
                 "train",

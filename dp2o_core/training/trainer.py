@@ -212,9 +212,16 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(
-        self, *, resume: bool = True, on_step: Callable[[StepMetrics], None] | None = None
+        self,
+        *,
+        resume: bool = True,
+        on_step: Callable[[StepMetrics], None] | None = None,
+        on_micro_batch: Callable[[int, int], None] | None = None,
     ) -> TrainResult:
-        """Train to ``max_steps`` (continuing from the newest checkpoint when ``resume``)."""
+        """Train to ``max_steps`` (continuing from the newest checkpoint when ``resume``).
+
+        ``on_step(metrics)`` follows every optimizer step; ``on_micro_batch(done, count)`` every
+        micro-batch within one (so a progress bar moves during a long step)."""
         s, acc = self.settings, self.accelerator
         if not self.data.needs_encoder:
             self.backbone.release_image_encoder()  # x₀ and conditions all come from the caches
@@ -240,7 +247,7 @@ class Trainer:
 
         parameters = [p for p in policy.parameters() if p.requires_grad]
         for step in range(start, s.max_steps):
-            metrics = self._step(step, policy, parameters, optimizer, schedule)
+            metrics = self._step(step, policy, parameters, optimizer, schedule, on_micro_batch)
             history.append(metrics)
             if acc.is_main_process:
                 with self.metrics_path.open("a", encoding="utf-8") as handle:
@@ -257,7 +264,15 @@ class Trainer:
             tracker.finish()
         return TrainResult(steps=s.max_steps, resumed_from=resumed_from, weights=weights, history=history)
 
-    def _step(self, step: int, policy, parameters, optimizer, schedule) -> StepMetrics:
+    def _step(
+        self,
+        step: int,
+        policy,
+        parameters,
+        optimizer,
+        schedule,
+        on_micro_batch: Callable[[int, int], None] | None = None,
+    ) -> StepMetrics:
         s, acc = self.settings, self.accelerator
         first = step * s.batch_size + acc.process_index * self.share
         positions = list(range(first, first + self.share))
@@ -292,6 +307,8 @@ class Trainer:
                     torch.tensor(float(len(chunk)), device=acc.device),
                 ]
             ).to(totals)
+            if on_micro_batch is not None:
+                on_micro_batch(index + 1, len(chunks))
         totals = acc.reduce(totals, reduction="sum")
         count = float(totals[6])
         loss = float(totals[0]) / count
