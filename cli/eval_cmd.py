@@ -23,6 +23,7 @@ from dp2o_core.evaluation import (
     evaluate,
     load_inputs,
     prepared_reward,
+    progress_unit,
     write_per_input,
 )
 from dp2o_core.preflight import component_checks, dataset_check, ensure
@@ -101,7 +102,7 @@ def eval_command(
     models = [EvalModel("model", str(config.backbone) or "tiny-sr", resolved["backbone"].build())]
     if compare is not None:
         models = [models[0]._replace(label="base"), compared_model(manager, compare)]
-    with stage_progress("eval", not as_json, unit="inputs") as (start, advance):
+    with stage_progress("eval", not as_json, unit=progress_unit(len(models), seeds)) as (start, advance):
         start(len(inputs) * len(models) * seeds)
         evaluation = evaluate(
             models, inputs, scorers, prepared, num_samples=num_samples, seeds=seeds, seed=seed,

@@ -14,19 +14,39 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     TextColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
 from dp2o_core.pipeline import Reporter
 
 
+def average_rate(task) -> float | None:
+    """Items per second since the task started: what was done over the time it took. (rich's
+    own speed looks at the last updates only, and work that finishes in bursts — a packed
+    sampling call committing several groups at once — reads as a rate it never had.)"""
+    elapsed = task.elapsed
+    if not elapsed or not task.completed:
+        return None
+    return float(task.completed) / elapsed
+
+
 class RateColumn(ProgressColumn):
-    """Items per second of the task (what a sampler's or scorer's throughput is)."""
+    """Items per second of the task since it started (a sampler's or scorer's throughput)."""
 
     def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
+        speed = average_rate(task)
         return Text(f"{speed:.2f}/s" if speed else "-/s")
+
+
+class RemainingColumn(ProgressColumn):
+    """Time left at the task's average rate so far."""
+
+    def render(self, task) -> Text:
+        speed = average_rate(task)
+        if task.total is None or not speed:
+            return Text("-:--:--")
+        seconds = max(0, int((task.total - task.completed) / speed))
+        return Text(f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}")
 
 
 Callbacks = tuple[Callable[[int], None], Callable[..., None]]
@@ -49,7 +69,7 @@ def stages_progress(show: bool, stages: list[tuple[str, str]]) -> Iterator[list[
         MofNCompleteColumn(),
         TextColumn("{task.fields[unit]}"),
         RateColumn(),
-        TimeRemainingColumn(),
+        RemainingColumn(),
         TextColumn("{task.fields[note]}"),
         console=console,
         disable=not show,

@@ -545,6 +545,14 @@ def write_evaluation(
     )
 
 
+def progress_unit(models: int, seeds: int) -> str:
+    """What one step of the evaluation's progress bar is: one input sampled and scored by one
+    model (with one seed set), so a bar of 2 inputs and 2 models counts to 4 of these, not to
+    4 "inputs"."""
+    parts = ["input", *(["model"] if models > 1 else []), *(["seed set"] if seeds > 1 else [])]
+    return " × ".join(parts) if len(parts) > 1 else "inputs"
+
+
 def check_per_input_path(path: Path) -> None:
     """Raise a usage error unless ``path`` names a .csv or a .json file that can be written
     (checked before the evaluation starts, and the suffix again where the file is written)."""

@@ -300,7 +300,14 @@ class EvalStage(Stage):
         return {**ctx.config.eval.model_dump(), "num_samples": num_samples}
 
     def run(self, ctx: RunContext, config: dict[str, Any]) -> StageRun:
-        from dp2o_core.evaluation import EvalModel, build_scorers, evaluate, load_inputs, write_evaluation
+        from dp2o_core.evaluation import (
+            EvalModel,
+            build_scorers,
+            evaluate,
+            load_inputs,
+            progress_unit,
+            write_evaluation,
+        )
         from dp2o_core.specs import parse_spec, resolve_spec
 
         settings = self._settings(ctx)
@@ -325,7 +332,8 @@ class EvalStage(Stage):
             ),
         ]
         runs = len(inputs) * len(models) * settings["seeds"]
-        with ctx.reporter.progress([(self.name, "inputs")]) as [(start, advance)]:
+        unit = progress_unit(len(models), settings["seeds"])
+        with ctx.reporter.progress([(self.name, unit)]) as [(start, advance)]:
             start(runs)
             evaluation = evaluate(
                 models,
