@@ -53,6 +53,9 @@ def export_pairs(store: RunStore, out: Path, format: str = "hf") -> int:
         raise Dp2oError(
             "exporting to the hf format needs the datasets package: pip install datasets"
         ) from None
+    # dp2o shows its own progress; datasets' bars would print beside it on stderr
+    datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity_error()
     features = datasets.Features(
         {
             "jpg_0": datasets.Value("binary"),

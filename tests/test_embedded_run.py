@@ -144,6 +144,7 @@ def test_pairs_export_to_a_pick_a_pic_dataset(embedded_run, dp2o_cli, tmp_path):
     folder, _, _ = embedded_run
     out = tmp_path / "pairs"
     result = dp2o_cli("export", str(folder), str(out), "--format", "hf")
+    assert "examples/s" not in result.stderr and "Saving the dataset" not in result.stderr  # no datasets bars
     assert result.exit_code == 0, result.stderr
     dataset = datasets.load_from_disk(str(out))
     assert {"jpg_0", "jpg_1", "label_0", "caption", "group_id", "weight", "lr"} <= set(dataset.column_names)

@@ -230,12 +230,19 @@ def test_an_unreadable_configuration_record_is_an_error_not_the_defaults(dp2o_cl
     assert _fingerprints(copy) == before and record.read_bytes() != text
 
 
-def test_train_warns_before_a_step_that_repeats_its_few_pairs_and_takes_warmup_steps(dp2o_cli, tmp_path):
+def test_train_warns_before_a_step_that_repeats_its_few_pairs_and_takes_warmup_steps(
+    dp2o_cli, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
-    args = base_args(run, "--rounds", "1", "--batch-size", "16", "--warmup-steps", "10", "--max-steps", "1")
+    args = base_args(
+        Path("run"), "--rounds", "1", "--batch-size", "16", "--warmup-steps", "10", "--max-steps", "1"
+    )
     done = dp2o_cli(*args)
     assert done.exit_code == 0, done.stderr
     text = " ".join(done.stdout.split())
     assert "a step of 16 pairs (--batch-size) exceeds the run's 2 pairs" in text
     assert "warm-up of 10 steps is longer than the run's 1" in text
     assert json.loads((run / "config.json").read_text())["train"]["warmup_steps"] == 10
+    # the printed upscale command works from any folder
+    assert f"weights={run / 'train' / 'final'}'" in done.stdout.replace("\n", "")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+
 import pytest
 import torch
 from tiny_models import save_tiny_flux, stock_pipeline
@@ -103,7 +106,17 @@ def test_saved_controlnet_loads_with_diffusers_and_back(dp2o_plugin_manager, tin
         for p in model.controlnet.parameters():
             p.add_(0.01 * torch.randn_like(p))
     model.save(tmp_path / "tuned")
-    plain = FluxControlNetModel.from_pretrained(tmp_path / "tuned" / "controlnet")
+    config = json.loads((tmp_path / "tuned" / "controlnet" / "config.json").read_text())
+    assert "out_channels" not in config  # plain diffusers warned about it on every load
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_warning()
+    try:
+        with capture_diffusers_log() as log:
+            plain = FluxControlNetModel.from_pretrained(tmp_path / "tuned" / "controlnet")
+    finally:
+        diffusers_logging.set_verbosity_error()
+    assert "not expected and will be ignored" not in log.getvalue()
     assert all(
         torch.equal(a, b)
         for a, b in zip(plain.state_dict().values(), model.controlnet.state_dict().values(), strict=True)
@@ -124,3 +137,30 @@ def test_small_groups_share_a_batch_and_keep_their_own_candidates(dp2o_plugin_ma
     for index, (seeds, prompt) in enumerate([([1, 2], "a cat"), ([3, 4], "sharp photo")]):
         alone = model.sample(two[index : index + 1], [seeds], [prompt])
         assert torch.allclose(together.images[index], alone.images[0], atol=1e-5)
+
+
+@contextlib.contextmanager
+def capture_diffusers_log():
+    """What diffusers logs while the block runs."""
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("diffusers")
+    logger.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_library_deprecation_notices_do_not_reach_the_user(dp2o_cli, tiny_flux, tmp_path, recwarn):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (120, 60, 30)).save(tmp_path / "lr.png")
+    spec = f"flux:model={tiny_flux},steps=1,device=cpu"
+    done = dp2o_cli("upscale", str(tmp_path / "lr.png"), str(tmp_path / "out.png"), "--backbone", spec)
+    assert done.exit_code == 0, done.stderr
+    assert not [w for w in recwarn if "FluxPosEmbed" in str(w.message)]
+    assert "FluxPosEmbed" not in done.stderr

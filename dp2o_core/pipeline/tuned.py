@@ -29,7 +29,8 @@ def tuned_spec(ctx: RunContext) -> str:
     its :meth:`~dp2o_core.interfaces.Backbone.tuned_options` gives for the trained weights."""
     if ctx.tuned is None:
         completion = ctx.store.completion("train") or {}
-        weights = ctx.store.root / completion.get("weights", "train/final")
+        # absolute: the printed command works from any folder
+        weights = (ctx.store.root / completion.get("weights", "train/final")).absolute()
         spec = configured_spec(ctx.component(ctx.trained_backbone))
         tuned = ctx.build(ctx.trained_backbone).tuned_options(Path(weights))
         ctx.tuned = str(Spec(spec.name, {**spec.options, **tuned}))

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dp2o_plugins.backbones.colorfix import color_fix
-from dp2o_plugins.backbones.loading import load_component, load_state_dict_file, resolve_device
+from dp2o_plugins.backbones.loading import (
+    drop_unknown_config_keys,
+    load_component,
+    load_state_dict_file,
+    resolve_device,
+)
 from pydantic import Field
 
 from dp2o_core import Backbone, PluginOptions, SampleResult, runtime_option, training_option
@@ -270,6 +275,7 @@ class ControlNetBackbone(Backbone):
         directory.mkdir(parents=True, exist_ok=True)
         if self.options.trainable == "controlnet":
             self.controlnet.save_pretrained(directory / "controlnet")
+            drop_unknown_config_keys(directory / "controlnet", type(self.controlnet))
             state = {k: v.detach().contiguous().cpu() for k, v in self.controlnet.state_dict().items()}
             save_file(state, str(directory / "model.safetensors"))
         else:

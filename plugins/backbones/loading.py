@@ -26,8 +26,20 @@ def resolve_device(option: str) -> Any:
     return torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
 
 
+#: Library warnings a dp2o user cannot act on (they are about the libraries' own code).
+_LIBRARY_NOISE = (
+    # diffusers' FLUX ControlNet builds its position embedding through the deprecated import path
+    (FutureWarning, r"`FluxPosEmbed` is deprecated"),
+    # the hub client about its own cache and symlinks on this file system
+    (UserWarning, r"`huggingface_hub` cache-system uses symlinks"),
+)
+
+
 def quiet_libraries() -> None:
-    """Keep diffusers' and transformers' loading chatter and progress bars off dp2o's output."""
+    """Keep diffusers' and transformers' loading chatter, progress bars and deprecation notices
+    about their own code off dp2o's output."""
+    import warnings
+
     import diffusers
     import transformers
 
@@ -35,6 +47,25 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    for category, message in _LIBRARY_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def drop_unknown_config_keys(folder: Path, cls: Any) -> None:
+    """Remove from ``folder/config.json`` the keys ``cls`` does not take (diffusers'
+    ``FluxControlNetModel.from_transformer`` carries the transformer's ``out_channels``
+    over, and plain diffusers warns about it on every load of the saved model)."""
+    import inspect
+    import json
+
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    kept = {k: v for k, v in config.items() if k.startswith("_") or k in accepted}
+    if kept != config:
+        from dp2o_core.atomic import write_text_atomic
+
+        write_text_atomic(path, json.dumps(kept, indent=2, sort_keys=True) + "\n")
 
 
 def load_component(cls: Any, source: str, subfolder: str | None = None, **kwargs: Any) -> Any:
