@@ -80,9 +80,11 @@ def test_check_lists_every_requirement_of_the_paper_setup(dp2o_cli, no_weights, 
 
 def test_a_local_model_folder_and_the_offline_reward_are_ready(dp2o_cli, no_weights, photos, tmp_path):
     model = save_tiny_sd(tmp_path / "tiny-sd")
+    large = tmp_path / "large"  # NIQE, a member of hybrid-offline, needs 96-px candidates
+    write_photos(large, ("astronaut", "coffee"), size=96)
     result = dp2o_cli(
         "check", "--backbone", f"sd2:model={model}", "--reward", "hybrid-offline",
-        "--data", f"hr:path={photos},crop=64", "--run", str(tmp_path / "run"), "--json",
+        "--data", f"hr:path={large},crop=96", "--run", str(tmp_path / "run"), "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stdout + result.stderr
     checks = json.loads(result.stdout)["checks"]
@@ -159,3 +161,42 @@ def test_a_worker_interpreter_with_transformers_5_is_not_ready_for_qalign():
         assert not check.ok and f"transformers there is {version('transformers')}" in check.problem
         assert "transformers<5" in check.fix
     assert interpreter_check("reward hybrid: psnr", Path(sys.executable), "psnr").ok
+
+
+def test_a_crop_too_small_for_a_metric_is_named_before_sampling(dp2o_cli, tmp_path):
+    """NIQE needs 96 px: hybrid-offline on 64-px crops used to fail at the score stage, after sampling."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_photos(photos, ("astronaut", "coffee"), size=128)
+    data = ("--data", f"hr:path={photos},crop=64")
+    args = ("--backbone", "tiny-sr:steps=2", "--reward", "hybrid-offline", *data, "--degradation", "bicubic")
+    check = dp2o_cli("check", "--run", str(tmp_path / "run"), *args, "--json")
+    assert check.exit_code == 1
+    problems = [c["problem"] for c in json.loads(check.stdout)["checks"] if c["status"] == "missing"]
+    assert problems == ["niqe needs images of at least 96 px; the candidates are 64 px (crop=64)"]
+    train = dp2o_cli("train", "--run", str(tmp_path / "run"), *args)
+    assert train.exit_code == 2 and "niqe needs images of at least 96 px" in " ".join(train.stderr.split())
+    assert not (tmp_path / "run").exists()
+    larger = [arg.replace("crop=64", "crop=96") for arg in args]
+    fine = dp2o_cli("check", "--run", str(tmp_path / "run"), *larger)
+    assert "needs images of at least" not in fine.stdout
+
+
+@pytest.mark.parametrize("metric", ["niqe", "ms_ssim", "ssim", "piqe"])
+def test_the_metric_minimum_sizes_are_what_the_metrics_need(metric):
+    import torch
+    from dp2o_plugins.rewards.pyiqa_metric import MIN_SIZES
+
+    from dp2o_core.errors import Dp2oError
+    from dp2o_core.registry import PluginManager
+    from dp2o_core.specs import resolve_spec
+
+    members = f"fr=[{metric}],nr=[]" if metric in ("ssim", "ms_ssim") else f"fr=[],nr=[{metric}]"
+    reward = resolve_spec(PluginManager(), "reward", f"hybrid-offline:{members}").build()
+    size = MIN_SIZES[metric]
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, size, size, generator=generator)
+    assert all(torch.isfinite(torch.tensor(reward.score(images, images[:1])[metric])))
+    smaller = images[:, :, : size - 1, : size - 1]
+    with pytest.raises(Dp2oError, match="cannot score"):
+        reward.score(smaller, smaller[:1])

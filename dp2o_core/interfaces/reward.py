@@ -27,6 +27,9 @@ class MetricInfo:
     mode: Literal["FR", "NR"]
     lower_better: bool
     version: str = ""
+    #: the smallest height and width (pixels) the metric can score; the preflight checks the
+    #: candidates' size against it before any sampling (not part of the score fingerprint)
+    min_size: int = 1
 
 
 class RewardModel(Implementation):

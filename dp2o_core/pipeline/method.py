@@ -135,6 +135,9 @@ class ScoreStage(Stage):
 
         return score_stage_config(ctx.build("reward"), ctx.component("reward"))
 
+    def checks(self, ctx: RunContext) -> list[Check]:
+        return [*super().checks(ctx), *metric_size_checks(ctx)]
+
     def run(self, ctx: RunContext, config: dict[str, Any]) -> StageRun:
         from dp2o_core.stages.score import run_score_stage
 
@@ -366,6 +369,42 @@ def items_check(ctx: RunContext, key: str) -> list[Check]:
     return [dataset_check("held-out data", spec, lambda: ctx.component(key).build().items())]
 
 
+def candidate_side(ctx: RunContext) -> tuple[int, str] | None:
+    """The shortest side of the run's candidates (pixels) and where it comes from, before they
+    exist: the smallest LR side of a finished data stage × the backbone's scale, else the data
+    set's HR ``crop``; None when unknown before the data stage (no crop)."""
+    store = ctx.store
+    scale = getattr(ctx.component("backbone").registration.cls, "scale", 4)
+    if store.status("data").state == "done":
+        sides = [min(h, w) for h, w in lr_sizes(store)]
+        return (min(sides) * scale, "the run's data") if sides else None
+    crop = getattr(ctx.component("data").options, "crop", None)
+    return (int(crop), f"crop={crop}") if crop else None
+
+
+def metric_size_checks(ctx: RunContext) -> list[Check]:
+    """Each metric of the reward can score candidates of the run's size: NIQE needs 96 px, so a
+    64-px crop fails here in a second instead of at the score stage after sampling."""
+    side = candidate_side(ctx)
+    if side is None:
+        return []
+    size, source = side
+    checks = []
+    for info in ctx.build("reward").metrics():
+        if size < info.min_size:
+            checks.append(
+                Check(
+                    "reward",
+                    f"metric {info.name} on {size}-px candidates",
+                    "missing",
+                    problem=f"{info.name} needs images of at least {info.min_size} px; "
+                    f"the candidates are {size} px ({source})",
+                    fix=f"use HR crops of at least {info.min_size} px, or a reward without {info.name}",
+                )
+            )
+    return checks
+
+
 #: Bytes per output pixel the sample stage writes: a PNG (at most about the raw RGB bytes)
 #: plus a latent (a 4-channel float32 value per 8×8 pixels for latent models).
 CANDIDATE_BYTES_PER_PIXEL = 3.25
@@ -376,12 +415,8 @@ def candidates_bytes(ctx: RunContext) -> int | None:
     pixel; None when the output size is not known before the data stage (no crop)."""
     store, count = ctx.store, ctx.config.sample.num_candidates
     if store.status("data").state == "done":
-        table = store.read_table("data", "groups", columns=["lr_height", "lr_width"])
         scale = getattr(ctx.component("backbone").registration.cls, "scale", 4)
-        pixels = sum(
-            h * w
-            for h, w in zip(*(table.column(c).to_pylist() for c in ("lr_height", "lr_width")), strict=True)
-        )
+        pixels = sum(h * w for h, w in lr_sizes(store))
         return int(count * pixels * scale * scale * CANDIDATE_BYTES_PER_PIXEL)
     crop = getattr(ctx.component("data").options, "crop", None)
     if not crop:
@@ -391,3 +426,9 @@ def candidates_bytes(ctx: RunContext) -> int | None:
     except Dp2oError:  # the data check reports it
         return None
     return int(count * groups * crop * crop * CANDIDATE_BYTES_PER_PIXEL)
+
+
+def lr_sizes(store: Any) -> list[tuple[int, int]]:
+    """(height, width) of every LR input of the run's finished data stage."""
+    table = store.read_table("data", "groups", columns=["lr_height", "lr_width"])
+    return list(zip(table.column("lr_height").to_pylist(), table.column("lr_width").to_pylist(), strict=True))

@@ -27,7 +27,15 @@ def metric_info(name: str) -> MetricInfo:
         mode=config.get("metric_mode", "NR"),
         lower_better=bool(config.get("lower_better", False)),
         version=f"pyiqa {metadata.version('pyiqa')}",
+        min_size=MIN_SIZES.get(name, 1),
     )
+
+
+#: The smallest square image each pyiqa metric scores, measured with pyiqa 0.1.16 on random
+#: images (one pixel less fails or gives NaN): NIQE's 96-px blocks, MS-SSIM's five scales of an
+#: 11-px window, SSIM's window, PIQE's 8-px blocks; metrics not listed score any size tried
+#: (PSNR, FSIM, VSI, GMSD down to 7 px). tests/test_preflight.py re-measures the listed ones.
+MIN_SIZES = {"niqe": 96, "ms_ssim": 161, "ssim": 11, "piqe": 8}
 
 
 @functools.cache
