@@ -69,6 +69,8 @@ class ControlNetBackbone(Backbone):
     #: released; their layout is the backbone's own).
     controlnet: Any
     vae: Any
+    #: the VAE's downsampling factor (8), set by each backbone's constructor from its config
+    vae_scale: int
     _text: Any = None
 
     @classmethod
@@ -117,9 +119,29 @@ class ControlNetBackbone(Backbone):
         return getattr(self, self.base_attribute)
 
     # -- sampling ------------------------------------------------------------------------------
+    @property
+    def size_multiple(self) -> int:
+        """What the sides of an image the networks see must be multiples of: the VAE's
+        downsampling (8 for SD2; FLUX overrides it with 16, its latents being packed 2×2)."""
+        return int(self.vae_scale)
+
+    def pad_to_grid(self, images):
+        """``images`` padded at the bottom and right, by repeating the edge pixels, to sides that
+        are multiples of :attr:`size_multiple` (unchanged when they already are). Sampling
+        crops its outputs back, so any input size gives exactly ``scale`` × its size; encoding
+        pads the same way, so training sees the geometry sampling used."""
+        import torch.nn.functional as F
+
+        multiple = self.size_multiple
+        height, width = images.shape[-2:]
+        bottom, right = -height % multiple, -width % multiple
+        if not (bottom or right):
+            return images
+        return F.pad(images, (0, right, 0, bottom), mode="replicate")
+
     def upsample(self, lr):
-        """The control image: LR bicubic-upsampled ×scale, in [0, 1]."""
-        return upsample_bicubic(lr, self.scale)
+        """The control image: LR bicubic-upsampled ×scale, in [0, 1], padded to the size grid."""
+        return self.pad_to_grid(upsample_bicubic(lr, self.scale))
 
     def sample(
         self, lr, seeds: Sequence[Sequence[int]], prompts: Sequence[str] | None = None
@@ -136,6 +158,7 @@ class ControlNetBackbone(Backbone):
             text = prompts[index] if prompts and prompts[index] else self.options.prompt
             controls.append(control)
             prepared.append(self._prepare_group(control, text))
+        height, width = lr.shape[-2] * self.scale, lr.shape[-1] * self.scale  # the outputs' exact size
         jobs = [(index, int(seed)) for index in range(lr.shape[0]) for seed in seeds[index]]
         parts: list[list[Any]] = [[] for _ in controls]
         for start in range(0, len(jobs), self.options.chunk_size):
@@ -144,10 +167,11 @@ class ControlNetBackbone(Backbone):
             with torch.no_grad():
                 decoded = self._denoise([prepared[index] for index, _ in chunk], generators)
             for row, (index, _) in enumerate(chunk):
-                parts[index].append(decoded[row : row + 1])
+                parts[index].append(decoded[row : row + 1, :, :height, :width])
         images, latents = [], []
         for index, control in enumerate(controls):
-            group = color_fix(torch.cat(parts[index]).float(), control, self.options.color_fix)
+            unpadded = control[..., :height, :width]
+            group = color_fix(torch.cat(parts[index]).float(), unpadded, self.options.color_fix)
             images.append(group.cpu())
             with torch.no_grad():
                 latents.append(self.encode(group).float().cpu())
@@ -309,7 +333,7 @@ class ControlNetBackbone(Backbone):
                 f"the VAE encoder of this {self.name} backbone was released for training from cached "
                 "latents; build the backbone again to encode images"
             )
-        return self.vae.encode(images.to(self.device, self.dtype) * 2 - 1).latent_dist
+        return self.vae.encode(self.pad_to_grid(images).to(self.device, self.dtype) * 2 - 1).latent_dist
 
     def tuned_options(self, directory: Path) -> dict[str, str]:
         """``controlnet=DIR`` (the saved ControlNet), or ``lora=DIR/lora.safetensors``."""

@@ -261,6 +261,11 @@ class FluxControlNetBackbone(ControlNetBackbone):
         )[0]
 
     # -- training ------------------------------------------------------------------------------
+    @property
+    def size_multiple(self) -> int:
+        """16: the VAE's 8, times the 2×2 packing of FLUX's latents."""
+        return int(self.vae_scale) * 2
+
     def encode(self, images):
         """Images in [0, 1] → (posterior mean − shift) × scale, unpacked (N×C×h×w)."""
         config = self.vae.config
