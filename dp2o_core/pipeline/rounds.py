@@ -70,9 +70,9 @@ def round_statuses(run: Path) -> dict[int, list[Any]]:
             sampled = store.record("sample")
             made_from = ((sampled or {}).get("config") or {}).get("round", {})
             retrained = sampled is not None and made_from.get("previous_train") != previous
-            reasons = [
-                f"round {number - 1} was retrained since; --rounds {number} redoes this round"
-            ] * retrained
+            reasons = []
+            if retrained:
+                reasons.append(f"round {number - 1} was retrained since; --rounds {number} redoes this round")
             if count is not None and number > count:
                 reasons.append(f"beyond the {count} round(s) the run is configured for")
             for status in statuses:

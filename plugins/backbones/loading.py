@@ -148,7 +148,7 @@ def model_checks(who: str, source: str, parts: tuple[str, ...]) -> list:
                 "download or copy a damaged file again",
             )
         ]
-    from dp2o_plugins.network import availability, hub_size
+    from dp2o_plugins.network import hub_model_check
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -174,16 +174,18 @@ def model_checks(who: str, source: str, parts: tuple[str, ...]) -> list:
         return any(isinstance(try_to_load_from_cache(source, f"{part}/{w}"), str) for w in _WEIGHT_FILES)
 
     absent = [part for part in parts if not cached(part)]
+    if not absent:
+        return [
+            Check(who, f"Hugging Face model {source}", "present", source=f"https://huggingface.co/{source}")
+        ]
     return [
-        availability(
+        hub_model_check(
             who,
-            f"Hugging Face model {source}",
-            found=not absent,
-            source=f"https://huggingface.co/{source}",
-            size=lambda: hub_size(source),
-            problem=f"{', '.join(p + '/' for p in absent)} not in the Hugging Face cache "
+            source,
+            parts,
+            offline_problem=f"{', '.join(p + '/' for p in absent)} not in the Hugging Face cache "
             "and the hub is unreachable",
-            fix=f"on a machine with internet run `hf download {source}`, then copy its cache to "
+            offline_fix=f"on a machine with internet run `hf download {source}`, then copy its cache to "
             f"$HF_HOME here and set HF_HUB_OFFLINE=1, or pass model=/path/to/{source.split('/')[-1]}",
         )
     ]
