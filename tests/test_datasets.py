@@ -89,6 +89,30 @@ def test_paired_folder_matches_realsr_style_names(dp2o_plugin_manager, tmp_path)
         assert np.array_equal(sample.lr, sample.hr[::4, ::4])  # LR and HR crops are aligned
 
 
+def test_realsrs_own_layout_pairs_files_side_by_side_and_reduces_an_lr_at_hr_size(
+    dp2o_plugin_manager, tmp_path
+):
+    """RealSR keeps Canon_001_HR.png beside Canon_001_LR4.png, its LR4 stored at the HR's size."""
+    hr = photo("astronaut", 128)
+    Image.fromarray(hr).save(tmp_path / "Canon_001_HR.png")
+    registered = np.asarray(Image.fromarray(hr[::4, ::4]).resize((128, 128), Image.Resampling.BICUBIC))
+    Image.fromarray(registered).save(tmp_path / "Canon_001_LR4.png")
+    Image.fromarray(photo("coffee", 128)).save(tmp_path / "Nikon_002_HR.png")
+    Image.fromarray(photo("coffee", 128)[::4, ::4]).save(tmp_path / "Nikon_002_LR4.png")
+    dataset = build(dp2o_plugin_manager, f"paired:path={tmp_path}")
+    items = dataset.items()
+    assert [(i.id, i.hr.name, i.lr.name) for i in items] == [
+        ("Canon_001", "Canon_001_HR.png", "Canon_001_LR4.png"),
+        ("Nikon_002", "Nikon_002_HR.png", "Nikon_002_LR4.png"),
+    ]
+    for sample in dataset.load(items, seed=0):
+        assert sample.lr.shape == (32, 32, 3) and sample.hr.shape == (128, 128, 3)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UsageError, match=r"holds no \*_HR / \*_LR<scale> files side by side"):
+        build(dp2o_plugin_manager, f"paired:path={empty}").items()
+
+
 def test_paired_folder_trims_hr_and_rejects_too_small_hr(dp2o_plugin_manager, tmp_path):
     (tmp_path / "HR").mkdir()
     (tmp_path / "LR").mkdir()

@@ -204,13 +204,23 @@ class PairedFolderDataset(_FolderDataset):
     def items(self) -> list[DataItem]:
         root = self._root()
         hr_root, lr_root = root / self.options.hr_dir, root / self.options.lr_dir
-        for folder, option in ((hr_root, "hr_dir"), (lr_root, "lr_dir")):
-            if not folder.is_dir():
-                raise UsageError(f"paired data: {folder} is not a folder (option {option} of --data)")
-        lr_by_key = {self._key(p, lr_root): p for p in self._listing(lr_root)}
+        hr_files, lr_files = (
+            self._side_by_side(root) if not (hr_root.is_dir() or lr_root.is_dir()) else ([], [])
+        )
+        if hr_files and lr_files:  # RealSR's layout: Canon_001_HR.png beside Canon_001_LR4.png
+            hr_root = lr_root = root
+        else:
+            for folder, option in ((hr_root, "hr_dir"), (lr_root, "lr_dir")):
+                if not folder.is_dir():
+                    raise UsageError(
+                        f"paired data: {folder} is not a folder (option {option} of --data), and {root} "
+                        "holds no *_HR / *_LR<scale> files side by side (RealSR's layout)"
+                    )
+            hr_files, lr_files = self._listing(hr_root), self._listing(lr_root)
+        lr_by_key = {self._key(p, lr_root): p for p in lr_files}
         table = self._prompts()
         items, unmatched = [], []
-        for hr in self._listing(hr_root):
+        for hr in hr_files:
             key = self._key(hr, hr_root)
             lr = lr_by_key.pop(key, None)
             if lr is None:
@@ -228,15 +238,37 @@ class PairedFolderDataset(_FolderDataset):
             )
         return self._limit(items)
 
+    def _side_by_side(self, root: Path) -> tuple[list[Path], list[Path]]:
+        """HR and LR files kept in one folder, told apart by their name endings (``_HR`` /
+        ``_x1`` against ``_LR``, ``_LR<k>``, ``_x<k>``): RealSR's layout. Empty lists when the
+        folder holds no such pair."""
+        if not root.is_dir():
+            return [], []
+        images = list_images(root, tuple(self.options.include))
+        hr_endings = ("_HR", "_x1")
+        lr_endings = tuple(e for e in self.options.strip if e and e not in hr_endings)
+        hr = [p for p in images if p.stem.endswith(hr_endings)]
+        lr = [p for p in images if p.stem.endswith(lr_endings) and p not in hr]
+        return hr, lr
+
     def load(self, items, seed, degradation=None):
-        """Read both images, align HR to LR×scale and crop both at matching positions."""
+        """Read both images, align HR to LR×scale and crop both at matching positions. An LR
+        registered at the HR's size (RealSR's LR4 files are) is reduced ×scale first (Pillow's
+        bicubic), so the backbone's own ×scale upsampling gives the HR geometry back."""
         scale, crop = self.options.scale, self.options.crop
 
         def read(item: DataItem):
             assert item.lr is not None and item.hr is not None  # paired items have both
             try:
-                lr = read_image(item.lr, min_size=(crop // scale) if crop else 1)
                 hr = read_image(item.hr, min_size=crop or scale)
+                lr = read_image(item.lr, min_size=1)
+                if lr.shape[:2] == hr.shape[:2] and scale > 1:
+                    lr = reduce_registered_lr(lr, scale)
+                if crop and min(lr.shape[:2]) < crop // scale:
+                    raise BadImageError(
+                        item.lr, f"too small: {lr.shape[1]}×{lr.shape[0]} pixels, at least "
+                        f"{crop // scale}×{crop // scale} needed for crop={crop}"
+                    )  # fmt: skip
             except BadImageError as error:
                 return error
             lr_h, lr_w = lr.shape[:2]
@@ -256,6 +288,17 @@ class PairedFolderDataset(_FolderDataset):
             return DataSample(item, lr=lr, hr=hr, crop=(top, left), seed=derive_seed(seed, item.id))
 
         return self._map(read, items)
+
+
+def reduce_registered_lr(lr, scale: int):
+    """An LR stored at its HR's size, reduced ×``scale`` with Pillow's bicubic filter (the
+    sides rounded down): what an ×``scale`` backbone takes as its input."""
+    import numpy as np
+    from PIL import Image
+
+    height, width = lr.shape[0] // scale, lr.shape[1] // scale
+    reduced = Image.fromarray(lr).resize((max(1, width), max(1, height)), Image.Resampling.BICUBIC)
+    return np.asarray(reduced, dtype=np.uint8).copy()
 
 
 class LrFolderDataset(_FolderDataset):
