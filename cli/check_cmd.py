@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from dp2o_cli.output import console, print_json
 from dp2o_cli.runs import open_run
+from dp2o_cli.state import CliState
 from dp2o_cli.train_cmd import default_run_dir, train, train_config, train_pipeline
 from rich.markup import escape
 from rich.table import Table
@@ -31,7 +32,7 @@ def check(ctx: typer.Context, **flags: Any) -> None:
     Exits 1 when something is missing. Nothing is loaded or written.
     """
     as_json = flags.pop("as_json")
-    config, _ = train_config(**flags)
+    config, _ = train_config(manager=ctx.ensure_object(CliState).manager, **flags)
     run_dir = config.run or default_run_dir(config.backbone.name)
     checks = train_pipeline(config).preflight(open_run(ctx, run_dir, config, writes=False))
     ready = all(c.ok for c in checks)

@@ -14,6 +14,7 @@ from dp2o_cli.options import (
     WeightingSpec,
 )
 from dp2o_cli.output import print_json
+from dp2o_cli.run_config import backbone_settings
 from dp2o_cli.state import CliState
 
 from dp2o_core.config import COMPONENTS, load_config, resolved_config_record
@@ -35,14 +36,17 @@ def config(
     Components that are neither configured nor have an installed default are left out.
     """
     manager = ctx.ensure_object(CliState).manager
+    # without a config file, the backbone's paper settings (M, the selector) where no flag sets them
+    paper = backbone_settings(manager, backbone) if config_file is None else {}
     run_config = load_config(config_file).with_overrides(
         data=data,
         degradation=degradation,
         backbone=backbone,
         reward=reward,
-        selector=selector,
+        selector=selector or paper.get("selector"),
         weighting=weighting,
         seed=seed,
+        sample={"num_candidates": paper.get("num_candidates")},
     )
     keys = tuple(
         key

@@ -45,8 +45,9 @@ from dp2o_cli.options import (
     WeightingSpec,
 )
 from dp2o_cli.output import console
-from dp2o_cli.run_config import load_run_config
+from dp2o_cli.run_config import backbone_settings, load_run_config
 from dp2o_cli.runs import open_run
+from dp2o_cli.state import CliState
 from rich.markup import escape
 from rich.table import Table
 
@@ -100,7 +101,7 @@ def train(
     finished sampling or scoring needs --redo.
     """
     flags = {key: value for key, value in locals().items() if key not in NOT_CONFIGURATION}
-    config, source = train_config(**flags)
+    config, source = train_config(manager=ctx.ensure_object(CliState).manager, **flags)
     run_dir = config.run or default_run_dir(config.backbone.name)
     options = RunOptions(on_bad_image=on_bad_image, resume=resume, owns=SETTINGS_SECTIONS, redo=redo)
     context = open_run(ctx, run_dir, config, options)
@@ -135,6 +136,7 @@ def train_config(
     rounds: int | None = None,
     reference: str | None = None,
     fresh_data: bool | None = None,
+    manager: Any = None,
     **flags: Any,
 ) -> tuple[RunConfig, str]:
     """The configuration ``dp2o train`` (and ``dp2o check``) runs with, and where it comes from
@@ -143,7 +145,8 @@ def train_config(
     - the config file, when one is given;
     - else the run's own record (``RUN/config.json``) when the run exists: a run is continued
       as it was made, never redone with defaults because its flags were not repeated;
-    - else the embedded default for tiny-sr, else the paper's defaults.
+    - else the embedded default for tiny-sr, else the paper's defaults with the backbone's own
+      paper settings (M and the selector: C-FLUX samples 64 with N/M = 1/16) where no flag sets them.
     """
     sections = ("max_steps", "batch_size", "micro_batch_size", "learning_rate", "warmup_steps", "beta",
                 "loss", "swap_labels", "mixed_precision", "checkpoint_every", "tracker")  # fmt: skip
@@ -160,6 +163,9 @@ def train_config(
             base, source = embedded_default(), "embedded"
         else:
             source = "defaults"
+            paper = backbone_settings(manager, backbone)
+            num_candidates = num_candidates if num_candidates is not None else paper.get("num_candidates")
+            flags["selector"] = flags.get("selector") or paper.get("selector")
     config = load_run_config(
         config_file, base=base, run=run, train=train,
         sample={"num_candidates": num_candidates, "shared_noise": shared_noise},

@@ -74,3 +74,26 @@ def test_resolved_config_records_every_final_value_and_version(tmp_path, dp2o_pl
         "given": {"ratio": 0.125},  # what a later command on the run starts from
     }
     assert [p.name for p in path.parent.iterdir()] == ["config.json"]  # no temporary file left
+
+
+def test_a_backbones_paper_settings_are_its_defaults_unless_set(dp2o_cli, dp2o_plugin_manager, tmp_path):
+    """C-FLUX samples M = 64 with N/M = 1/16, C-SD2 M = 32 with 1/4, unless a flag says otherwise."""
+    from dp2o_cli.train_cmd import train_config
+
+    def resolved(*args: str) -> tuple[int, dict]:
+        record = json.loads(dp2o_cli("config", *args).stdout)
+        return record["sample"]["num_candidates"], record["components"]["selector"]["options"]
+
+    assert resolved("--backbone", "flux") == (64, {"ratio": 0.0625, "n": None})
+    assert resolved("--backbone", "flux:steps=10") == (64, {"ratio": 0.0625, "n": None})
+    assert resolved("--backbone", "flux", "--selector", "ratio=0.25") == (64, {"ratio": 0.25, "n": None})
+    assert resolved("--backbone", "sd2") == (32, {"ratio": 0.25, "n": None})
+    names = ("max_steps", "batch_size", "micro_batch_size", "learning_rate", "warmup_steps", "beta", "loss")
+    names += ("swap_labels", "mixed_precision", "checkpoint_every", "tracker")
+    flags = dict(config_file=None, run=tmp_path / "run", shared_noise=None, backbone="flux", selector=None)
+    flags |= dict.fromkeys(names)
+    config, source = train_config(num_candidates=None, manager=dp2o_plugin_manager, **flags)
+    assert source == "defaults" and config.sample.num_candidates == 64
+    assert str(config.selector) == "ratio:ratio=0.0625"
+    config, _ = train_config(num_candidates=16, manager=dp2o_plugin_manager, **flags)
+    assert config.sample.num_candidates == 16

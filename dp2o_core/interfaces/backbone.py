@@ -78,6 +78,10 @@ class Backbone(Implementation):
     stochastic: ClassVar[bool] = True
     #: Upscaling factor from LR to HR (a class attribute; an instance may set its own from its weights).
     scale: int = 4
+    #: The run settings of this backbone's setup in its paper — ``num_candidates`` (M) and the
+    #: ``selector`` spec — used by ``dp2o train``, ``check`` and ``config`` when neither a flag,
+    #: a config file nor the run's record sets them (C-FLUX: M = 64 with N/M = 1/16).
+    paper_settings: ClassVar[Mapping[str, Any]] = {}
     #: Estimated peak memory of sampling, in bytes per output pixel of one candidate in a batch
     #: (activations and decoded images, beyond the loaded weights): what :meth:`sampling_memory`
     #: multiplies out. A conservative guess; a backbone sets its own measured figure.

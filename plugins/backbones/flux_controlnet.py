@@ -66,6 +66,7 @@ class FluxControlNetBackbone(ControlNetBackbone):
 
     name = "flux-controlnet"
     Options = FluxControlNetOptions
+    paper_settings = {"num_candidates": 64, "selector": "ratio:ratio=0.0625"}  # N = 4 of M = 64
     base_attribute = "transformer"
     model_parts = (
         "transformer",

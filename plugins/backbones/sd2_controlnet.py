@@ -48,6 +48,7 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
 
     name = "sd2-controlnet"
     Options = Sd2ControlNetOptions
+    paper_settings = {"num_candidates": 32, "selector": "ratio:ratio=0.25"}  # N = 8 of M = 32
     base_attribute = "unet"
     model_parts = ("unet", "vae", "scheduler", "tokenizer", "text_encoder")
 
