@@ -126,6 +126,8 @@ def upscale(
                 refuse_too_large(job.source, model, num_candidates)  # from the header: nothing decoded yet
                 lr = read_image_tensor(job.source)
             except BadImageError as error:
+                if len(jobs) == 1:  # one input: skipping it would leave nothing to do
+                    raise error.unskippable() from None
                 if on_bad_image == "error":
                     raise
                 skipped.append(error)

@@ -437,12 +437,14 @@ class BicubicBaseline:
 def load_inputs(dataset, degradation, seed: int) -> list[EvalInput]:
     """A data set's items as evaluation inputs (LR synthesised by ``degradation`` where needed)."""
     from dp2o_core.errors import Dp2oError
-    from dp2o_core.imageio import array_to_tensor
+    from dp2o_core.imageio import BadImageError, array_to_tensor
 
     items = dataset.items()
     loaded = dataset.load(items, seed, degradation=degradation)
     inputs = []
     for item, sample in zip(items, loaded, strict=True):
+        if isinstance(sample, BadImageError):  # evaluation has no --on-bad-image: every input counts
+            raise Dp2oError(f"evaluation input {item.id!r}: {sample.unskippable()}")
         if isinstance(sample, Exception):
             raise Dp2oError(f"evaluation input {item.id!r}: {sample}")
         hr = None if sample.hr is None else array_to_tensor(sample.hr)

@@ -37,13 +37,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 class BadImageError(Dp2oError):
     """An input image that cannot be used; ``path`` and ``reason`` say which and why."""
 
-    def __init__(self, path: Path | str, reason: str) -> None:
+    def __init__(self, path: Path | str, reason: str, *, skippable: bool = True) -> None:
         self.path = Path(path)
         self.reason = reason
-        super().__init__(
-            f"bad image {self.path}: {reason}. Fix or remove the file, or pass --on-bad-image skip "
-            "to skip such files and list them at the end."
+        self.skippable = skippable
+        hint = (
+            ", or pass --on-bad-image skip to skip such files and list them at the end." if skippable else "."
         )
+        super().__init__(f"bad image {self.path}: {reason}. Fix or remove the file{hint}")
+
+    def unskippable(self) -> BadImageError:
+        """The same error for a command where skipping cannot help (one input, or no
+        ``--on-bad-image`` option): its message offers no skip."""
+        return BadImageError(self.path, self.reason, skippable=False)
 
 
 def read_image(path: Path | str, min_size: int = 1) -> np.ndarray:

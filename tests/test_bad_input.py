@@ -123,3 +123,19 @@ def test_the_sampling_memory_estimate_grows_with_the_output_and_the_chunk():
     assert model.sampling_memory(100, 100, 4) > 3 * one
     assert model.sampling_memory(100, 100, 8) - model.sampling_memory(100, 100, 4) < one
     assert one >= 100 * 100 * 16 * 700  # at least the measured 700 bytes per output pixel
+
+
+def test_the_skip_hint_is_given_only_where_skipping_can_help(dp2o_cli, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(b"not an image")
+    Image.new("RGB", (12, 10)).save(folder / "fine.png")
+    one = dp2o_cli("upscale", str(folder / "broken.png"), str(tmp_path / "o.png"), "--backbone", "tiny-sr")
+    assert one.exit_code == 1 and "bad image" in one.stderr and "--on-bad-image" not in one.stderr
+    several = dp2o_cli("upscale", str(folder), str(tmp_path / "out"), "--backbone", "tiny-sr")
+    assert several.exit_code == 1 and "--on-bad-image skip" in " ".join(several.stderr.split())
+    evaluated = dp2o_cli("eval", "--data", f"lr:path={folder}", "--backbone", "tiny-sr:steps=2", "-m", "2")
+    assert evaluated.exit_code == 1 and "bad image" in evaluated.stderr
+    assert "--on-bad-image" not in evaluated.stderr  # dp2o eval has no such option
