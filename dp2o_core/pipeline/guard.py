@@ -88,7 +88,7 @@ def discarded_work(stages: Sequence[Stage], ctx: RunContext) -> list[Discard]:
                 continue
             why, cause = own, f"{stage.name}{label}: {own}"
         changed[stage.name] = cause
-        done = store.status(stage.name).groups_done if record is not None else 0
+        done = _finished_groups(store, stage.name)
         if stage.name in COSTLY_STAGES and done:
             discards.append(Discard(f"{stage.name}{label}", done, why))
     if ctx.round is None and "train" in changed:
@@ -145,10 +145,15 @@ def _later_rounds(ctx: RunContext, why: str | None) -> list[Discard]:
         if reason is None:
             continue
         for stage in COSTLY_STAGES:
-            done = store.status(stage).groups_done if store.record(stage) is not None else 0
+            done = _finished_groups(store, stage)
             if done:
                 discards.append(Discard(f"{stage} (round {number})", done, reason))
     return discards
+
+
+def _finished_groups(store: RunStore, stage: str) -> int:
+    """Groups ``stage`` has committed (0 for a stage that never ran)."""
+    return store.status(stage).groups_done if store.record(stage) is not None else 0
 
 
 def config_differences(before: Mapping[str, Any], after: Mapping[str, Any], limit: int = 4) -> list[str]:

@@ -373,8 +373,7 @@ def candidate_side(ctx: RunContext) -> tuple[int, str] | None:
     """The shortest side of the run's candidates (pixels) and where it comes from, before they
     exist: the smallest LR side of a finished data stage × the backbone's scale, else the data
     set's HR ``crop``; None when unknown before the data stage (no crop)."""
-    store = ctx.store
-    scale = getattr(ctx.component("backbone").registration.cls, "scale", 4)
+    store, scale = ctx.store, backbone_scale(ctx)
     if store.status("data").state == "done":
         sides = [min(h, w) for h, w in lr_sizes(store)]
         return (min(sides) * scale, "the run's data") if sides else None
@@ -415,7 +414,7 @@ def candidates_bytes(ctx: RunContext) -> int | None:
     pixel; None when the output size is not known before the data stage (no crop)."""
     store, count = ctx.store, ctx.config.sample.num_candidates
     if store.status("data").state == "done":
-        scale = getattr(ctx.component("backbone").registration.cls, "scale", 4)
+        scale = backbone_scale(ctx)
         pixels = sum(h * w for h, w in lr_sizes(store))
         return int(count * pixels * scale * scale * CANDIDATE_BYTES_PER_PIXEL)
     crop = getattr(ctx.component("data").options, "crop", None)
@@ -426,6 +425,11 @@ def candidates_bytes(ctx: RunContext) -> int | None:
     except Dp2oError:  # the data check reports it
         return None
     return int(count * groups * crop * crop * CANDIDATE_BYTES_PER_PIXEL)
+
+
+def backbone_scale(ctx: RunContext) -> int:
+    """The configured backbone's upscaling factor, from its class (nothing is loaded)."""
+    return int(getattr(ctx.component("backbone").registration.cls, "scale", 4))
 
 
 def lr_sizes(store: Any) -> list[tuple[int, int]]:
