@@ -197,9 +197,15 @@ def test_the_photos_data_set_splits_scikit_images_photographs_into_train_and_hel
     def ids(spec):
         return [item.id for item in resolve_spec(dp2o_plugin_manager, "dataset", spec).build().items()]
 
-    train, held_out = ids("photos"), ids("photos:split=held-out")
+    train, held_out, unseen = ids("photos"), ids("photos:split=held-out"), ids("photos:split=unseen")
     assert held_out == ["astronaut", "chelsea"]
-    assert len(train) == 10 and not set(train) & set(held_out)
-    assert sorted(ids("photos:split=all")) == sorted(train + held_out)
+    assert unseen == ["astronaut", "chelsea", "coins", "grace_hopper", "moon"]
+    assert len(train) == 10 and not set(train) & set(unseen)
+    assert sorted(ids("photos:split=all")) == sorted(train + unseen)
+    assert ids("photos:split=unseen,include=[g*]") == ["grace_hopper"]
+    portrait = build(dp2o_plugin_manager, "photos:split=unseen,include=[grace*],crop=96")
+    degradation = resolve_spec(dp2o_plugin_manager, "degradation", "bicubic").build()
+    (sample,) = portrait.load(portrait.items(), seed=0, degradation=degradation)
+    assert sample.hr.shape == (96, 96, 3) and sample.lr.shape == (24, 24, 3) and sample.hr.std() > 10
     assert ids("photos:max_images=3") == train[:3]
     assert ids("photos:include=[c*]") == ["camera", "coffee"]

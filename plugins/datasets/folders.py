@@ -77,9 +77,11 @@ class _FolderDataset(Dataset):
         items = []
         crops = self.options.crops_per_image if as_hr else 1
         for path in self._listing(root):
-            prompt = prompt_for(path, root, table)
+            # a listing may add files from elsewhere (photos does): their id is their name
+            home = root if path.is_relative_to(root) else path.parent
+            prompt = prompt_for(path, home, table)
             hr, lr = (path, None) if as_hr else (None, path)
-            base = _relative_id(path, root)
+            base = _relative_id(path, home)
             for index in range(crops):
                 item_id = f"{base}-crop{index}" if crops > 1 else base
                 items.append(DataItem(item_id, hr=hr, lr=lr, prompt=prompt))
