@@ -14,7 +14,7 @@ from dp2o_cli.options import (
     WeightingSpec,
 )
 from dp2o_cli.output import print_json
-from dp2o_cli.run_config import backbone_settings
+from dp2o_cli.run_config import paper_settings_unset
 from dp2o_cli.state import CliState
 
 from dp2o_core.config import COMPONENTS, load_config, resolved_config_record
@@ -36,9 +36,10 @@ def config(
     Components that are neither configured nor have an installed default are left out.
     """
     manager = ctx.ensure_object(CliState).manager
-    # without a config file, the backbone's paper settings (M, the selector) where no flag sets them
-    paper = backbone_settings(manager, backbone) if config_file is None else {}
-    run_config = load_config(config_file).with_overrides(
+    # the backbone's paper settings (M, the selector) where neither a flag nor the file sets them
+    file_config = load_config(config_file)
+    paper = paper_settings_unset(manager, backbone, file_config if config_file is not None else None)
+    run_config = file_config.with_overrides(
         data=data,
         degradation=degradation,
         backbone=backbone,

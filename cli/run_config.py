@@ -16,6 +16,21 @@ def load_run_config(config_file: Path | None, base: RunConfig | None = None, **f
     return config.with_overrides(**flags)
 
 
+def paper_settings_unset(manager: Any, backbone: str | None, file_config: RunConfig | None) -> dict[str, Any]:
+    """The backbone's paper settings (M and the selector) that the config file, if any, leaves
+    unset: a file naming ``backbone = "flux"`` and no selector samples as C-FLUX did. The
+    backbone is the flag's, else the file's."""
+    if file_config is None:
+        return backbone_settings(manager, backbone)
+    name = backbone or file_config.backbone.name
+    paper = backbone_settings(manager, name)
+    if "selector" in file_config.model_fields_set:
+        paper.pop("selector", None)
+    if "sample" in file_config.model_fields_set and "num_candidates" in file_config.sample.model_fields_set:
+        paper.pop("num_candidates", None)
+    return paper
+
+
 def backbone_settings(manager: Any, backbone: str | None) -> dict[str, Any]:
     """The run settings of the named backbone's paper setup (``Backbone.paper_settings``), for a
     command that was given none of them; empty without a backbone name."""

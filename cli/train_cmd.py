@@ -45,13 +45,13 @@ from dp2o_cli.options import (
     WeightingSpec,
 )
 from dp2o_cli.output import console
-from dp2o_cli.run_config import backbone_settings, load_run_config
+from dp2o_cli.run_config import load_run_config, paper_settings_unset
 from dp2o_cli.runs import open_run
 from dp2o_cli.state import CliState
 from rich.markup import escape
 from rich.table import Table
 
-from dp2o_core.config import SETTINGS_SECTIONS, RunConfig, recorded_config
+from dp2o_core.config import SETTINGS_SECTIONS, RunConfig, load_config, recorded_config
 from dp2o_core.pipeline import Pipeline, RunContext, RunOptions, StageRun, run_rounds, tuned_spec
 from dp2o_core.presets import embedded_default
 from dp2o_core.specs import parse_spec
@@ -153,8 +153,11 @@ def train_config(
     train = {key: flags.pop(key) for key in sections}
     backbone = flags.get("backbone")
     backbone_name = parse_spec(backbone, "backbone").name if backbone is not None else None
-    base, source = None, "file"
-    if config_file is None:
+    base, source, paper = None, "file", {}
+    if config_file is not None:
+        base = load_config(config_file)
+        paper = paper_settings_unset(manager, backbone, base)
+    else:
         recorded = recorded_config(RunStore(run or default_run_dir(backbone_name)))
         # tiny-sr's natural setting is the embedded one; other backbones start from the paper's defaults
         if recorded is not None:
@@ -163,11 +166,11 @@ def train_config(
             base, source = embedded_default(), "embedded"
         else:
             source = "defaults"
-            paper = backbone_settings(manager, backbone)
-            num_candidates = num_candidates if num_candidates is not None else paper.get("num_candidates")
-            flags["selector"] = flags.get("selector") or paper.get("selector")
+            paper = paper_settings_unset(manager, backbone, None)
+    num_candidates = num_candidates if num_candidates is not None else paper.get("num_candidates")
+    flags["selector"] = flags.get("selector") or paper.get("selector")
     config = load_run_config(
-        config_file, base=base, run=run, train=train,
+        None, base=base, run=run, train=train,
         sample={"num_candidates": num_candidates, "shared_noise": shared_noise},
         rounds={"count": rounds, "reference": reference, "fresh_data": fresh_data}, **flags,
     )  # fmt: skip

@@ -97,3 +97,36 @@ def test_a_backbones_paper_settings_are_its_defaults_unless_set(dp2o_cli, dp2o_p
     assert str(config.selector) == "ratio:ratio=0.0625"
     config, _ = train_config(num_candidates=16, manager=dp2o_plugin_manager, **flags)
     assert config.sample.num_candidates == 16
+
+
+def test_a_config_file_naming_a_backbone_gets_its_paper_settings_where_it_sets_none(dp2o_cli, tmp_path):
+    """A file saying only ``backbone = "flux"`` samples as C-FLUX did; what the file sets wins."""
+
+    def resolved(text: str, *args: str) -> tuple[int, dict]:
+        path = tmp_path / "run.toml"
+        path.write_text(text)
+        record = json.loads(dp2o_cli("config", "--config", str(path), *args).stdout)
+        return record["sample"]["num_candidates"], record["components"]["selector"]["options"]
+
+    assert resolved('backbone = "flux"\n') == (64, {"ratio": 0.0625, "n": None})
+    assert resolved('backbone = "sd2"\n', "--backbone", "flux") == (64, {"ratio": 0.0625, "n": None})
+    flux16 = 'backbone = "flux"\n[sample]\nnum_candidates = 16\n'
+    assert resolved(flux16) == (16, {"ratio": 0.0625, "n": None})
+    assert resolved('backbone = "flux"\nselector = "ratio=0.5"\n[sample]\nshared_noise = true\n') == (
+        64,
+        {"ratio": 0.5, "n": None},
+    )
+    assert resolved('backbone = "tiny-sr"\n')[0] == 32  # no paper settings: the generic default
+
+
+def test_dp2o_train_with_a_config_file_applies_its_backbones_paper_settings(dp2o_plugin_manager, tmp_path):
+    from dp2o_cli.train_cmd import train_config
+
+    path = tmp_path / "flux.toml"
+    path.write_text('backbone = "flux"\n[train]\nbeta = 2000\n')
+    names = ("max_steps", "batch_size", "micro_batch_size", "learning_rate", "warmup_steps", "beta", "loss")
+    names += ("swap_labels", "mixed_precision", "checkpoint_every", "tracker", "backbone", "selector")
+    flags = dict(run=tmp_path / "run", shared_noise=None) | dict.fromkeys(names)
+    config, source = train_config(config_file=path, num_candidates=None, manager=dp2o_plugin_manager, **flags)
+    assert source == "file" and config.sample.num_candidates == 64 and config.train.beta == 2000
+    assert str(config.selector) == "ratio:ratio=0.0625"
