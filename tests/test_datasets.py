@@ -113,6 +113,27 @@ def test_realsrs_own_layout_pairs_files_side_by_side_and_reduces_an_lr_at_hr_siz
         build(dp2o_plugin_manager, f"paired:path={empty}").items()
 
 
+def test_drealsrs_layout_is_found_by_itself(dp2o_plugin_manager, tmp_path):
+    """DRealSR unpacks as x4/Test_x4/test_HR/<name>_x4.png (HR) beside test_LR/<name>_x1.png (LR)."""
+    test = tmp_path / "DRealSR" / "x4" / "Test_x4"
+    (test / "test_HR").mkdir(parents=True)
+    (test / "test_LR").mkdir()
+    for name, source in (("Canon_10", "astronaut"), ("sony_7", "coffee")):
+        hr = photo(source, 128)
+        Image.fromarray(hr).save(test / "test_HR" / f"{name}_x4.png")
+        Image.fromarray(hr[::4, ::4]).save(test / "test_LR" / f"{name}_x1.png")
+    dataset = build(dp2o_plugin_manager, f"paired:path={test},crop=64,crop_mode=random")
+    items = dataset.items()
+    assert [(i.id, i.hr.name, i.lr.name) for i in items] == [
+        ("Canon_10", "Canon_10_x4.png", "Canon_10_x1.png"),
+        ("sony_7", "sony_7_x4.png", "sony_7_x1.png"),
+    ]
+    for sample in dataset.load(items, seed=1):
+        assert np.array_equal(sample.lr, sample.hr[::4, ::4])
+    with pytest.raises(UsageError, match=rf"did you mean path={test}\?"):
+        build(dp2o_plugin_manager, f"paired:path={tmp_path / 'DRealSR' / 'x4'}").items()
+
+
 def test_paired_folder_trims_hr_and_rejects_too_small_hr(dp2o_plugin_manager, tmp_path):
     (tmp_path / "HR").mkdir()
     (tmp_path / "LR").mkdir()

@@ -180,12 +180,21 @@ class HrFolderDataset(_FolderDataset):
 class PairedOptions(FolderOptions):
     """Options of a paired LR/HR folder."""
 
-    hr_dir: str = Field("HR", description="Sub-folder of path with the HR images.")
-    lr_dir: str = Field("LR", description="Sub-folder of path with the LR images.")
+    hr_dir: str | None = Field(
+        None, description="Sub-folder with the HR images (found by itself: HR, test_HR, train_HR, gt)."
+    )
+    lr_dir: str | None = Field(
+        None, description="Sub-folder with the LR images (found by itself: LR, test_LR, train_LR, lq)."
+    )
     strip: list[str] = Field(
         ["_HR", "_LR", "_LR2", "_LR3", "_LR4", "_x1", "_x2", "_x3", "_x4"],
         description="Name endings removed before matching LR to HR files (RealSR, DRealSR naming).",
     )
+
+
+#: The (HR, LR) sub-folder pairs of common paired test sets, tried in order when hr_dir and
+#: lr_dir are not given: plain, DRealSR's (Test_x4/test_HR beside test_LR) and BasicSR's.
+PAIRED_LAYOUTS = (("HR", "LR"), ("test_HR", "test_LR"), ("train_HR", "train_LR"), ("gt", "lq"), ("GT", "LQ"))
 
 
 class PairedFolderDataset(_FolderDataset):
@@ -205,7 +214,7 @@ class PairedFolderDataset(_FolderDataset):
 
     def items(self) -> list[DataItem]:
         root = self._root()
-        hr_root, lr_root = root / self.options.hr_dir, root / self.options.lr_dir
+        hr_root, lr_root = self._folders(root)
         hr_files, lr_files = (
             self._side_by_side(root) if not (hr_root.is_dir() or lr_root.is_dir()) else ([], [])
         )
@@ -217,6 +226,7 @@ class PairedFolderDataset(_FolderDataset):
                     raise UsageError(
                         f"paired data: {folder} is not a folder (option {option} of --data), and {root} "
                         "holds no *_HR / *_LR<scale> files side by side (RealSR's layout)"
+                        + _layout_hint(root)
                     )
             hr_files, lr_files = self._listing(hr_root), self._listing(lr_root)
         lr_by_key = {self._key(p, lr_root): p for p in lr_files}
@@ -240,15 +250,23 @@ class PairedFolderDataset(_FolderDataset):
             )
         return self._limit(items)
 
+    def _folders(self, root: Path) -> tuple[Path, Path]:
+        """The HR and LR folders: the options', else the first known layout present under root."""
+        if self.options.hr_dir is None and self.options.lr_dir is None:
+            for hr_dir, lr_dir in PAIRED_LAYOUTS:
+                if (root / hr_dir).is_dir() and (root / lr_dir).is_dir():
+                    return root / hr_dir, root / lr_dir
+        return root / (self.options.hr_dir or "HR"), root / (self.options.lr_dir or "LR")
+
     def _side_by_side(self, root: Path) -> tuple[list[Path], list[Path]]:
-        """HR and LR files kept in one folder, told apart by their name endings (``_HR`` /
-        ``_x1`` against ``_LR``, ``_LR<k>``, ``_x<k>``): RealSR's layout. Empty lists when the
-        folder holds no such pair."""
+        """HR and LR files kept in one folder, told apart by their name endings (``_HR``
+        against ``_LR``, ``_LR<k>``): RealSR's layout. Empty lists when the folder holds no
+        such pair. (DRealSR's ``_x4`` HR and ``_x1`` LR live in separate folders.)"""
         if not root.is_dir():
             return [], []
         images = list_images(root, tuple(self.options.include))
-        hr_endings = ("_HR", "_x1")
-        lr_endings = tuple(e for e in self.options.strip if e and e not in hr_endings)
+        hr_endings = ("_HR",)
+        lr_endings = tuple(e for e in self.options.strip if e.startswith("_LR"))
         hr = [p for p in images if p.stem.endswith(hr_endings)]
         lr = [p for p in images if p.stem.endswith(lr_endings) and p not in hr]
         return hr, lr
@@ -290,6 +308,19 @@ class PairedFolderDataset(_FolderDataset):
             return DataSample(item, lr=lr, hr=hr, crop=(top, left), seed=derive_seed(seed, item.id))
 
         return self._map(read, items)
+
+
+def _layout_hint(root: Path) -> str:
+    """'; did you mean path=…' when a known HR/LR folder pair lies up to two levels below root
+    (DRealSR unpacks as DRealSR/x4/Test_x4/test_HR, …)."""
+    if not root.is_dir():
+        return ""
+    for hr_dir, lr_dir in PAIRED_LAYOUTS:
+        for depth in ("*", "*/*"):
+            found = sorted(p.parent for p in root.glob(f"{depth}/{hr_dir}") if (p.parent / lr_dir).is_dir())
+            if found:
+                return f"; did you mean path={found[0]}?"
+    return ""
 
 
 def reduce_registered_lr(lr, scale: int):
