@@ -44,3 +44,16 @@ def safetensors_problem(path: Path) -> str | None:
     if size > expected:
         return f"is {size} bytes but its header describes {expected}"
     return None
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's name and shape, from the header of a whole safetensors file (check it
+    with :func:`safetensors_problem` first): what a state dict is, without loading it."""
+    with open(path, "rb") as file:
+        (length,) = struct.unpack("<Q", file.read(8))
+        header = json.loads(file.read(length))
+    return {
+        key: tuple(int(n) for n in entry["shape"])
+        for key, entry in header.items()
+        if key != "__metadata__" and isinstance(entry, dict)
+    }

