@@ -337,7 +337,7 @@ def test_progress_moves_within_a_step_micro_batch_by_micro_batch(x0_model, tmp_p
 
 
 def test_a_batch_larger_than_the_pairs_and_a_long_warm_up_are_said_before_training():
-    from dp2o_core.pipeline.method import training_warnings
+    from dp2o_core.stages.train import training_warnings
 
     settings = TrainSettings(batch_size=1024, max_steps=4, warmup_steps=50, learning_rate=2e-5)
     batch, warmup = training_warnings(settings, pairs=4)

@@ -1,8 +1,11 @@
 """The method as one pipeline: data → sample → score → pairs → train → eval.
 
-Modules: ``context`` (RunContext, RunOptions, Reporter, StageRun), ``stage`` (the Stage base
-class), ``method`` (the six stages), ``runner`` (Pipeline), ``tuned`` (the tuned model's spec),
-``rounds`` (iterative on-policy rounds, each a run of its own in ``RUN/rounds/<r>/``).
+This package is the machinery: ``context`` (RunContext, RunOptions, Reporter, StageRun),
+``stage`` (the Stage base class), ``runner`` (Pipeline), ``checks`` (the checks several stages
+share: items, metric sizes, disk), ``guard`` (refusing to discard finished work), ``tuned``
+(the tuned model's spec), ``rounds`` (iterative on-policy rounds, each a run of its own in
+``RUN/rounds/<r>/``). Each stage is one module of :mod:`dp2o_core.stages` holding its Stage
+class and its work together (``stages/data.py``: DataStage and the data stage's writer; …).
 
 Each stage is a :class:`Stage` object: its name (its upstream stages come from the run
 store's :data:`~dp2o_core.store.runstore.STAGES`), the components it needs, a
@@ -23,17 +26,10 @@ commands cannot drift apart. Library users drive it the same way::
     Pipeline.method().select("data", "sample").run(ctx)
 """
 
+from typing import Any
+
+from dp2o_core.pipeline.checks import candidates_bytes, items_check
 from dp2o_core.pipeline.context import ProgressCallbacks, Reporter, RunContext, RunOptions, StageRun
-from dp2o_core.pipeline.method import (
-    DataStage,
-    EvalStage,
-    PairsStage,
-    SampleStage,
-    ScoreStage,
-    TrainStage,
-    candidates_bytes,
-    items_check,
-)
 from dp2o_core.pipeline.rounds import next_round, round_dir, round_evaluations, round_numbers, run_rounds
 from dp2o_core.pipeline.runner import Pipeline, describe_status
 from dp2o_core.pipeline.stage import Stage
@@ -64,3 +60,21 @@ __all__ = [
     "run_rounds",
     "tuned_spec",
 ]
+
+#: Stage classes, exported here and imported on first use (their modules load numpy and more).
+_STAGE_MODULES = {
+    "DataStage": "data",
+    "SampleStage": "sample",
+    "ScoreStage": "score",
+    "PairsStage": "pairs",
+    "TrainStage": "train",
+    "EvalStage": "eval",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STAGE_MODULES:
+        import importlib
+
+        return getattr(importlib.import_module(f"dp2o_core.stages.{_STAGE_MODULES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

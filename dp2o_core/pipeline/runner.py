@@ -8,7 +8,6 @@ from dp2o_core.config import SETTINGS_SECTIONS, record_run_config
 from dp2o_core.errors import Dp2oError
 from dp2o_core.pipeline.context import RunContext, StageRun, _ignore
 from dp2o_core.pipeline.guard import refuse_discarding
-from dp2o_core.pipeline.method import DataStage, EvalStage, PairsStage, SampleStage, ScoreStage, TrainStage
 from dp2o_core.pipeline.stage import Stage
 from dp2o_core.preflight import Check, ensure
 from dp2o_core.specs import Resolved
@@ -30,6 +29,15 @@ class Pipeline:
     @classmethod
     def method(cls) -> Pipeline:
         """Every stage of the method, in order."""
+        # each stage is one module of dp2o_core.stages, imported when a pipeline is made (the
+        # pairs stage needs numpy, which a command such as `dp2o plugins` never loads)
+        from dp2o_core.stages.data import DataStage
+        from dp2o_core.stages.eval import EvalStage
+        from dp2o_core.stages.pairs import PairsStage
+        from dp2o_core.stages.sample import SampleStage
+        from dp2o_core.stages.score import ScoreStage
+        from dp2o_core.stages.train import TrainStage
+
         return cls([DataStage(), SampleStage(), ScoreStage(), PairsStage(), TrainStage(), EvalStage()])
 
     def select(self, *names: str) -> Pipeline:

@@ -13,6 +13,10 @@ from typing import Any, Literal
 
 from dp2o_core.imageio import BadImageError, write_png
 from dp2o_core.interfaces import DataItem, DataSample, Dataset, Degradation
+from dp2o_core.pipeline.checks import data_items, items_check
+from dp2o_core.pipeline.context import RunContext, StageRun
+from dp2o_core.pipeline.stage import Stage
+from dp2o_core.preflight import Check
 from dp2o_core.store import ProcessInfo, RunStore
 
 OnBadImage = Literal["error", "skip"]
@@ -122,3 +126,56 @@ def _store_sample(store: RunStore, sample: DataSample) -> dict[str, Any]:
         "lr_width": sample.lr.shape[1],
         "seed": sample.seed,
     }
+
+
+class DataStage(Stage):
+    """List, load and degrade the data set once; store LR (and HR) images."""
+
+    name = "data"
+    unit = "images"
+
+    def components(self, ctx: RunContext) -> tuple[str, ...]:
+        return () if self.kept(ctx) else ("data", "degradation")
+
+    def kept(self, ctx: RunContext) -> str | None:
+        if ctx.round is not None and not ctx.config.rounds.fresh_data:
+            return "round 1's data"
+        return "no --data given; using the run's" if ctx.keeps_run_data else None
+
+    def config(self, ctx: RunContext) -> dict[str, Any]:
+        return data_stage_config(
+            ctx.build("data"),
+            ctx.component("data").as_record(),
+            ctx.component("degradation").as_record(),
+            ctx.seed,
+        )
+
+    def group_signatures(self, ctx: RunContext) -> Mapping[str, str]:
+        # every item's files are listed and stat'ed once: for the fingerprint and for the writer
+        if "item_signatures" not in ctx.computed:
+            ctx.computed["item_signatures"] = item_signatures(ctx.build("data"), data_items(ctx))
+        return ctx.computed["item_signatures"]
+
+    def checks(self, ctx: RunContext) -> list[Check]:
+        return [*super().checks(ctx), *items_check(ctx, "data")]
+
+    def run(self, ctx: RunContext, config: dict[str, Any]) -> StageRun:
+        if ctx.config.data.name is None:
+            name = ctx.component("data").registration.name
+            ctx.reporter.announce(self.name, f"no --data given — using the default data set {name!r}")
+        dataset = ctx.build("data")
+        with ctx.reporter.progress([(self.name, "groups")]) as [(start, advance)]:
+            result = run_data_stage(
+                ctx.store,
+                dataset,
+                config,
+                degradation=ctx.build("degradation") if dataset.synthesises_lr else None,
+                seed=ctx.seed,
+                process=ctx.process,
+                on_bad_image=ctx.options.on_bad_image,
+                batch_size=ctx.options.data_batch_size,
+                signatures=self.group_signatures(ctx),
+                on_start=start,
+                on_progress=advance,
+            )
+        return StageRun(units=len(ctx.store.done_groups("data")), result=result)

@@ -27,6 +27,9 @@ from dp2o_core.errors import Dp2oError, short_reason
 from dp2o_core.interfaces import GroupPairs, PairSelector, RewardModel, Weighting
 from dp2o_core.interfaces.weighting import BlockWeights, PairBlock
 from dp2o_core.options import RUNTIME
+from dp2o_core.pipeline.context import RunContext, StageRun
+from dp2o_core.pipeline.stage import Stage
+from dp2o_core.preflight import Check, component_checks
 from dp2o_core.specs import Resolved
 from dp2o_core.store import ProcessInfo, RunStore
 from dp2o_core.store.fingerprint import file_signature
@@ -555,3 +558,35 @@ def _cast_column(path: Path, table: Any, name: str, kind: Any) -> Any:
         raise Dp2oError(
             f"scores table {path}: column {name!r} must hold {what} in every row ({short_reason(error)})"
         ) from None
+
+
+class PairsStage(Stage):
+    """Rewards, preference pairs and their weights from the scores (process 0 alone: the
+    inter-group weight needs every group)."""
+
+    name = "pairs"
+    unit = "pairs"
+    main_only = True
+
+    def components(self, ctx: RunContext) -> tuple[str, ...]:
+        return ("reward", "selector", "weighting")
+
+    def config(self, ctx: RunContext) -> dict[str, Any]:
+        return pairs_stage_config({key: ctx.component(key) for key in self.components(ctx)})
+
+    def checks(self, ctx: RunContext) -> list[Check]:
+        # the reward only recombines stored scores here: its metrics' weights are not needed
+        return [check for key in ("selector", "weighting") for check in component_checks(ctx.component(key))]
+
+    def run(self, ctx: RunContext, config: dict[str, Any]) -> StageRun:
+        result = make_pairs(
+            ctx.store, ctx.build("reward"), ctx.build("selector"), ctx.build("weighting"), config
+        )
+        s = result.summary
+        note = (
+            f"{s.pairs} pairs from {s.groups} groups; weight mean {s.weight_mean:.3f} "
+            f"(min {s.weight_min:.3f}, max {s.weight_max:.3f}); reward gap mean {s.gap_mean:.3f}"
+        )
+        if s.groups_without_pairs:
+            note += f"; {s.groups_without_pairs} groups without pairs (the selector chose none)"
+        return StageRun(units=s.pairs, result=result, note=note)

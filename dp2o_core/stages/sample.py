@@ -20,6 +20,10 @@ from dp2o_core.atomic import atomic_path
 from dp2o_core.imageio import read_image_tensor, write_png
 from dp2o_core.interfaces import Backbone
 from dp2o_core.options import RUNTIME, TRAINING
+from dp2o_core.pipeline.checks import candidates_bytes
+from dp2o_core.pipeline.context import RunContext, StageRun
+from dp2o_core.pipeline.stage import Stage
+from dp2o_core.preflight import Check, free_disk_check
 from dp2o_core.specs import Resolved
 from dp2o_core.store import ProcessInfo, RunStore
 from dp2o_core.store.fingerprint import derive_seed
@@ -156,3 +160,43 @@ def load_prompt_files(store: RunStore) -> dict[str, dict[str, Any]]:
             if text is not None:
                 cache[text] = {key: handle.get_tensor(key) for key in handle.keys()}
     return cache
+
+
+class SampleStage(Stage):
+    """M candidates per LR input from the frozen backbone."""
+
+    name = "sample"
+    unit = "candidates"
+
+    def components(self, ctx: RunContext) -> tuple[str, ...]:
+        return ("backbone",)
+
+    def config(self, ctx: RunContext) -> dict[str, Any]:
+        settings = ctx.config.sample
+        return sample_stage_config(
+            ctx.component(ctx.base_backbone),
+            ctx.seed,
+            settings.num_candidates,
+            settings.shared_noise,
+        )
+
+    def checks(self, ctx: RunContext) -> list[Check]:
+        estimate = candidates_bytes(ctx)
+        disk = [] if estimate is None else [free_disk_check(ctx.store.root, estimate, "the candidates")]
+        return [*super().checks(ctx), *disk]
+
+    def run(self, ctx: RunContext, config: dict[str, Any]) -> StageRun:
+        settings = ctx.config.sample
+        with ctx.reporter.progress([(self.name, "images")]) as [(start, advance)]:
+            sampled = run_sample_stage(
+                ctx.store,
+                ctx.build("backbone"),
+                config,
+                seed=ctx.seed,
+                count=settings.num_candidates,
+                shared_noise=settings.shared_noise,
+                process=ctx.process,
+                on_start=start,
+                on_progress=advance,
+            )
+        return StageRun(units=settings.num_candidates * sampled, result=sampled)

@@ -15,6 +15,10 @@ from dp2o_core.errors import Dp2oError
 from dp2o_core.imageio import read_image, read_image_tensor
 from dp2o_core.interfaces import RewardModel
 from dp2o_core.options import RUNTIME
+from dp2o_core.pipeline.checks import metric_size_checks
+from dp2o_core.pipeline.context import RunContext, StageRun
+from dp2o_core.pipeline.stage import Stage
+from dp2o_core.preflight import Check
 from dp2o_core.specs import Resolved
 from dp2o_core.store import ProcessInfo, RunStore
 
@@ -127,3 +131,33 @@ def check_scores(scores: Mapping[str, Any], group_id: str, candidates: list[int]
                     "cannot score such an image (a flat or too small crop) needs another reward, or data "
                     "without such images"
                 )
+
+
+class ScoreStage(Stage):
+    """Raw scores of every candidate for every metric the reward needs."""
+
+    name = "score"
+    unit = "candidates"
+
+    def components(self, ctx: RunContext) -> tuple[str, ...]:
+        return ("reward",)
+
+    def config(self, ctx: RunContext) -> dict[str, Any]:
+        return score_stage_config(ctx.build("reward"), ctx.component("reward"))
+
+    def checks(self, ctx: RunContext) -> list[Check]:
+        return [*super().checks(ctx), *metric_size_checks(ctx)]
+
+    def run(self, ctx: RunContext, config: dict[str, Any]) -> StageRun:
+        sample_config = (ctx.store.record("sample") or {}).get("config", {})
+        per_group = int(sample_config.get("num_candidates", 0) or 0) or 1
+        with ctx.reporter.progress([(self.name, "groups")]) as [(start, advance)]:
+            scored = run_score_stage(
+                ctx.store,
+                ctx.build("reward"),
+                config,
+                process=ctx.process,
+                on_start=start,
+                on_progress=advance,
+            )
+        return StageRun(units=per_group * scored, result=scored)

@@ -13,7 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
+from dp2o_core.errors import UsageError
 from dp2o_core.options import RUNTIME, options_with_role
+from dp2o_core.pipeline.context import RunContext, StageRun
+from dp2o_core.pipeline.rounds import starting_weights
+from dp2o_core.pipeline.stage import Stage
 from dp2o_core.specs import Resolved
 from dp2o_core.store import RunStore
 from dp2o_core.store.lock import StageLock
@@ -111,3 +115,79 @@ def train_progress(store: RunStore) -> tuple[int, int | None]:
         return int(completion.get("steps", 0)), total
     found = complete_checkpoints(store.stage_dir("train") / "checkpoints")
     return (found[-1][0] if found else 0), total
+
+
+class TrainStage(Stage):
+    """Weighted Diffusion-DPO on the run's pairs, resumable from its checkpoints."""
+
+    name = "train"
+    unit = "steps"
+
+    def components(self, ctx: RunContext) -> tuple[str, ...]:
+        return (ctx.trained_backbone,)
+
+    def config(self, ctx: RunContext) -> dict[str, Any]:
+        return train_stage_config(ctx.component(ctx.base_backbone), ctx.config.train, ctx.seed)
+
+    def forced(self, ctx: RunContext) -> str | None:
+        return None if ctx.options.resume else "--restart — training from the start"
+
+    def run(self, ctx: RunContext, config: dict[str, Any]) -> StageRun:
+        if ctx.accelerator is None:
+            raise UsageError("the train stage needs an accelerator in its RunContext (make_accelerator)")
+        settings = ctx.config.train
+        for warning in training_warnings(settings, pairs=ctx.store.status("pairs").rows.get("pairs")):
+            ctx.reporter.note(self.name, warning)
+        bars = [("conditions", "groups"), ("train", "steps")]
+        with ctx.reporter.progress(bars) as [prepare_callbacks, (start, advance)]:
+            start(settings.max_steps)
+            shown = [0.0]  # steps shown, fractions of a step included
+
+            def on_micro_batch(done: int, count: int) -> None:
+                if done < count:  # the step's last micro-batch is shown with its metrics
+                    advance(1 / count)
+                    shown[0] += 1 / count
+
+            def on_step(metrics: Any) -> None:
+                advance(
+                    metrics.step - shown[0],
+                    note=f"loss {metrics.loss:.4f}  acc {metrics.implicit_accuracy:.2f}  "
+                    f"margin {metrics.reward_margin:+.3f}",
+                )
+                shown[0] = float(metrics.step)
+
+            result = run_train_stage(
+                ctx.store,
+                ctx.build(ctx.trained_backbone),
+                settings,
+                config,
+                ctx.accelerator,
+                seed=ctx.seed,
+                resume=ctx.options.resume,
+                on_prepare=prepare_callbacks,
+                on_step=on_step,
+                on_micro_batch=on_micro_batch,
+                start_from=starting_weights(ctx),
+            )
+        return StageRun(units=result.steps - (result.resumed_from or 0), result=result)
+
+
+def training_warnings(settings: Any, pairs: int | None) -> list[str]:
+    """What is worth saying before training starts: a batch larger than the run's pairs (every
+    pair repeated within each step, at that many times the cost) and a warm-up longer than the
+    run (the learning rate never reaches its value)."""
+    warnings = []
+    if pairs and settings.batch_size > pairs:
+        warnings.append(
+            f"warning: a step of {settings.batch_size} pairs (--batch-size) exceeds the run's {pairs} pairs: "
+            f"each step uses every pair about {settings.batch_size / pairs:.0f} times, at that many times "
+            f"the cost. Pass --batch-size {pairs} (or fewer), or make more pairs (more inputs, a larger -m)"
+        )
+    if settings.warmup_steps > settings.max_steps:
+        reached = settings.learning_rate * settings.max_steps / settings.warmup_steps
+        warnings.append(
+            f"warning: the warm-up of {settings.warmup_steps} steps is longer than the run's "
+            f"{settings.max_steps}: the learning rate ends at {reached:.2g}, never reaching "
+            f"{settings.learning_rate:g}. Pass --warmup-steps {max(1, settings.max_steps // 10)} (or 0)"
+        )
+    return warnings
