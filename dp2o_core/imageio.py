@@ -171,6 +171,25 @@ def upsample_bicubic(lr: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
+def upsample_pillow(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """LR images (N×3×h×w in [0, 1]) as 8-bit RGB enlarged ×scale by Pillow's bicubic filter,
+    back in [0, 1]: the control image the DP²O-SR authors' scripts make (``Image.resize``).
+    Pillow's cubic kernel (a = −0.5) differs from torch's (a = −0.75) by a few grey levels at
+    edges, which a released ControlNet would see."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    enlarged = []
+    for image in lr:
+        levels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+        array = levels.permute(1, 2, 0).cpu().numpy()
+        size = (array.shape[1] * scale, array.shape[0] * scale)
+        resized = np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BICUBIC))
+        enlarged.append(torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 255)
+    return torch.stack(enlarged).to(lr.device)
+
+
 def write_png(path: Path | str, array: np.ndarray) -> None:
     """Write an H×W×3 ``uint8`` array as PNG atomically (temporary file, then rename)."""
     import numpy as np

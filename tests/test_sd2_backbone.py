@@ -34,7 +34,10 @@ def test_sampling_shapes_range_and_seed_reproducibility(dp2o_plugin_manager, tin
     assert result.images.min() >= 0 and result.images.max() <= 1
     assert result.latents.shape == (2, 3, 4, 8, 8)
     again = model.sample(lr[1:], [[5]])
-    assert torch.allclose(again.images[0, 0], result.images[1, 1], atol=1e-5)  # batching does not matter
+    # batching does not matter: the colour fix works on 8-bit images, so a rounding flipped by
+    # batched arithmetic moves the odd pixel by a grey level or two
+    difference = (again.images[0, 0] - result.images[1, 1]).abs()
+    assert difference.max() < 2.5 / 255 and (difference < 1e-5).float().mean() > 0.99
     assert not torch.allclose(result.images[0, 0], result.images[0, 1])  # seeds differ
 
 

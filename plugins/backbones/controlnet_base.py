@@ -26,7 +26,7 @@ from pydantic import Field
 
 from dp2o_core import Backbone, PluginOptions, SampleResult, runtime_option, training_option
 from dp2o_core.errors import Dp2oError
-from dp2o_core.imageio import upsample_bicubic
+from dp2o_core.imageio import upsample_pillow
 
 #: The ``controlnet`` value that asks for a ControlNet made from the base model.
 NEW_CONTROLNET = "new"
@@ -189,8 +189,9 @@ class ControlNetBackbone(Backbone):
         return F.pad(images, (0, right, 0, bottom), mode="replicate")
 
     def upsample(self, lr):
-        """The control image: LR bicubic-upsampled ×scale, in [0, 1], padded to the size grid."""
-        return self.pad_to_grid(upsample_bicubic(lr, self.scale))
+        """The control image, made as the DP²O-SR authors' scripts make it — the LR as 8-bit RGB
+        enlarged ×scale by Pillow's bicubic — in [0, 1], padded to the size grid."""
+        return self.pad_to_grid(upsample_pillow(lr, self.scale))
 
     def sample(
         self, lr, seeds: Sequence[Sequence[int]], prompts: Sequence[str] | None = None

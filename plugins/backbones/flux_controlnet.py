@@ -186,8 +186,10 @@ class FluxControlNetBackbone(ControlNetBackbone):
         import torch
 
         height, width = control.shape[-2:]
+        # in [-1, 1], as the authors' script passes it and as training encodes it: the pipeline
+        # takes a tensor as it is (a [0, 1] tensor would reach the VAE unnormalised)
         image = self.pipe.prepare_image(
-            image=control,
+            image=control * 2 - 1,
             width=width,
             height=height,
             batch_size=1,
