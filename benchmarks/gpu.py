@@ -102,7 +102,7 @@ def stock_sampling(pipe, model, kind: str, control, seeds, steps: int):
         else:
             out = pipe(
                 prompt="",
-                control_image=control.to(model.dtype),
+                control_image=(control * 2 - 1).to(model.dtype),  # a tensor reaches the VAE as it is
                 guidance_scale=model.options.guidance_scale,
                 max_sequence_length=model.options.max_sequence_length,
                 **common,

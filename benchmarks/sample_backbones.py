@@ -69,7 +69,7 @@ def run_stock(pipe, model, kind: str, lr, seeds, steps: int):
             else:
                 out = pipe(
                     prompt="",
-                    control_image=control,
+                    control_image=control * 2 - 1,  # a tensor reaches the VAE as it is
                     num_inference_steps=steps,
                     guidance_scale=2.5,
                     generator=generator,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from dp2o_cli.options import BackboneSpec, ConfigFile, NumOutputs
@@ -118,36 +118,60 @@ def upscale(
     jobs = plan_upscale(source, target, num_candidates)
     model = config.resolve(manager, ("backbone",))["backbone"].build()
     seeds = [seed + m for m in range(num_candidates)]
-    written, skipped = 0, []
     with stage_progress("upscale", True, unit="images") as (start, advance):
         start(len(jobs) * num_candidates)
-        for job in jobs:
-            try:
-                refuse_too_large(job.source, model, num_candidates)  # from the header: nothing decoded yet
-                lr = read_image_tensor(job.source)
-            except BadImageError as error:
-                if len(jobs) == 1:  # one input: skipping it would leave nothing to do
-                    raise error.unskippable() from None
-                if on_bad_image == "error":
-                    raise
-                skipped.append(error)
-                advance(num_candidates)
-                continue
-            height, width = lr.shape[-2:]
-            if height * width > LARGE_INPUT_PIXELS:
-                error_console.print(
-                    f"[yellow]warning[/]: {escape(str(job.source))} is {width}×{height} px; upscaling it "
-                    "needs memory and time in proportion to the output's pixel count. "
-                    "Crop or tile it if it runs out."
-                )
-            images = model.sample(lr, [seeds]).images[0]
-            for image, output in zip(images, job.outputs, strict=True):
-                write_png(output, tensor_to_array(image))
-            written += 1
-            advance(num_candidates)
+        written, skipped = upscale_jobs(model, jobs, seeds, on_bad_image, advance)
     for bad in skipped:
         console.print(f"[yellow]skipped[/] {escape(str(bad.path))}: {escape(bad.reason)}")
     summary = f"upscale: {written} inputs × {num_candidates} → {target}"
     if skipped:
         summary += f"; {len(skipped)} skipped"
     console.print(summary)
+
+
+def upscale_jobs(model, jobs: Sequence[UpscaleJob], seeds: list[int], on_bad_image: str, advance):
+    """Read, sample and write every job; returns (inputs written, bad inputs skipped). Inputs of
+    one size are packed into one sampling call as the sample stage packs groups (with one
+    candidate each, SD2 samples eight inputs per batch), each read only when its batch fills."""
+    import torch
+
+    written, skipped = 0, []
+    pending: list[tuple[UpscaleJob, Any]] = []  # (job, its LR tensor) waiting for a sampling call
+    per_call = max(1, model.groups_per_call(len(seeds)))
+
+    def flush() -> None:
+        nonlocal written
+        if not pending:
+            return
+        images = model.sample(torch.cat([lr for _, lr in pending]), [seeds] * len(pending)).images
+        for (job, _), candidates in zip(pending, images, strict=True):
+            for image, output in zip(candidates, job.outputs, strict=True):
+                write_png(output, tensor_to_array(image))
+            written += 1
+            advance(len(seeds))
+        pending.clear()
+
+    for job in jobs:
+        try:
+            refuse_too_large(job.source, model, len(seeds))  # from the header: nothing decoded yet
+            lr = read_image_tensor(job.source)
+        except BadImageError as error:
+            if len(jobs) == 1:  # one input: skipping it would leave nothing to do
+                raise error.unskippable() from None
+            if on_bad_image == "error":
+                raise
+            skipped.append(error)
+            advance(len(seeds))
+            continue
+        height, width = lr.shape[-2:]
+        if height * width > LARGE_INPUT_PIXELS:
+            error_console.print(
+                f"[yellow]warning[/]: {escape(str(job.source))} is {width}×{height} px; upscaling it "
+                "needs memory and time in proportion to the output's pixel count. "
+                "Crop or tile it if it runs out."
+            )
+        if pending and (len(pending) == per_call or pending[0][1].shape != lr.shape):
+            flush()
+        pending.append((job, lr))
+    flush()
+    return written, skipped

@@ -276,7 +276,6 @@ def evaluate(
     gives Best/Mean/Worst@M and its member metrics are reported too. Full-reference metrics
     are skipped (and listed as unavailable) when an input has no HR image.
     """
-    import torch
 
     entries = [EvalModel(*model) for model in models]
     have_hr = all(item.hr is not None for item in inputs)
@@ -301,10 +300,7 @@ def evaluate(
     for seed_set in range(seeds):
         for model in entries:
             spreads = []
-            for item in inputs:
-                chosen = candidate_seeds(seed, seed_set, item.id, num_samples)
-                with torch.no_grad():
-                    images = model.backbone.sample(item.lr, [chosen]).images[0].float().clamp(0, 1)
+            for item, images in _sampled(model.backbone, inputs, num_samples, seed, seed_set):
                 if seed_set == 0:
                     results[model.label].examples[item.id] = images[0]
                 spreads.append(float(images.std(dim=0, unbiased=False).mean()))
@@ -432,6 +428,24 @@ class BicubicBaseline:
         up = upsample_bicubic(lr, self.scale)
         images = up.unsqueeze(1).expand(-1, len(seeds[0]), -1, -1, -1).contiguous()
         return SampleResult(images=images, seeds=[list(s) for s in seeds])
+
+
+def _sampled(backbone, inputs: Sequence[EvalInput], num_samples: int, seed: int, seed_set: int):
+    """``(input, its num_samples images in [0, 1])`` in input order, inputs of one LR size packed
+    into one sampling call as the sample stage packs groups (``groups_per_call``): with M
+    below the backbone's batch, several inputs share a batch."""
+    import torch
+
+    from dp2o_core.stages.sample import same_size_batches
+
+    groups_per_call = getattr(backbone, "groups_per_call", None)
+    per_call = max(1, groups_per_call(num_samples)) if groups_per_call else 1
+    for batch in same_size_batches(inputs, per_call, lambda item: item.lr):
+        chosen = [candidate_seeds(seed, seed_set, item.id, num_samples) for item, _ in batch]
+        with torch.no_grad():
+            result = backbone.sample(torch.cat([lr for _, lr in batch]), chosen).images
+        for row, (item, _) in enumerate(batch):
+            yield item, result[row].float().clamp(0, 1)
 
 
 def load_inputs(dataset, degradation, seed: int) -> list[EvalInput]:

@@ -204,8 +204,8 @@ def test_small_groups_are_sampled_together_with_the_candidates_they_get_alone(
 
 
 def test_groups_of_different_lr_sizes_never_share_a_call():
-    from dp2o_core.stages.sample import _calls
+    from dp2o_core.stages.sample import same_size_batches
 
     sizes = {"a": 16, "b": 16, "c": 24, "d": 16, "e": 16, "f": 16}
-    calls = list(_calls(list(sizes), 2, lambda g: torch.zeros(1, 3, sizes[g], sizes[g])))
+    calls = list(same_size_batches(list(sizes), 2, lambda g: torch.zeros(1, 3, sizes[g], sizes[g])))
     assert [[group_id for group_id, _ in call] for call in calls] == [["a", "b"], ["c"], ["d", "e"], ["f"]]

@@ -79,7 +79,7 @@ def run_sample_stage(
         if on_start is not None:
             on_start(len(writer.todo) * count)
         per_call = max(1, backbone.groups_per_call(count))
-        for batch in _calls(writer.todo, per_call, lambda g: _read_lr(store, groups[g])):
+        for batch in same_size_batches(writer.todo, per_call, lambda g: _read_lr(store, groups[g])):
             lrs = [lr for _, lr in batch]
             seeds = [candidate_seeds(seed, group_id, count, shared_noise) for group_id, _ in batch]
             prompts = [groups[group_id].get("prompt") or "" for group_id, _ in batch]
@@ -97,9 +97,11 @@ def _read_lr(store: RunStore, row: Mapping[str, Any]):
     return store.load_group_file("data", row["group_id"], row["lr"], read_image_tensor)
 
 
-def _calls(todo, per_call: int, read_lr):
-    """``todo``'s groups with their LR images, in order, as lists of up to ``per_call`` groups
-    whose LR images have one size (a batch needs one shape)."""
+def same_size_batches(todo, per_call: int, read_lr):
+    """``todo``'s entries (groups, inputs, files) with their LR images, in order, as lists of up
+    to ``per_call`` ``(entry, lr)`` pairs whose LR images have one size (a batch needs one
+    shape): what one :meth:`Backbone.sample` call gets. The sample stage, ``dp2o eval`` and
+    ``dp2o upscale`` pack their inputs with it."""
     batch: list = []
     for group_id in todo:
         lr = read_lr(group_id)
