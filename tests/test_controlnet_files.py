@@ -133,3 +133,19 @@ def test_describe_state_dict_names_common_files():
     sd21 = {"controlnet_cond_embedding.conv_in.weight": (16, 3, 3, 3), "x.attn2.to_k.weight": (320, 1024)}
     assert describe_state_dict(sd21).endswith("width 1024 (SD 2.x)")
     assert describe_state_dict({}) == "an empty state dict"
+
+
+def test_a_controlnet_hub_id_is_looked_up_not_refused_as_a_missing_file(monkeypatch, tmp_path):
+    from dp2o_plugins.backbones.sd2_controlnet import Sd2ControlNetBackbone
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    options = Sd2ControlNetBackbone.Options(model=str(tmp_path), controlnet="someone/sr-controlnet")
+    (check,) = Sd2ControlNetBackbone._controlnet_checks("backbone sd2", options)
+    assert check.status == "missing" and "someone/sr-controlnet" in check.item
+    assert "not in the Hugging Face cache" in check.problem
+    assert "hf download someone/sr-controlnet" in check.fix
+    # a path that is not there is still a missing file
+    options = Sd2ControlNetBackbone.Options(model=str(tmp_path), controlnet=str(tmp_path / "cn.safetensors"))
+    (check,) = Sd2ControlNetBackbone._controlnet_checks("backbone sd2", options)
+    assert check.problem == "does not exist"
