@@ -194,3 +194,23 @@ def hub_model_check(
             fix="check the id, or pass a local folder of a complete diffusers model",
         )  # fmt: skip
     return Check(who, item, "download", source=source, size=found.size)
+
+
+def cached_or_hub_check(who: str, repo: str, files: Sequence[str], local: str = "") -> Any:
+    """A Hugging Face repository whose files lie at its top: present when one of ``files`` is in
+    the local cache, else what the hub says of it (:func:`hub_model_check`). ``local`` names
+    the option that takes a local copy instead (``controlnet``), for the offline fix."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from dp2o_core.preflight import Check
+
+    if any(isinstance(try_to_load_from_cache(repo, file), str) for file in files):
+        return Check(who, f"Hugging Face model {repo}", "present", source=f"https://huggingface.co/{repo}")
+    fix = (
+        f"on a machine with internet run `hf download {repo}` and copy its Hugging Face cache here "
+        "($HF_HOME), then set HF_HUB_OFFLINE=1"
+    )
+    if local:
+        fix += f", or pass {local}=/path/to/{repo.split('/')[-1]}"
+    problem = "not in the Hugging Face cache and the hub is unreachable"
+    return hub_model_check(who, repo, (), offline_problem=problem, offline_fix=fix)

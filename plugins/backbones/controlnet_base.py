@@ -116,7 +116,9 @@ class ControlNetBackbone(Backbone):
             ]  # fmt: skip
         path = Path(source).expanduser()
         if not path.exists() and _is_repo_id(source):
-            return [_hub_controlnet_check(who, source)]
+            from dp2o_plugins.network import cached_or_hub_check
+
+            return [cached_or_hub_check(who, source, ("config.json",), local="controlnet")]
         checks = file_check(who, "controlnet", source)
         if checks and checks[0].ok and path.suffix == ".safetensors" and not safetensors_problem(path):
             problem = cls.controlnet_file_problem(options, safetensors_shapes(path))
@@ -434,23 +436,3 @@ def _is_repo_id(source: str) -> bool:
     except HFValidationError:
         return False
     return "/" in source
-
-
-def _hub_controlnet_check(who: str, repo: str) -> Any:
-    """A ControlNet given as a hub id (a diffusers ControlNet repository, its config and weights
-    at the top): present in the Hugging Face cache, or what the hub says of it."""
-    from dp2o_plugins.network import hub_model_check
-    from huggingface_hub import try_to_load_from_cache
-
-    from dp2o_core.preflight import Check
-
-    if isinstance(try_to_load_from_cache(repo, "config.json"), str):
-        return Check(who, f"controlnet {repo}", "present", source=f"https://huggingface.co/{repo}")
-    return hub_model_check(
-        who,
-        repo,
-        (),
-        offline_problem="the ControlNet is not in the Hugging Face cache and the hub is unreachable",
-        offline_fix=f"on a machine with internet run `hf download {repo}`, then copy its cache to $HF_HOME "
-        f"here and set HF_HUB_OFFLINE=1, or pass controlnet=/path/to/{repo.split('/')[-1]}",
-    )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dp2o_plugins.network import availability, hub_model_check, remote_size
+from dp2o_plugins.network import availability, cached_or_hub_check, remote_size
 from dp2o_plugins.rewards.weights import WEIGHTS_ENV, weights_dirs
 
 from dp2o_core.preflight import Check
@@ -289,22 +289,5 @@ def _backbone_check(who: str, kind: str, name: str, folders: list[Path]) -> Chec
         import timm
 
         repo = timm.models.get_pretrained_cfg(name).hf_hub_id
-        return _hub_check(who, repo, ("model.safetensors", "pytorch_model.bin"))
-    return _hub_check(who, name, ("config.json",))
-
-
-def _hub_check(who: str, repo: str, files: tuple[str, ...]) -> Check:
-    """A Hugging Face model: present when one of ``files`` is in the local cache, else what the
-    hub says of it (:func:`~dp2o_plugins.network.hub_model_check`)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    if any(isinstance(try_to_load_from_cache(repo, file), str) for file in files):
-        return Check(who, f"Hugging Face model {repo}", "present", source=f"https://huggingface.co/{repo}")
-    return hub_model_check(
-        who,
-        repo,
-        (),
-        offline_problem="not in the Hugging Face cache and the hub is unreachable",
-        offline_fix=f"on a machine with internet run `hf download {repo}` and copy its Hugging Face cache "
-        "here ($HF_HOME), then set HF_HUB_OFFLINE=1",
-    )
+        return cached_or_hub_check(who, repo, ("model.safetensors", "pytorch_model.bin"))
+    return cached_or_hub_check(who, name, ("config.json",))
