@@ -163,8 +163,9 @@ def tensor_to_array(image: torch.Tensor) -> np.ndarray:
 
 
 def upsample_bicubic(lr: torch.Tensor, scale: int) -> torch.Tensor:
-    """LR images (N×3×h×w in [0, 1]) bicubic-upsampled ×scale and clamped to [0, 1]: the
-    control image of the SR backbones and the plain-upsampling baseline."""
+    """LR images (N×3×h×w in [0, 1]) bicubic-upsampled ×scale by torch and clamped to [0, 1]:
+    tiny-sr's conditioning and the plain-upsampling baseline (the ControlNet backbones use
+    :func:`upsample_pillow`, as the DP²O-SR authors' scripts do)."""
     import torch.nn.functional as F
 
     size = (lr.shape[-2] * scale, lr.shape[-1] * scale)
@@ -182,12 +183,11 @@ def upsample_pillow(lr: torch.Tensor, scale: int) -> torch.Tensor:
 
     enlarged = []
     for image in lr:
-        levels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-        array = levels.permute(1, 2, 0).cpu().numpy()
+        array = tensor_to_array(image)
         size = (array.shape[1] * scale, array.shape[0] * scale)
-        resized = np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BICUBIC))
-        enlarged.append(torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 255)
-    return torch.stack(enlarged).to(lr.device)
+        resized = Image.fromarray(array).resize(size, Image.Resampling.BICUBIC)
+        enlarged.append(array_to_tensor(np.array(resized)))  # a writable copy for torch
+    return torch.cat(enlarged).to(lr.device)
 
 
 def write_png(path: Path | str, array: np.ndarray) -> None:
