@@ -30,6 +30,7 @@ from dp2o_core.imageio import (
     write_png,
 )
 from dp2o_core.memory import refuse_too_large
+from dp2o_core.preflight import component_checks, ensure
 
 #: Inputs above this many pixels get a warning before they are upscaled: memory and time
 #: grow with the output's pixel count (16× the input's at scale 4).
@@ -116,7 +117,9 @@ def upscale(
     manager = ctx.ensure_object(CliState).manager
     config = load_run_config(config_file, backbone=backbone)
     jobs = plan_upscale(source, target, num_candidates)
-    model = config.resolve(manager, ("backbone",))["backbone"].build()
+    resolved = config.resolve(manager, ("backbone",))["backbone"]
+    ensure(component_checks(resolved))  # weights, files, a ControlNet that sees the LR: before loading
+    model = resolved.build()
     seeds = [seed + m for m in range(num_candidates)]
     with stage_progress("upscale", True, unit="images") as (start, advance):
         start(len(jobs) * num_candidates)

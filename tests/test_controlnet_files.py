@@ -97,6 +97,11 @@ def test_no_controlnet_is_refused_unless_new_is_asked_for(dp2o_cli, tiny_sd, tmp
     )  # fmt: skip
     assert sampled.exit_code == 2 and "ignores the LR image" in sampled.stderr
     assert not (tmp_path / "run").exists()
+    spec = f"sd2:model={tiny_sd},steps=1,device=cpu"
+    image, output = photos_folder / "astronaut.png", tmp_path / "x4.png"
+    upscaled = dp2o_cli("upscale", str(image), str(output), "--backbone", spec)
+    assert upscaled.exit_code == 2 and "ignores the LR image" in upscaled.stderr
+    assert not output.exists()
     _, checks = check(dp2o_cli, tmp_path, f"sd2:model={tiny_sd},controlnet=new")
     assert {c["status"] for c in checks} == {"present"}
 
