@@ -115,8 +115,9 @@ class Backbone(Implementation):
         return str(getattr(self, "device", "cpu"))
 
     def groups_per_call(self, num_candidates: int) -> int:
-        """How many groups (LR images of one size) the sample stage passes to one :meth:`sample`
-        call when each has ``num_candidates`` seeds. The default, 1, samples group by group; a
+        """How many groups (LR images of one size) the sample stage — and ``dp2o eval`` and
+        ``dp2o upscale``, their inputs — pass to one :meth:`sample` call when each has
+        ``num_candidates`` seeds. The default, 1, samples group by group; a
         backbone that batches candidates returns more when M is small, so that several groups
         fill one batch."""
         return 1
