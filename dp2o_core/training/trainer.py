@@ -23,7 +23,7 @@ import contextlib
 import json
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -85,7 +85,7 @@ class TrainResult:
     steps: int
     resumed_from: int | None
     weights: Path
-    history: list[StepMetrics] = field(default_factory=list)
+    history: list[Any] = field(default_factory=list)
 
     @property
     def final(self) -> StepMetrics | None:
@@ -215,7 +215,7 @@ class Trainer:
         self,
         *,
         resume: bool = True,
-        on_step: Callable[[StepMetrics], None] | None = None,
+        on_step: Callable[[Any], None] | None = None,
         on_micro_batch: Callable[[int, int], None] | None = None,
     ) -> TrainResult:
         """Train to ``max_steps`` (continuing from the newest checkpoint when ``resume``).
@@ -223,9 +223,7 @@ class Trainer:
         ``on_step(metrics)`` follows every optimizer step; ``on_micro_batch(done, count)`` every
         micro-batch within one (so a progress bar moves during a long step)."""
         s, acc = self.settings, self.accelerator
-        if not self.data.needs_encoder:
-            self.backbone.release_image_encoder()  # x₀ and conditions all come from the caches
-        self.backbone.prepare_training()
+        self._prepare_backbone()
         if self.start_from is not None:
             self.start_from(self.backbone)
         if acc.num_processes > 1:
@@ -272,53 +270,34 @@ class Trainer:
         optimizer,
         schedule,
         on_micro_batch: Callable[[int, int], None] | None = None,
-    ) -> StepMetrics:
+    ):
+        """One optimizer step over this process's share of the step's examples (micro-batches
+        accumulated, DDP synchronised on the last); returns the step's metrics."""
         s, acc = self.settings, self.accelerator
         first = step * s.batch_size + acc.process_index * self.share
         positions = list(range(first, first + self.share))
         chunks = [positions[i : i + s.micro_batch_size] for i in range(0, len(positions), s.micro_batch_size)]
-        # sums over this process's pairs: weighted loss, correct, margins ×3, weight, count
-        totals = torch.zeros(7, dtype=torch.float64, device=acc.device)
+        totals = None  # sums over this process's examples: the loss first, the count last
         for index, chunk in enumerate(chunks):
-            batch = self.data.batch(chunk, acc.device)
             synchronise = index == len(chunks) - 1
             with contextlib.nullcontext() if synchronise else acc.no_sync(policy):
                 with self._forward_precision():
-                    errors = pair_errors(
-                        self.backbone,
-                        batch.x0_winner,
-                        batch.x0_loser,
-                        batch.condition,
-                        batch.timesteps,
-                        batch.noise,
-                        policy=policy,
-                    )
-                    terms = dpo_loss(errors, batch.weights, beta=s.beta, variant=s.loss)
-                weighted = (terms.weights * terms.pair_loss).sum()
-                acc.backward(weighted * acc.num_processes / s.batch_size)
-            totals += torch.stack(
-                [
-                    weighted.detach(),
-                    terms.correct.sum(),
-                    terms.winner_margin.detach().sum(),
-                    terms.loser_margin.detach().sum(),
-                    terms.margin.detach().sum(),
-                    terms.weights.sum(),
-                    torch.tensor(float(len(chunk)), device=acc.device),
-                ]
-            ).to(totals)
+                    loss_sum, sums = self._micro_batch(chunk, policy)
+                acc.backward(loss_sum * acc.num_processes / s.batch_size)
+            sums = sums.to(device=acc.device, dtype=torch.float64)
+            totals = sums if totals is None else totals + sums
             if on_micro_batch is not None:
                 on_micro_batch(index + 1, len(chunks))
+        assert totals is not None
         totals = acc.reduce(totals, reduction="sum")
-        count = float(totals[6])
-        loss = float(totals[0]) / count
+        loss = float(totals[0]) / float(totals[-1])
         if not math.isfinite(loss):
             last = self.latest_checkpoint()
             raise TrainingDiverged(
-                f"the DPO loss became {loss} at step {step + 1}; training stopped before updating "
-                "the weights. "
+                f"the {self.objective_name} loss became {loss} at step {step + 1}; training stopped before "
+                "updating the weights. "
                 + (f"The last good checkpoint is {last}. " if last else "No checkpoint was written yet. ")
-                + "Lower the learning rate or beta, or use mixed_precision=no, then rerun with --resume."
+                + self.divergence_advice
             )
         max_norm = s.max_grad_norm if s.max_grad_norm > 0 else float("inf")
         grad_norm = acc.clip_grad_norm_(parameters, max_norm)
@@ -326,18 +305,80 @@ class Trainer:
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
+        self._after_optimizer_step(step)
+        grad = float(grad_norm) if grad_norm is not None else float("nan")
+        return self._metrics(step + 1, totals, grad, learning_rate)
+
+    # -- the objective (what a subclass for another objective replaces) --------------------------
+    #: how the loss is named in messages
+    objective_name = "DPO"
+    #: what to do when the loss diverges
+    divergence_advice = (
+        "Lower the learning rate or beta, or use mixed_precision=no, then rerun with --resume."
+    )
+    #: the metrics record of one step (``metrics.jsonl`` holds one per line)
+    metrics_type: type = StepMetrics
+
+    def _micro_batch(self, positions: Sequence[int], policy) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of the examples at these global positions, summed (what is back-propagated,
+        before the step's scaling), and a vector of sums for the metrics: the same loss sum
+        first, the example count last. ``policy`` is the prepared module (None: the backbone's
+        own prediction)."""
+        batch = self.data.batch(positions, self.accelerator.device)
+        errors = pair_errors(
+            self.backbone,
+            batch.x0_winner,
+            batch.x0_loser,
+            batch.condition,
+            batch.timesteps,
+            batch.noise,
+            policy=policy,
+        )
+        terms = dpo_loss(errors, batch.weights, beta=self.settings.beta, variant=self.settings.loss)
+        weighted = (terms.weights * terms.pair_loss).sum()
+        sums = torch.stack(
+            [
+                weighted.detach(),
+                terms.correct.sum(),
+                terms.winner_margin.detach().sum(),
+                terms.loser_margin.detach().sum(),
+                terms.margin.detach().sum(),
+                terms.weights.sum(),
+                torch.tensor(float(len(positions)), device=weighted.device),
+            ]
+        )
+        return weighted, sums
+
+    def _metrics(self, step: int, totals: torch.Tensor, grad_norm: float, learning_rate: float):
+        """The step's metrics from the summed vector of :meth:`_micro_batch` over all processes."""
+        count = float(totals[6])
         return StepMetrics(
-            step=step + 1,
-            loss=loss,
+            step=step,
+            loss=float(totals[0]) / count,
             implicit_accuracy=float(totals[1]) / count,
             winner_margin=float(totals[2]) / count,
             loser_margin=float(totals[3]) / count,
             reward_margin=float(totals[4]) / count,
             weight=float(totals[5]) / count,
-            grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+            grad_norm=grad_norm,
             learning_rate=learning_rate,
             pairs=int(count),
         )
+
+    def _prepare_backbone(self) -> None:
+        """Make the backbone trainable (DPO: with its frozen reference)."""
+        if not getattr(self.data, "needs_encoder", True):
+            self.backbone.release_image_encoder()  # x₀ and conditions all come from the caches
+        self.backbone.prepare_training()
+
+    def _after_optimizer_step(self, step: int) -> None:
+        """Called after each optimizer step (0-based ``step``); nothing for DPO."""
+
+    def _save_extra_state(self, folder: Path) -> None:
+        """Write what this objective keeps beyond accelerate's state into a checkpoint folder."""
+
+    def _load_extra_state(self, folder: Path) -> None:
+        """Restore what :meth:`_save_extra_state` wrote."""
 
     # -- resuming ----------------------------------------------------------------------------
     def _resume(self, schedule) -> int | None:
@@ -354,6 +395,7 @@ class Trainer:
                 try:
                     acc.load_state(str(path / "state"), load_kwargs={"weights_only": True})
                     _load_schedule(schedule, path / "state" / "schedule.json", step)
+                    self._load_extra_state(path)
                 except Exception as error:  # noqa: BLE001 - reported with the checkpoint's name
                     raise Dp2oError(
                         f"checkpoint {path} passed its checks but did not load ({error}). Move it "
@@ -375,11 +417,8 @@ class Trainer:
         ControlNet blocks a base model with fewer blocks never reads). They would get no
         gradient anyway, so freezing them changes nothing but lets DDP run.
         """
-        batch = self.data.batch(range(min(2, self.share)), self.accelerator.device)
-        errors = pair_errors(
-            self.backbone, batch.x0_winner, batch.x0_loser, batch.condition, batch.timesteps, batch.noise
-        )
-        dpo_loss(errors, batch.weights, beta=self.settings.beta, variant=self.settings.loss).loss.backward()
+        loss, _ = self._micro_batch(range(min(2, self.share)), None)
+        loss.backward()
         trainable = list(self.backbone.trainable_parameters())
         unused = [p for p in trainable if p.grad is None]
         for parameter in trainable:
@@ -429,7 +468,8 @@ class Trainer:
             if acc.is_main_process:
                 state = {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"}
                 write_text_atomic(staging / "state" / "schedule.json", json.dumps(state) + "\n")
-                self.backbone.save(staging / "weights")
+                self._save_extra_state(staging)
+                self._save_weights_to(staging / "weights")
                 write_text_atomic(
                     staging / "position.json",
                     json.dumps({"step": step, "pairs_seen": step * self.settings.batch_size}) + "\n",
@@ -454,17 +494,23 @@ class Trainer:
         if acc.is_main_process:
             staging = target.with_name(f".staging-{target.name}")
             shutil.rmtree(staging, ignore_errors=True)
-            self.backbone.save(staging)
+            self._save_weights_to(staging)
             follow_umask(staging)
             shutil.rmtree(target, ignore_errors=True)
             staging.rename(target)
         acc.wait_for_everyone()
 
-    def _history_until(self, step: int) -> list[StepMetrics]:
-        """The metrics logged before ``step`` (those after it are redone by a resumed run)."""
-        return [m for m in read_history(self.metrics_path) if m.step <= step] if step else []
+    def _save_weights_to(self, directory: Path) -> None:
+        """The backbone's trained weights in its own format (what users load)."""
+        self.backbone.save(directory)
 
-    def _write_history(self, history: list[StepMetrics]) -> None:
+    def _history_until(self, step: int) -> list[Any]:
+        """The metrics logged before ``step`` (those after it are redone by a resumed run)."""
+        if not step:
+            return []
+        return [m for m in read_history(self.metrics_path, self.metrics_type) if m.step <= step]
+
+    def _write_history(self, history: list[Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.metrics_path, "".join(json.dumps(asdict(m)) + "\n" for m in history))
 
@@ -485,15 +531,15 @@ def _load_schedule(schedule, path: Path, step: int) -> None:
             schedule.step()
 
 
-def read_history(path: Path) -> list[StepMetrics]:
-    """The step metrics a trainer wrote to ``metrics.jsonl``; a line cut short by a killed
-    process is skipped."""
+def read_history(path: Path, kind: type = StepMetrics) -> list[Any]:
+    """The step metrics (records of ``kind``) a trainer wrote to ``metrics.jsonl``; a line cut
+    short by a killed process is skipped."""
     if not Path(path).exists():
         return []
     history = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         with contextlib.suppress(ValueError, TypeError):
-            history.append(StepMetrics(**json.loads(line)))
+            history.append(kind(**json.loads(line)))
     return history
 
 
