@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dp2o_cli.prepare_cmd:prepare",
         "Load the data set into RUN: LR inputs (degraded from HR where needed) and HR references.",
     ),
+    "pretrain": (
+        "dp2o_cli.pretrain_cmd:pretrain",
+        "Build the SR generator to tune: train the backbone on HR crops degraded afresh every step.",
+    ),
     "sample": (
         "dp2o_cli.sample_cmd:sample",
         "Sample M candidates per LR input of RUN (runs the data stage first when --data is given).",

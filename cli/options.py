@@ -145,3 +145,24 @@ WarmupSteps = Annotated[
     int | None,
     typer.Option("--warmup-steps", min=0, help="Steps of linear learning-rate warm-up from 0 (default 50)."),
 ]
+
+#: ``dp2o pretrain``'s own settings ([pretrain] in a config file)
+Crop = Annotated[int | None, typer.Option("--crop", min=8, help="Side of the square HR crops (default 512).")]
+Ema = Annotated[
+    float | None,
+    typer.Option(
+        "--ema", min=0.0, max=0.9999999, help="EMA decay of the saved weights (0: none; default 0.999)."
+    ),
+]
+NullPromptRatio = Annotated[
+    float | None,
+    typer.Option("--null-prompt-ratio", min=0.0, max=1.0, help="Fraction of crops with the empty prompt."),
+]
+Schedule = Annotated[
+    Literal["cosine", "constant"] | None,
+    typer.Option("--schedule", help="Learning rate after warm-up: cosine decay (default) or constant."),
+]
+ValidateEvery = Annotated[
+    int | None,
+    typer.Option("--validate-every", min=1, help="Steps between validations on --eval-data (default 500)."),
+]

@@ -31,7 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dp2o_core.atomic import write_text_atomic
 from dp2o_core.errors import UsageError
 from dp2o_core.specs import Resolved, Spec, parse_spec, resolve_spec
-from dp2o_core.training.settings import EvalSettings, RoundsSettings, SampleSettings, TrainSettings
+from dp2o_core.training.settings import (
+    EvalSettings,
+    PretrainSettings,
+    RoundsSettings,
+    SampleSettings,
+    TrainSettings,
+)
 
 if TYPE_CHECKING:
     from dp2o_core.store import RunStore
@@ -54,6 +60,7 @@ SECTION_MODELS: dict[str, type[BaseModel]] = {
     "train": TrainSettings,
     "eval": EvalSettings,
     "rounds": RoundsSettings,
+    "pretrain": PretrainSettings,
 }
 SETTINGS_SECTIONS = tuple(SECTION_MODELS)
 
@@ -80,6 +87,9 @@ class RunConfig(BaseModel):
     train: TrainSettings = Field(TrainSettings(), description="DPO objective and optimisation.")
     eval: EvalSettings = Field(EvalSettings(), description="Held-out evaluation after training.")
     rounds: RoundsSettings = Field(RoundsSettings(), description="Iterative on-policy rounds.")
+    pretrain: PretrainSettings = Field(
+        PretrainSettings(), description="Supervised pretraining of the generator (dp2o pretrain)."
+    )
 
     @field_validator(*COMPONENTS, mode="before")
     @classmethod

@@ -160,6 +160,12 @@ class Backbone(Implementation):
         checkpoint, so the reference is always the model as loaded.
         """
 
+    def prepare_pretraining(self) -> None:
+        """Make the trained part trainable for supervised pretraining (``dp2o pretrain``), which
+        needs no reference. The default calls :meth:`prepare_training`, so any backbone that DPO
+        can train can be pretrained; a backbone overrides this to skip the reference's memory."""
+        self.prepare_training()
+
     @abstractmethod
     def sample_timesteps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` training timesteps drawn from the backbone's training distribution."""

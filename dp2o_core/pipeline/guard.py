@@ -1,14 +1,14 @@
-"""Finished sampling and scoring are never discarded by omission.
+"""Finished sampling, scoring and pretraining are never discarded by omission.
 
 Sampling and scoring are the method's expensive stages (the paper's sampling took days of
-GPU time). A stage whose fingerprint changes is cleared and redone, so a command whose
-settings differ from the run's — a flag not repeated, another config file, a changed
-input photograph, a retrained earlier round — would silently throw that work away. Before
-anything is written, :func:`refuse_discarding` predicts every stage's fingerprint after the
-command (walking the pipeline in order: a stage changes when its own configuration does or
-when a stage it reads changes) and stops with one message listing each sample or score stage
-holding work that would be discarded and why, unless the command was given ``--redo``
-(:attr:`RunOptions.redo`).
+GPU time), and so is pretraining a generator (``dp2o pretrain``: its checkpoints). A stage
+whose fingerprint changes is cleared and redone, so a command whose settings differ from the
+run's — a flag not repeated, another config file, a changed input photograph, a retrained
+earlier round — would silently throw that work away. Before anything is written,
+:func:`refuse_discarding` predicts every stage's fingerprint after the command (walking the
+pipeline in order: a stage changes when its own configuration does or when a stage it reads
+changes) and stops with one message listing each such stage holding work that would be
+discarded and why, unless the command was given ``--redo`` (:attr:`RunOptions.redo`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dp2o_core.pipeline.stage import Stage
 from dp2o_core.store import RunStore
 
 #: The stages whose work is too expensive to redo without being asked.
-COSTLY_STAGES = ("sample", "score")
+COSTLY_STAGES = ("sample", "score", "pretrain")
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,11 @@ class Discard:
     groups: int
     #: why the stage would be redone
     why: str
+    #: what ``groups`` counts
+    unit: str = "finished group(s)"
 
     def line(self) -> str:
-        return f"{self.where}: {self.groups} finished group(s) would be discarded — {self.why}"
+        return f"{self.where}: {self.groups} {self.unit} would be discarded — {self.why}"
 
 
 class FinishedWorkError(UsageError):
@@ -90,7 +92,8 @@ def discarded_work(stages: Sequence[Stage], ctx: RunContext) -> list[Discard]:
         changed[stage.name] = cause
         done = _finished_groups(store, stage.name)
         if stage.name in COSTLY_STAGES and done:
-            discards.append(Discard(f"{stage.name}{label}", done, why))
+            unit = "trained step(s)" if stage.name == "pretrain" else Discard.unit
+            discards.append(Discard(f"{stage.name}{label}", done, why, unit))
     if ctx.round is None and "train" in changed:
         discards += _later_rounds(ctx, f"round 1's training is redone ({changed['train']})")
     elif ctx.round is None and any(s.name == "train" for s in stages):
@@ -152,8 +155,15 @@ def _later_rounds(ctx: RunContext, why: str | None) -> list[Discard]:
 
 
 def _finished_groups(store: RunStore, stage: str) -> int:
-    """Groups ``stage`` has committed (0 for a stage that never ran)."""
-    return store.status(stage).groups_done if store.record(stage) is not None else 0
+    """Groups ``stage`` has committed (0 for a stage that never ran); for pretraining, the steps
+    its final weights or newest checkpoint hold."""
+    if store.record(stage) is None:
+        return 0
+    if stage == "pretrain":
+        from dp2o_core.stages.pretrain import pretrain_progress
+
+        return pretrain_progress(store)[0]
+    return store.status(stage).groups_done
 
 
 def config_differences(before: Mapping[str, Any], after: Mapping[str, Any], limit: int = 4) -> list[str]:

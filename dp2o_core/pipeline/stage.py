@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from dp2o_core.pipeline.context import RunContext, StageRun
 from dp2o_core.preflight import Check, component_checks
-from dp2o_core.store.runstore import STAGES
+from dp2o_core.store.runstore import KNOWN_STAGES
 
 
 class Stage:
@@ -22,7 +22,7 @@ class Stage:
     @property
     def upstream(self) -> tuple[str, ...]:
         """The stages whose outputs this one reads (their fingerprints enter this one's)."""
-        return STAGES[self.name]
+        return KNOWN_STAGES[self.name]
 
     def components(self, ctx: RunContext) -> tuple[str, ...]:
         """The configuration keys of the components this stage needs."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from dp2o_core.options import RUNTIME
 from dp2o_core.pipeline.context import RunContext
@@ -31,7 +33,22 @@ def tuned_spec(ctx: RunContext) -> str:
         completion = ctx.store.completion("train") or {}
         # absolute: the printed command works from any folder
         weights = (ctx.store.root / completion.get("weights", "train/final")).absolute()
-        spec = configured_spec(ctx.component(ctx.trained_backbone))
         tuned = ctx.build(ctx.trained_backbone).tuned_options(Path(weights))
-        ctx.tuned = str(Spec(spec.name, {**spec.options, **tuned}))
+        ctx.tuned = str(spec_with(ctx.component(ctx.trained_backbone), tuned))
     return ctx.tuned
+
+
+def spec_with(backbone: Resolved, tuned: Mapping[str, Any]) -> Spec:
+    """The configured backbone spec with ``tuned`` options on top (what loads trained weights),
+    less the options that are then back at their defaults."""
+    spec = configured_spec(backbone)
+    fields = type(backbone.options).model_fields
+    merged = {**spec.options, **tuned}
+    return Spec(
+        spec.name,
+        {
+            k: v
+            for k, v in merged.items()
+            if k not in tuned or k not in fields or str(v) != str(fields[k].default)
+        },
+    )

@@ -61,6 +61,12 @@ STAGES: dict[str, tuple[str, ...]] = {
     "eval": ("train",),
 }
 
+#: Stages outside the DPO method that a run may hold, and what they read: ``pretrain`` builds the
+#: generator (``dp2o pretrain``); :meth:`RunStore.statuses` lists it only where it has run.
+OPTIONAL_STAGES: dict[str, tuple[str, ...]] = {"pretrain": ()}
+#: Every stage the store knows.
+KNOWN_STAGES: dict[str, tuple[str, ...]] = {**OPTIONAL_STAGES, **STAGES}
+
 State = Literal["missing", "partial", "done", "stale", "damaged"]
 PARTS_PER_FOLDER = 1000
 
@@ -391,8 +397,9 @@ class RunStore:
         return status
 
     def statuses(self) -> list[StageStatus]:
-        """The status of every stage, in pipeline order."""
-        return [self.status(stage) for stage in STAGES]
+        """The status of every stage, in pipeline order (an optional stage only where it ran)."""
+        optional = [s for s in OPTIONAL_STAGES if self.record(s) is not None]
+        return [self.status(stage) for stage in (*optional, *STAGES)]
 
     def _stale_reason(self, stage: str, record: Mapping[str, Any], expected: str | None) -> str:
         if not isinstance(record.get("fingerprint"), str):
@@ -401,7 +408,7 @@ class RunStore:
             return "its configuration or inputs changed"
         if record.get("imported"):
             return ""
-        for upstream in STAGES[stage]:
+        for upstream in KNOWN_STAGES[stage]:
             upstream_status = self.status(upstream)
             if upstream_status.state != "done":
                 return f"upstream stage {upstream!r} is {upstream_status.state}"
@@ -485,7 +492,7 @@ class RunStore:
 
     def _upstream_fingerprints(self, stage: str) -> dict[str, str]:
         inputs = {}
-        for upstream in STAGES[stage]:
+        for upstream in KNOWN_STAGES[stage]:
             status = self.status(upstream)
             if status.state != "done":
                 raise Dp2oError(
@@ -865,10 +872,10 @@ def _bucket(group_id: str) -> str:
 
 
 def _check_stage(stage: str) -> None:
-    if stage not in STAGES:
+    if stage not in KNOWN_STAGES:
         from dp2o_core.errors import UnknownNameError
 
-        raise UnknownNameError("stage", stage, STAGES)
+        raise UnknownNameError("stage", stage, KNOWN_STAGES)
 
 
 def _missing_output(root: Path, complete: Mapping[str, Any] | None) -> bool:

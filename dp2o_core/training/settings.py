@@ -106,3 +106,67 @@ class RoundsSettings(BaseModel):
         description="Each round draws its own data (random crops reseeded by round) instead of "
         "reusing round 1's.",
     )
+
+
+class PretrainSettings(BaseModel):
+    """Supervised pretraining of the SR generator (``dp2o pretrain``; docs/training.md,
+    "Building your own SR generator"): the backbone's own denoising objective on random HR
+    crops whose LR the run's degradation makes afresh every step."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_steps: int = Field(10000, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(16, ge=1, description="HR crops per optimizer step, over all processes.")
+    micro_batch_size: int = runtime_option(
+        4, ge=1, description="Crops per forward pass in each process; accumulation reaches batch_size."
+    )
+    crop: int = Field(512, ge=8, description="Side of the square HR crops (the LR is crop / scale).")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate (after warm-up).")
+    warmup_steps: int = Field(500, ge=0, description="Steps of linear learning-rate warm-up from 0.")
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="After warm-up: cosine decay to min_learning_rate, or constant."
+    )
+    min_learning_rate: float = Field(
+        0.1, ge=0, le=1, description="Where the cosine decay ends, as a fraction of learning_rate."
+    )
+    ema: float = Field(
+        0.999,
+        ge=0,
+        lt=1,
+        description="Decay of the exponential moving average of the trained weights that is saved "
+        "(0: save the trained weights themselves).",
+    )
+    null_prompt_ratio: float = Field(
+        0.0, ge=0, le=1, description="Fraction of crops trained with the empty prompt (SeeSR: 0.5)."
+    )
+    optimizer: Literal["auto", "adamw", "adamw-8bit"] = Field(
+        "auto", description="AdamW; 'auto' uses bitsandbytes' 8-bit AdamW when it works on the device."
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW β₁.")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW β₂.")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW ε.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Clip the gradient norm to this (0: no clipping).")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        "no", description="Autocast precision of the forward passes (trained weights stay float32)."
+    )
+    validate_every: int = runtime_option(
+        500, ge=1, description="Validate on the held-out inputs (--eval-data) every this many steps."
+    )
+    validation_inputs: int = runtime_option(
+        4, ge=1, description="How many held-out inputs validation samples (the first ones)."
+    )
+    validation_metrics: list[str] = runtime_option(
+        ["psnry", "ssim"], description="pyiqa metrics of the validation samples against their HR."
+    )
+    checkpoint_every: int = runtime_option(
+        500, ge=1, description="Save a resumable checkpoint every this many steps."
+    )
+    keep_checkpoints: int = runtime_option(2, ge=1, description="How many of the newest checkpoints to keep.")
+    log_every: int = runtime_option(
+        10, ge=1, description="Log metrics to the trackers every this many steps."
+    )
+    tracker: Literal["tensorboard", "wandb", "none"] = runtime_option(
+        "tensorboard",
+        description="Where accelerate logs the training curves (metrics.jsonl is always written).",
+    )

@@ -322,6 +322,19 @@ class ControlNetBackbone(Backbone):
             for module in (self.controlnet, self.base):
                 module.enable_gradient_checkpointing()
 
+    def prepare_pretraining(self) -> None:
+        """A trained ControlNet without a frozen copy (pretraining has no reference); LoRA
+        training prepares as for DPO (its reference is the adapters switched off, no copy)."""
+        import torch
+
+        if self.options.trainable != "controlnet":
+            self.prepare_training()
+            return
+        self.controlnet.to(torch.float32).requires_grad_(True).train()
+        if self.options.gradient_checkpointing:
+            for module in (self.controlnet, self.base):
+                module.enable_gradient_checkpointing()
+
     def _lora_target(self):
         return self.controlnet if self.options.trainable == "lora-controlnet" else self.base
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dp2o_plugins.backbones.loading import load_component, resolve_device
 from dp2o_plugins.backbones.tiny_sr.network import (
@@ -33,6 +33,12 @@ class TinySrOptions(PluginOptions):
     weights: Path | None = Field(
         None, description="Model folder (unet/, scheduler/, tiny_sr.json); none: the bundled pretrained one."
     )
+    init: Literal["weights", "random"] = Field(
+        "weights",
+        description="'random': a freshly initialised UNet (seeded by init_seed) with the folder's schedule "
+        "and scaling, the starting point of `dp2o pretrain`; 'weights': the folder's trained UNet.",
+    )
+    init_seed: int = Field(0, ge=0, description="Seed of the random initialisation (init=random).")
     steps: int = Field(10, ge=1, le=1000, description="DDIM denoising steps.")
     eta: float = Field(
         1.0, ge=0, le=1, description="DDIM η: 0 deterministic, 1 fresh noise every step (seed diversity)."
@@ -77,7 +83,15 @@ class TinySrBackbone(Backbone):
         self.folder = Path(o.weights).expanduser() if o.weights is not None else BUNDLED_WEIGHTS
         self.settings = load_settings(self.folder)
         self.scale = self.settings.scale
-        self.unet = load_component(UNet2DModel, str(self.folder), "unet").to(self.device).eval()
+        if o.init == "random":
+            import torch
+            from dp2o_plugins.backbones.tiny_sr.network import new_unet
+
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(o.init_seed)
+                self.unet = new_unet().to(self.device).eval()
+        else:
+            self.unet = load_component(UNet2DModel, str(self.folder), "unet").to(self.device).eval()
         self.unet.requires_grad_(False)
         self.scheduler = load_component(DDPMScheduler, str(self.folder), "scheduler")
         self.sampler = DDIMScheduler.from_config(self.scheduler.config)
@@ -167,6 +181,12 @@ class TinySrBackbone(Backbone):
         if self.options.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
 
+    def prepare_pretraining(self) -> None:
+        """Make the UNet trainable (pretraining keeps no reference)."""
+        self.unet.requires_grad_(True).train()
+        if self.options.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+
     def trainable_parameters(self) -> Iterable[Any]:
         """Every UNet parameter once training is prepared."""
         return [p for p in self.unet.parameters() if p.requires_grad]
@@ -177,8 +197,8 @@ class TinySrBackbone(Backbone):
         save_model(Path(directory), self.unet, self.scheduler, self.settings)
 
     def tuned_options(self, directory: Path) -> dict[str, str]:
-        """``weights=DIR``: the saved folder is a whole model."""
-        return {"weights": str(directory)}
+        """``weights=DIR`` (and ``init=weights``): the saved folder is a whole model."""
+        return {"weights": str(directory), "init": "weights"}
 
     def describe(self) -> Mapping[str, Any]:
         """Weights folder, prediction type, parameter count."""
