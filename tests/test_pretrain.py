@@ -1,0 +1,205 @@
+"""``dp2o pretrain``: a generator built from HR images alone, validated, resumable after SIGKILL,
+refused before any step on bad input, and usable by ``dp2o train`` and ``dp2o upscale``."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from images import write_photos
+from safetensors.torch import load_file
+
+from dp2o_core.store import RunStore
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    write_photos(folder, ("astronaut", "coffee", "chelsea"), size=96)
+    return folder
+
+
+def pretrain_args(run: Path, photos: Path, *extra: str, steps: int = 4) -> list[str]:
+    return [
+        "pretrain",
+        str(run),
+        "--backbone",
+        "tiny-sr:init=random,device=cpu",
+        "--data",
+        f"hr:path={photos}",
+        "--degradation",
+        "bicubic",
+        "--crop",
+        "32",
+        "--batch-size",
+        "4",
+        "--micro-batch-size",
+        "2",
+        "--max-steps",
+        str(steps),
+        "--warmup-steps",
+        "1",
+        "--lr",
+        "1e-3",
+        "--checkpoint-every",
+        "2",
+        "--tracker",
+        "none",
+        *extra,
+    ]
+
+
+def printed_spec(stdout: str) -> str:
+    return re.search(r"dp2o upscale LR_IMAGES OUTPUT --backbone '([^']+)'", stdout).group(1)
+
+
+def test_pretrain_validates_saves_the_average_and_chains_into_upscale_and_train(dp2o_cli, photos, tmp_path):
+    run = tmp_path / "pre"
+    held_out = f"hr:path={photos},crop=32"
+    done = dp2o_cli(*pretrain_args(run, photos, "--eval-data", held_out, "--validate-every", "2"))
+    assert done.exit_code == 0, done.stderr + done.stdout
+    spec = printed_spec(done.stdout)
+    assert spec == f"tiny-sr:weights={(run / 'pretrain' / 'final').absolute()}"  # init=random is not kept
+
+    store = RunStore(run)
+    assert store.status("pretrain").state == "done"
+    assert "steps 4/4" in dp2o_cli("status", str(run)).stdout
+    records = [json.loads(line) for line in (run / "pretrain" / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 2, 4]
+    assert set(records[0]["model"]) == set(records[0]["bicubic"]) == {"psnry", "ssim"}
+    assert records[0]["bicubic"] == records[-1]["bicubic"]  # the baseline does not train
+    assert records[0]["model"] != records[-1]["model"]
+    assert (run / "pretrain" / "validation" / "step-000004.png").is_file()
+    history = [json.loads(line) for line in (run / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [1, 2, 3, 4] and all(h["examples"] == 4 for h in history)
+
+    # the saved weights are the exponential moving average, not the weights the step trained
+    checkpoint = run / "pretrain" / "checkpoints" / "step-000002"
+    saved = load_file(str(checkpoint / "weights" / "unet" / "diffusion_pytorch_model.safetensors"))
+    averaged = load_file(str(checkpoint / "ema.safetensors"))
+    trained = load_file(str(checkpoint / "state" / "model.safetensors"))
+    assert len(saved) == len(averaged) == len(trained)
+
+    def sums(tensors):
+        return sorted(round(float(t.double().sum()), 4) for t in tensors.values())
+
+    assert sums(saved) == sums(averaged) != sums(trained)
+
+    out = tmp_path / "up"
+    upscaled = dp2o_cli("upscale", str(photos / "coffee.png"), str(out), "--backbone", spec)
+    assert upscaled.exit_code == 0, upscaled.stderr
+    assert (out / "coffee.png").is_file()
+
+    trained = dp2o_cli(
+        "train", "--run", str(tmp_path / "dpo"), "--backbone", spec, "--data", f"hr:path={photos},crop=32",
+        "--degradation", "bicubic", "--reward", "hybrid:fr=[psnr,ssim],nr=[]", "--selector", "best-worst",
+        "-m", "3", "--max-steps", "1", "--batch-size", "2", "--tracker", "none",
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.stderr + trained.stdout
+    assert RunStore(tmp_path / "dpo").status("train").state == "done"
+
+    # a changed setting would discard the pretraining: refused, nothing written
+    again = dp2o_cli("pretrain", str(run), "--max-steps", "6")
+    assert again.exit_code == 2
+    assert "pretrain: 4 trained step(s) would be discarded" in again.stderr
+    assert "pretrain.max_steps: 4 → 6" in again.stderr
+    assert store.status("pretrain").state == "done"
+
+
+def test_pretraining_killed_with_sigkill_resumes_to_the_same_weights(dp2o_cli, photos, tmp_path):
+    whole = tmp_path / "whole"
+    done = dp2o_cli(*pretrain_args(whole, photos, steps=6))
+    assert done.exit_code == 0, done.stderr
+    killed = tmp_path / "killed"
+    process = subprocess.run(
+        [sys.executable, str(TESTS / "train_kill_script.py"), "4", *pretrain_args(killed, photos, steps=6)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    assert RunStore(killed).status("pretrain").state == "partial"
+    assert "steps 2/6" in dp2o_cli("status", str(killed)).stdout
+
+    resumed = dp2o_cli(*pretrain_args(killed, photos, steps=6))
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "resumed from step 2" in resumed.stdout
+    for name in ("unet/diffusion_pytorch_model.safetensors",):
+        expected = load_file(str(whole / "pretrain" / "final" / name))
+        got = load_file(str(killed / "pretrain" / "final" / name))
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert (killed / "pretrain" / "metrics.jsonl").read_text() == (
+        whole / "pretrain" / "metrics.jsonl"
+    ).read_text()
+
+
+def test_images_smaller_than_the_crop_are_refused_before_any_step(dp2o_cli, photos, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(photos, data)
+    write_photos(data, ("moon",), size=24)
+    run = tmp_path / "run"
+    result = dp2o_cli(*pretrain_args(run, data))
+    assert result.exit_code == 2
+    assert "1 of 4 cannot be cropped" in result.stderr
+    assert f"{data / 'moon.png'}: 24×24 pixels, smaller than the 32-pixel crop" in result.stderr
+    assert "pass a smaller --crop" in result.stderr
+    assert not run.exists()
+
+
+DEGRADATION_PLUGIN = '''
+import torch.nn.functional as F
+from dp2o_core import Degradation, hookimpl
+
+class HalfOnly(Degradation):
+    """Always halves the image, whatever scale is asked for."""
+
+    name = "half-only"
+
+    def degrade(self, hr, seeds, scale):
+        return F.interpolate(hr, scale_factor=0.5, mode="area")
+
+@hookimpl
+def register_degradations(register):
+    register(HalfOnly)
+'''
+
+
+def test_a_degradation_of_another_scale_and_a_crop_off_the_scale_are_refused(
+    dp2o_cli, photos, tmp_path, monkeypatch
+):
+    (tmp_path / "half_only_plugin.py").write_text(DEGRADATION_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    args = pretrain_args(run, photos)
+    args[args.index("--degradation") + 1] = "half-only"
+    args[args.index("--crop") + 1] = "30"
+    result = dp2o_cli("-p", "half_only_plugin", *args)
+    assert result.exit_code == 2, result.stdout
+    assert "the crop must be a multiple of the backbone's scale ×4" in result.stderr
+    assert "it makes 15×15 images, not 7×7: its scale differs from the backbone's ×4" in result.stderr
+    assert not run.exists()
+
+
+def test_a_controlnet_file_of_the_wrong_shape_is_refused_before_any_step(dp2o_cli, photos, tmp_path):
+    from test_controlnet_files import sd_controlnet_file
+    from tiny_models import save_tiny_sd
+
+    model = save_tiny_sd(tmp_path / "sd")
+    wrong = sd_controlnet_file(model, tmp_path / "sd15.safetensors", cross_attention_dim=48)
+    run = tmp_path / "run"
+    args = pretrain_args(run, photos)
+    args[args.index("--backbone") + 1] = f"sd2:model={model},controlnet={wrong},device=cpu"
+    result = dp2o_cli(*args)
+    assert result.exit_code == 2
+    assert "cross-attention width 48" in result.stderr
+    assert not run.exists()
