@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from images import photo
@@ -100,17 +96,19 @@ def test_a_folder_that_is_not_a_model_is_named(tmp_path):
         build(f"tiny-sr:weights={tmp_path}")
 
 
-def test_the_pretraining_command_writes_a_loadable_model(tmp_path):
-    out = tmp_path / "pretrained"
-    done = subprocess.run(
-        [sys.executable, "-m", "dp2o_plugins.backbones.tiny_sr.pretrain", "--out", str(out),
-         "--steps", "3", "--batch-size", "2", "--crop", "32", "--log-every", "1"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert (out / "loss.png").is_file()
-    log = (out / "training_log.csv").read_text().splitlines()
-    assert log[0] == "step,loss,learning_rate,seconds" and len(log) == 4
-    sampled = build(f"tiny-sr:weights={out},steps=2").sample(torch.rand(1, 3, 8, 8), [[0]])
-    assert sampled.images.shape == (1, 1, 3, 32, 32)
-    assert Path(out / "tiny_sr.json").is_file()
+def test_init_random_is_a_seeded_fresh_unet_with_the_folders_schedule_and_scaling(tmp_path):
+    bundled = build("tiny-sr")
+    fresh, same, other = (build(f"tiny-sr:init=random,init_seed={seed}") for seed in (0, 0, 1))
+    weights = [dict(model.unet.named_parameters()) for model in (bundled, fresh, same, other)]
+    name = next(iter(weights[0]))
+    assert torch.equal(weights[1][name], weights[2][name])
+    assert not torch.equal(weights[1][name], weights[3][name])
+    assert not torch.equal(weights[0][name], weights[1][name])
+    assert fresh.settings == bundled.settings
+    assert fresh.scheduler.config == bundled.scheduler.config
+    # what it saves loads as a whole model, not as another random start
+    fresh.save(tmp_path / "model")
+    options = fresh.tuned_options(tmp_path / "model")
+    assert options["init"] == "weights"
+    reloaded = build("tiny-sr:" + ",".join(f"{k}={v}" for k, v in options.items()))
+    assert torch.equal(dict(reloaded.unet.named_parameters())[name], weights[1][name])

@@ -1,9 +1,10 @@
 """The tiny-sr network: an SR3-style pixel-space diffusion UNet that denoises the residual.
 
 Model space. An RGB image in [0, 1] maps to x₀ = (image − ½) · ``scaling_factor``; the
-bicubic-upsampled LR maps to u the same way. The factor is chosen (by the pretraining
-command) so that the residual x₀ − u of training crops has unit standard deviation, which
-lets an ordinary DDPM schedule fit the residual's signal-to-noise range.
+bicubic-upsampled LR maps to u the same way. The factor (17.3 in the bundled folder) was chosen
+as 1 / the standard deviation of the residual x₀ − u over random 64-px training crops, so that
+the residual has unit variance and an ordinary DDPM schedule fits its signal-to-noise range;
+``init=random`` keeps the folder's factor and schedule and draws a new UNet.
 
 Prediction. For x_t = α_t x₀ + σ_t ε the UNet sees the noisy residual x_t − α_t u =
 α_t (x₀ − u) + σ_t ε next to the upsampled LR (in [−1, 1]) and predicts the residual's
