@@ -165,6 +165,7 @@ class PretrainStage(Stage):
             )  # fmt: skip
             if validation is not None and not read_validation(directory):
                 trainer.validate_now(0)  # the starting model, the curves' first point
+            data.prepare()  # prompt embeddings ahead (after validation's), text encoders freed if few
             with ctx.reporter.progress([("pretrain", "steps")]) as [(start, advance)]:
                 start(settings.max_steps)
                 shown = [0]

@@ -101,6 +101,23 @@ class PretrainData:
     def __len__(self) -> int:
         return len(self.items)
 
+    #: up to this many distinct prompts are embedded before training and the text encoders freed
+    PROMPTS_EMBEDDED_AHEAD = 256
+
+    def prepare(self) -> bool:
+        """Embed every prompt the examples can have and free the text encoders, when there are
+        at most :attr:`PROMPTS_EMBEDDED_AHEAD` of them (data without sidecar prompts has one, the
+        empty prompt); with more, each is embedded when first used. Returns whether the encoders
+        were freed."""
+        texts = sorted({item.prompt or "" for item in self.items} | {""})
+        if len(texts) > self.PROMPTS_EMBEDDED_AHEAD:
+            return False
+        self._prompts_kept = max(self._prompts_kept, len(texts))
+        for text in texts:
+            self._prompt(text)
+        self.backbone.release_text_encoders()
+        return True
+
     #: batches encode HR crops and conditions every step (the trainer keeps the image encoder)
     needs_encoder = True
 
