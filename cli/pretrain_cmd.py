@@ -95,7 +95,9 @@ def pretrain(
     context.accelerator = _accelerator(context, config)
     results = pipeline.run(context, announce=True, check=False)
     if context.process.is_main:
-        _print_result(context, results.get("pretrain"))
+        from dp2o_core.report import write_report
+
+        _print_result(context, results.get("pretrain"), write_report(context.store))
     context.barrier()
     context.accelerator.state.destroy_process_group()
 
@@ -114,8 +116,8 @@ def _accelerator(context: Any, config: Any) -> Any:
     return make_accelerator(config.pretrain, context.store.stage_dir("pretrain"), cpu=on_cpu)
 
 
-def _print_result(context: Any, outcome: Any) -> None:
-    """Where the model is, its last loss and validation, and the spec that loads it."""
+def _print_result(context: Any, outcome: Any, report: Any) -> None:
+    """Where the model is, its last loss and validation, the report and the spec that loads it."""
     from dp2o_core.pipeline.tuned import spec_with
     from dp2o_core.stages.pretrain import read_validation
 
@@ -144,6 +146,7 @@ def _print_result(context: Any, outcome: Any) -> None:
                 markup=False,
             )
     spec = spec_with(context.component("backbone"), completion.get("tuned_options", {}))
+    console.print(f"Report: {report}", soft_wrap=True, markup=False)
     console.print("Preference-tune it, or upscale with it:", markup=False)
     console.print(f"  dp2o train --backbone '{spec}' …", soft_wrap=True, markup=False)
     console.print(f"  dp2o upscale LR_IMAGES OUTPUT --backbone '{spec}'", soft_wrap=True, markup=False)

@@ -79,6 +79,9 @@ def test_pretrain_validates_saves_the_average_and_chains_into_upscale_and_train(
     assert records[0]["bicubic"] == records[-1]["bicubic"]  # the baseline does not train
     assert records[0]["model"] != records[-1]["model"]
     assert (run / "pretrain" / "validation" / "step-000004.png").is_file()
+    page = (run / "report.html").read_text()  # the command writes the report
+    assert f'data-key="pretrain.validation.last.psnry" data-value="{records[-1]["model"]["psnry"]!r}"' in page
+    assert "report/pretrain_curves.png" in page and "pretrain/validation/step-000004.png" in page
     history = [json.loads(line) for line in (run / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [1, 2, 3, 4] and all(h["examples"] == 4 for h in history)
 

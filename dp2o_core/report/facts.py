@@ -6,12 +6,12 @@ import json
 import math
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dp2o_core.evaluation import read_eval
 from dp2o_core.stages.timings import read_timings
 from dp2o_core.store import RunStore
-from dp2o_core.store.runstore import STAGES
 
 
 @dataclass
@@ -136,6 +136,11 @@ class RunFacts:
     train: dict[str, Any] | None = None
     #: one row per round of an iterative run with a held-out evaluation (empty for one round)
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    #: ``dp2o pretrain``: its completion record, step metrics, validation records and grid images
+    pretrain: dict[str, Any] | None = None
+    pretrain_history: list[dict[str, Any]] = field(default_factory=list)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+    validation_grids: list[str] = field(default_factory=list)
 
 
 def gather(store: RunStore) -> RunFacts:
@@ -146,8 +151,8 @@ def gather(store: RunStore) -> RunFacts:
         config = {}
     timings = read_timings(store)
     stages = []
-    for stage in STAGES:
-        status = store.status(stage)
+    for status in store.statuses():  # the optional pretrain stage too, where it ran
+        stage = status.stage
         timing = timings.get(stage, {})
         seconds, units = timing.get("seconds"), timing.get("units")
         stages.append(
@@ -163,17 +168,40 @@ def gather(store: RunStore) -> RunFacts:
     facts = RunFacts(root=store.root, config=config, stages=stages)
     if store.status("pairs").state == "done":
         facts.pairs = pair_facts(store)
-    metrics = store.stage_dir("train") / "metrics.jsonl"
-    if metrics.exists():
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                facts.history.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut short by a killed process
+    facts.history = _json_lines(store.stage_dir("train") / "metrics.jsonl")
     facts.train = store.completion("train")
+    if store.record("pretrain") is not None:
+        _gather_pretrain(store, facts)
     facts.evaluation = read_eval(store)
     facts.rounds = round_rows(store)
     return facts
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (none when it is missing); a line cut short by a
+    killed process is skipped."""
+    records = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    return records
+
+
+def _gather_pretrain(store: RunStore, facts: RunFacts) -> None:
+    """The pretrain stage's completion, step metrics, validations and their grids."""
+    from dp2o_core.stages.pretrain import read_validation
+
+    directory = store.stage_dir("pretrain")
+    facts.pretrain = store.completion("pretrain")
+    facts.pretrain_history = _json_lines(directory / "metrics.jsonl")
+    facts.validation = read_validation(directory)
+    facts.validation_grids = [
+        grid.relative_to(store.root).as_posix()
+        for grid in sorted((directory / "validation").glob("step-*.png"))
+    ]
 
 
 def round_rows(store: RunStore) -> list[dict[str, Any]]:

@@ -42,6 +42,7 @@ def write_report(store: RunStore) -> Path:
         "reward_distribution": plots.reward_distribution(facts, assets / "reward_distribution.png"),
         "pair_weights": plots.pair_weights(facts, assets / "pair_weights.png"),
         "training_curves": plots.training_curves(facts, assets / "training_curves.png"),
+        "pretrain_curves": plots.pretrain_curves(facts, assets / "pretrain_curves.png"),
         "held_out": plots.held_out_rewards(facts, assets / "held_out_rewards.png"),
         "rounds": plots.rounds_rewards(facts, assets / "rounds_rewards.png"),
     }
@@ -61,6 +62,7 @@ def render(facts: RunFacts, charts: dict[str, str]) -> str:
         f'<p class="note">Written {time.strftime("%Y-%m-%d %H:%M:%S")} by dp2o '
         f"{_e(str(facts.config.get('dp2o_version', '')))}.</p>",
     ]
+    parts += _pretrain_section(facts, charts)
     parts += _rounds_section(facts, charts)
     parts += _evaluation_section(facts, charts)
     parts += _training_section(facts, charts)
@@ -223,6 +225,43 @@ def _training_section(facts: RunFacts, charts: dict[str, str]) -> list[str]:
     parts.append("</table>")
     if "training_curves" in charts:
         parts.append(_image(charts["training_curves"], "Training curves"))
+    return parts
+
+
+def _pretrain_section(facts: RunFacts, charts: dict[str, str]) -> list[str]:
+    """``dp2o pretrain``: steps, final loss, the first and last validation, curves, grids."""
+    if facts.pretrain is None and not facts.pretrain_history:
+        return []
+    done = facts.pretrain or {}
+    parts = ["<h2>Pretraining</h2>", "<table>"]
+    parts.append(_row("optimizer steps", "pretrain.steps", done.get("steps", len(facts.pretrain_history))))
+    final = done.get("final") or (facts.pretrain_history[-1] if facts.pretrain_history else {})
+    if "loss" in final:
+        parts.append(_row("final denoising loss", "pretrain.final.loss", final["loss"]))
+    parts.append("</table>")
+    if facts.validation:
+        first, last = facts.validation[0], facts.validation[-1]
+        parts.append(
+            f"<table><tr><th>validation</th><th>model, step {first['step']}</th>"
+            f"<th>model, step {last['step']}</th><th>bicubic</th></tr>"
+        )
+        for name in last.get("model", {}):
+            parts.append(
+                f"<tr><td>{_e(name)}</td>"
+                + _number(f"pretrain.validation.first.{name}", first.get("model", {}).get(name))
+                + _number(f"pretrain.validation.last.{name}", last["model"][name])
+                + _number(f"pretrain.validation.bicubic.{name}", last.get("bicubic", {}).get(name))
+                + "</tr>"
+            )
+        parts.append("</table>")
+    if "pretrain_curves" in charts:
+        parts.append(_image(charts["pretrain_curves"], "Pretraining curves"))
+    if facts.validation_grids:
+        shown = [facts.validation_grids[0], facts.validation_grids[-1]]
+        parts.append(
+            '<p class="note">Validation samples, first and last (bicubic | model | HR per input):</p>'
+        )
+        parts += [_image(grid, f"validation {Path(grid).stem}") for grid in dict.fromkeys(shown)]
     return parts
 
 

@@ -95,6 +95,35 @@ def training_curves(facts: RunFacts, path: Path) -> Path | None:
     return _save(figure, path)
 
 
+def pretrain_curves(facts: RunFacts, path: Path) -> Path | None:
+    """Pretraining: the denoising loss, the learning rate, and each validation metric of the
+    model against bicubic upsampling, by step."""
+    if not facts.pretrain_history:
+        return None
+    plt = _pyplot()
+    metrics = list(facts.validation[0].get("model", {})) if facts.validation else []
+    figure, axes = plt.subplots(1, 2 + len(metrics), figsize=(4.2 * (2 + len(metrics)), 3.4), squeeze=False)
+    steps = [h["step"] for h in facts.pretrain_history]
+    loss, rate = axes[0][0], axes[0][1]
+    loss.plot(steps, [h["loss"] for h in facts.pretrain_history], linewidth=0.8)
+    loss.set_yscale("log")
+    loss.set_title("Denoising loss")
+    rate.plot(steps, [h["learning_rate"] for h in facts.pretrain_history])
+    rate.set_title("Learning rate")
+    for axis, name in zip(axes[0][2:], metrics, strict=True):
+        at = [v["step"] for v in facts.validation]
+        axis.plot(at, [v["model"][name] for v in facts.validation], marker="o", label="model",
+                  color=COLOURS["tuned"])  # fmt: skip
+        axis.plot(at, [v["bicubic"][name] for v in facts.validation], linestyle="--", label="bicubic",
+                  color=COLOURS["base"])  # fmt: skip
+        axis.set_title(f"Validation {name}")
+        axis.legend()
+    for axis in axes[0]:
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+    return _save(figure, path)
+
+
 def held_out_rewards(facts: RunFacts, path: Path) -> Path | None:
     """Best/Mean/Worst@M of the held-out reward per model, as grouped bars."""
     evaluation = facts.evaluation
