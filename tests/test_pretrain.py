@@ -263,3 +263,31 @@ def test_a_new_controlnet_learns_to_use_the_lr_image(dp2o_cli, photos, tmp_path,
     assert start_change == 0.0  # zero convolutions: the LR image has no effect yet
     assert change > 1e-4
     assert error < 0.95 * start_error  # measured: 0.90× (SD2), 0.77× (FLUX) after 12 steps
+
+
+def test_two_processes_pretrain_with_ddp_and_match_one_process(photos, tmp_path):
+    """Under accelerate launch each process takes its share of every step's crops; the averaged
+    gradient, and so the weights, are those of one process."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # both runs compute in the same order
+    single, double = tmp_path / "single", tmp_path / "double"
+    alone = subprocess.run(
+        [sys.executable, "-m", "dp2o_cli", *pretrain_args(single, photos, steps=3)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    launcher = Path(sys.executable).with_name("accelerate")
+    together = subprocess.run(
+        [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "dp2o_cli",
+         *pretrain_args(double, photos, steps=3)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert together.returncode == 0, together.stderr[-3000:]
+    name = "pretrain/final/unet/diffusion_pytorch_model.safetensors"
+    one, two = load_file(str(single / name)), load_file(str(double / name))
+    assert all(torch.allclose(one[k], two[k], atol=1e-6, rtol=1e-5) for k in one)
+    history = [(run / "pretrain" / "metrics.jsonl").read_text().splitlines() for run in (single, double)]
+    losses = [[json.loads(line)["loss"] for line in lines] for lines in history]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

@@ -94,7 +94,7 @@ class PretrainData:
         self.crop = crop
         self.null_prompt_ratio = null_prompt_ratio
         self._sizes: dict[int, tuple[int, int]] = {}
-        self._images: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._images: OrderedDict[int, Any] = OrderedDict()
         self._prompts: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._images_kept, self._prompts_kept = images_kept, prompts_kept
 
@@ -139,7 +139,9 @@ class PretrainData:
     def hr_crop(self, choice: CropChoice) -> torch.Tensor:
         """The 1×3×crop×crop HR crop in [0, 1] that ``choice`` names."""
         image = self._image(choice.item)
-        crop = image[..., choice.top : choice.top + self.crop, choice.left : choice.left + self.crop]
+        crop = array_to_tensor(
+            image[choice.top : choice.top + self.crop, choice.left : choice.left + self.crop]
+        )
         if choice.flip:
             crop = crop.flip(-1)
         return torch.rot90(crop, choice.turns, dims=(-2, -1)).contiguous()
@@ -184,9 +186,10 @@ class PretrainData:
             self._sizes[index] = (height, width)
         return self._sizes[index]
 
-    def _image(self, index: int) -> torch.Tensor:
+    def _image(self, index: int) -> Any:
+        """The decoded HR image (8-bit H×W×3: a quarter of float32's memory), kept while recent."""
         if index not in self._images:
-            self._images[index] = array_to_tensor(read_image(self.items[index].hr))  # type: ignore[arg-type]
+            self._images[index] = read_image(self.items[index].hr)  # type: ignore[arg-type]
             while len(self._images) > self._images_kept:
                 self._images.popitem(last=False)
         self._images.move_to_end(index)
