@@ -19,6 +19,7 @@ from dp2o_core.evaluation import (
     EvalModel,
     build_scorers,
     check_per_input_path,
+    compared_backbone,
     compared_model,
     evaluate,
     load_inputs,
@@ -93,7 +94,11 @@ def eval_command(
     resolved = config.resolve(manager, ("backbone", "data", "degradation"))
     # the backbone's weights and the data, before any sampling (metrics that cannot run are listed)
     dataset = resolved["data"].build()
-    ensure([*component_checks(resolved["backbone"]), dataset_check("data", str(config.data), dataset.items)])
+    compared = compared_backbone(manager, compare) if compare is not None else None
+    ensure([
+        *component_checks(resolved["backbone"]), *(component_checks(compared) if compared else []),
+        dataset_check("data", str(config.data), dataset.items),
+    ])  # fmt: skip
     reward_spec = config.reward if config.reward.name else parse_spec("hybrid-offline", "reward")
     reward_model = resolve_spec(manager, "reward", reward_spec, None).build()
     scorers, unavailable = build_scorers(manager, metrics, exclude=[i.name for i in reward_model.metrics()])

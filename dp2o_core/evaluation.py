@@ -522,14 +522,21 @@ def unavailable_reason(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def compared_model(manager: PluginManager, spec: str, label: str = "compared") -> EvalModel:
-    """A model from a backbone spec; ``bicubic`` is the plain-upsampling baseline."""
+def compared_backbone(manager: PluginManager, spec: str) -> Any:
+    """The resolved backbone of a ``--compare`` spec (its readiness can be checked before anything
+    loads); None for ``bicubic``, the plain-upsampling baseline."""
     from dp2o_core.specs import parse_spec, resolve_spec
 
     parsed = parse_spec(spec, "backbone")
     if parsed.name == "bicubic" and not parsed.options:
-        return EvalModel(label, spec, BicubicBaseline())
-    return EvalModel(label, spec, resolve_spec(manager, "backbone", parsed, None).build())
+        return None
+    return resolve_spec(manager, "backbone", parsed, None)
+
+
+def compared_model(manager: PluginManager, spec: str, label: str = "compared") -> EvalModel:
+    """A model from a backbone spec; ``bicubic`` is the plain-upsampling baseline."""
+    resolved = compared_backbone(manager, spec)
+    return EvalModel(label, spec, BicubicBaseline() if resolved is None else resolved.build())
 
 
 # -- the eval stage's record --------------------------------------------------------------------

@@ -220,3 +220,14 @@ def test_statistics_of_one_input_read_as_undefined():
     assert format_p(one.t_p_value) == "-" and format_p(one.wilcoxon_p_value) == "-"
     two = PairedComparison.of([0.5, 0.5], [0.6, 0.7])
     assert 0 <= two.t_p_value <= 1 and two.standard_error > 0
+
+
+def test_a_compared_backbone_that_is_not_ready_fails_before_the_evaluation(dp2o_cli, tmp_path):
+    missing = tmp_path / "no-such-model"
+    data = ("--data", "photos:split=held-out,crop=48,crops_per_image=1", "--degradation", "bicubic")
+    result = dp2o_cli(
+        "eval", *data, "--backbone", "tiny-sr:steps=2", "--compare", f"tiny-sr:weights={missing}", "-m", "2"
+    )
+    assert result.exit_code == 2
+    assert str(missing) in result.stderr
+    assert "eval" not in result.stdout  # nothing was sampled

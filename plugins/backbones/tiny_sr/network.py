@@ -96,7 +96,7 @@ def load_settings(folder: Path) -> TinySrSettings:
     if not path.is_file():
         raise Dp2oError(
             f"{folder} is not a tiny-sr model folder (no {SETTINGS_FILE}); pass the folder that "
-            "`dp2o train` or the pretraining command wrote (it holds unet/, scheduler/ and tiny_sr.json)"
+            "`dp2o train` or `dp2o pretrain` wrote (it holds unet/, scheduler/ and tiny_sr.json)"
         )
     return TinySrSettings(**json.loads(path.read_text()))
 
