@@ -12,9 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from dp2o_core.errors import UsageError
-from dp2o_core.stages.pretrain import pretrain_progress
-from dp2o_core.stages.train import train_progress
 from dp2o_core.store import STAGES, RunStore, StageStatus
+from dp2o_core.training.checkpoints import steps_progress
 
 STATE_STYLE = {"done": "green", "partial": "yellow", "stale": "red", "damaged": "bold red", "missing": "dim"}
 
@@ -89,8 +88,7 @@ def _status_table(run: Path, rounds: dict[int, RunStore], statuses: dict[int, li
             state = f"[{style}]{s.state}[/]" + (f"\n{escape(s.reason)}" if s.reason else "")
             groups = f"{s.groups_done}/{s.groups_total}" if s.groups_total is not None else "-"
             if s.stage in ("train", "pretrain") and s.state != "missing":
-                progress = train_progress if s.stage == "train" else pretrain_progress
-                done, total = progress(round_store)
+                done, total = steps_progress(round_store, s.stage)
                 groups = f"steps {done}/{total if total is not None else '?'}"
             rows = "\n".join(f"{name}: {count}" for name, count in sorted(s.rows.items())) or "-"
             inputs = "\n".join(f"{name}: {fp}" for name, fp in s.inputs.items()) or "-"

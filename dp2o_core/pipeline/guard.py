@@ -90,9 +90,8 @@ def discarded_work(stages: Sequence[Stage], ctx: RunContext) -> list[Discard]:
                 continue
             why, cause = own, f"{stage.name}{label}: {own}"
         changed[stage.name] = cause
-        done = _finished_groups(store, stage.name)
+        done, unit = stage.finished_work(store)
         if stage.name in COSTLY_STAGES and done:
-            unit = "trained step(s)" if stage.name == "pretrain" else Discard.unit
             discards.append(Discard(f"{stage.name}{label}", done, why, unit))
     if ctx.round is None and "train" in changed:
         discards += _later_rounds(ctx, f"round 1's training is redone ({changed['train']})")
@@ -155,15 +154,8 @@ def _later_rounds(ctx: RunContext, why: str | None) -> list[Discard]:
 
 
 def _finished_groups(store: RunStore, stage: str) -> int:
-    """Groups ``stage`` has committed (0 for a stage that never ran); for pretraining, the steps
-    its final weights or newest checkpoint hold."""
-    if store.record(stage) is None:
-        return 0
-    if stage == "pretrain":
-        from dp2o_core.stages.pretrain import pretrain_progress
-
-        return pretrain_progress(store)[0]
-    return store.status(stage).groups_done
+    """Groups ``stage`` has committed (0 for a stage that never ran)."""
+    return store.status(stage).groups_done if store.record(stage) is not None else 0
 
 
 def config_differences(before: Mapping[str, Any], after: Mapping[str, Any], limit: int = 4) -> list[str]:

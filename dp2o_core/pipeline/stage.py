@@ -44,6 +44,12 @@ class Stage:
         """A reason to run even when current (None: skip when current)."""
         return None
 
+    def finished_work(self, store: Any) -> tuple[int, str]:
+        """How much finished work this stage holds in ``store`` and what that number counts
+        (what the finished-work guard says would be discarded): committed groups by default."""
+        done = store.status(self.name).groups_done if store.record(self.name) is not None else 0
+        return done, "finished group(s)"
+
     def checks(self, ctx: RunContext) -> list[Check]:
         """What this stage needs before it starts (the default: its components' readiness)."""
         return [check for key in self.components(ctx) for check in component_checks(ctx.component(key))]

@@ -6,12 +6,12 @@ import json
 import math
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dp2o_core.evaluation import read_eval
 from dp2o_core.stages.timings import read_timings
 from dp2o_core.store import RunStore
+from dp2o_core.training.checkpoints import read_json_lines
 
 
 @dataclass
@@ -168,7 +168,7 @@ def gather(store: RunStore) -> RunFacts:
     facts = RunFacts(root=store.root, config=config, stages=stages)
     if store.status("pairs").state == "done":
         facts.pairs = pair_facts(store)
-    facts.history = _json_lines(store.stage_dir("train") / "metrics.jsonl")
+    facts.history = read_json_lines(store.stage_dir("train") / "metrics.jsonl")
     facts.train = store.completion("train")
     if store.record("pretrain") is not None:
         _gather_pretrain(store, facts)
@@ -177,26 +177,13 @@ def gather(store: RunStore) -> RunFacts:
     return facts
 
 
-def _json_lines(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file (none when it is missing); a line cut short by a
-    killed process is skipped."""
-    records = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
-    return records
-
-
 def _gather_pretrain(store: RunStore, facts: RunFacts) -> None:
     """The pretrain stage's completion, step metrics, validations and their grids."""
     from dp2o_core.stages.pretrain import read_validation
 
     directory = store.stage_dir("pretrain")
     facts.pretrain = store.completion("pretrain")
-    facts.pretrain_history = _json_lines(directory / "metrics.jsonl")
+    facts.pretrain_history = read_json_lines(directory / "metrics.jsonl")
     facts.validation = read_validation(directory)
     facts.validation_grids = [
         grid.relative_to(store.root).as_posix()

@@ -29,36 +29,16 @@ from dp2o_core.pipeline.stage import Stage
 from dp2o_core.preflight import Check
 from dp2o_core.store.fingerprint import fingerprint
 from dp2o_core.store.lock import StageLock
-from dp2o_core.training.checkpoints import complete_checkpoints
+from dp2o_core.training.checkpoints import read_json_lines, steps_progress
 from dp2o_core.training.settings import PretrainSettings
 
 VALIDATION_FILE = "validation.jsonl"
 
 
-def pretrain_progress(store: Any) -> tuple[int, int | None]:
-    """(steps a rerun would not redo, max_steps) of the pretrain stage."""
-    record = store.record("pretrain") or {}
-    total = record.get("config", {}).get("pretrain", {}).get("max_steps")
-    completion = store.completion("pretrain")
-    if completion is not None:
-        return int(completion.get("steps", 0)), total
-    found = complete_checkpoints(store.stage_dir("pretrain") / "checkpoints")
-    return (found[-1][0] if found else 0), total
-
-
 def read_validation(directory: Path) -> list[dict[str, Any]]:
     """The validation records of a pretrain stage folder, one per step (the last written wins:
     a resumed run validates a step again with the same result), in step order."""
-    path = Path(directory) / VALIDATION_FILE
-    if not path.exists():
-        return []
-    records: dict[int, dict[str, Any]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-            records[int(record["step"])] = record
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by a killed process
+    records = {int(r["step"]): r for r in read_json_lines(Path(directory) / VALIDATION_FILE) if "step" in r}
     return [records[step] for step in sorted(records)]
 
 
@@ -86,6 +66,10 @@ class PretrainStage(Stage):
 
     def forced(self, ctx: RunContext) -> str | None:
         return None if ctx.options.resume else "--restart — pretraining from the start"
+
+    def finished_work(self, store: Any) -> tuple[int, str]:
+        """The steps its final weights or newest checkpoint hold."""
+        return steps_progress(store, self.name)[0], "trained step(s)"
 
     def checks(self, ctx: RunContext) -> list[Check]:
         checks = [*super().checks(ctx), *items_check(ctx, "data")]
@@ -137,6 +121,7 @@ class PretrainStage(Stage):
             raise UsageError("the pretrain stage needs an accelerator in its RunContext (make_accelerator)")
         from dp2o_core.training.pretrain_data import PretrainData, hr_items
         from dp2o_core.training.pretrainer import Pretrainer
+        from dp2o_core.training.trainer import tracker_config
 
         store, accelerator, settings = ctx.store, ctx.accelerator, ctx.config.pretrain
         index = accelerator.process_index
@@ -160,8 +145,8 @@ class PretrainStage(Stage):
             directory = store.stage_dir("pretrain")
             validation = _Validation(ctx, directory) if ctx.config.eval_data.name is not None else None
             trainer = Pretrainer(
-                backbone, data, settings, directory, accelerator, tracker_config=_flat(config),
-                validate=validation,
+                backbone, data, settings, directory, accelerator,
+                tracker_config=tracker_config(config, "pretrain"), validate=validation,
             )  # fmt: skip
             if validation is not None and not read_validation(directory):
                 trainer.validate_now(0)  # the starting model, the curves' first point
@@ -290,11 +275,3 @@ def _degradation_check(ctx: RunContext, crop: int, scale: int) -> list[Check]:
             )
         ]
     return []
-
-
-def _flat(config: dict[str, Any]) -> dict[str, Any]:
-    """Scalar settings for the trackers' hyper-parameter tables."""
-    flat = {f"pretrain/{k}": v for k, v in config.get("pretrain", {}).items()}
-    flat["backbone"] = config.get("backbone", {}).get("name")
-    flat["seed"] = config.get("seed")
-    return {k: v for k, v in flat.items() if isinstance(v, int | float | str | bool)}

@@ -21,7 +21,6 @@ from dp2o_core.pipeline.stage import Stage
 from dp2o_core.specs import Resolved
 from dp2o_core.store import RunStore
 from dp2o_core.store.lock import StageLock
-from dp2o_core.training.checkpoints import complete_checkpoints
 from dp2o_core.training.settings import TrainSettings
 
 
@@ -56,7 +55,7 @@ def run_train_stage(
     ``start_from(backbone)``, when given, sets the trained parameters' starting values once
     the reference is set up (a later round that keeps the base model as its reference)."""
     from dp2o_core.training.data import TrainingData
-    from dp2o_core.training.trainer import Trainer
+    from dp2o_core.training.trainer import Trainer, tracker_config
 
     index = accelerator.process_index
     with StageLock(store.root / "locks" / f"train.p{index:03d}.lock", f"stage 'train' of run {store.root}"):
@@ -73,8 +72,8 @@ def run_train_stage(
         data.prepare(_process_info(accelerator), on_start=start, on_progress=advance)
         accelerator.wait_for_everyone()
         trainer = Trainer(
-            backbone, data, settings, store.stage_dir("train"), accelerator, tracker_config=_flat(config),
-            start_from=start_from,
+            backbone, data, settings, store.stage_dir("train"), accelerator,
+            tracker_config=tracker_config(config, "train"), start_from=start_from,
         )  # fmt: skip
         result = trainer.run(resume=resume, on_step=on_step, on_micro_batch=on_micro_batch)
         if accelerator.is_main_process:
@@ -95,26 +94,6 @@ def _process_info(accelerator: Any):
     from dp2o_core.store import ProcessInfo
 
     return ProcessInfo(index=accelerator.process_index, count=accelerator.num_processes)
-
-
-def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Scalar settings for the trackers' hyper-parameter tables."""
-    flat = {f"train/{k}": v for k, v in config.get("train", {}).items()}
-    flat["backbone"] = config.get("backbone", {}).get("name")
-    flat["seed"] = config.get("seed")
-    return {k: v for k, v in flat.items() if isinstance(v, int | float | str | bool)}
-
-
-def train_progress(store: RunStore) -> tuple[int, int | None]:
-    """(steps a rerun would not redo, max_steps) of the train stage: the final step once done,
-    else the newest checkpoint's step."""
-    record = store.record("train") or {}
-    total = record.get("config", {}).get("train", {}).get("max_steps")
-    completion = store.completion("train")
-    if completion is not None:
-        return int(completion.get("steps", 0)), total
-    found = complete_checkpoints(store.stage_dir("train") / "checkpoints")
-    return (found[-1][0] if found else 0), total
 
 
 class TrainStage(Stage):

@@ -1,4 +1,5 @@
-"""Where training checkpoints live, which are complete and which can be loaded.
+"""Where training checkpoints live, which are complete and which can be loaded, and what a
+training stage (``train``, ``pretrain``) has done: its steps and its JSON-lines records.
 
 A checkpoint is ``<train>/checkpoints/step-NNNNNN/``; the trainer writes it under a
 staging name and renames it into place, and ``position.json`` inside is written last.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from dp2o_core.errors import short_reason
 from dp2o_core.weightfiles import safetensors_problem
@@ -85,3 +87,32 @@ def _pickle_problem(file: Path) -> str | None:
     except Exception as error:  # noqa: BLE001 - any failure means a resume cannot load it
         return f"does not load safely ({short_reason(error)})"
     return None
+
+
+def steps_progress(store: Any, stage: str) -> tuple[int, int | None]:
+    """(steps a rerun would not redo, max_steps) of a training stage (``train``, ``pretrain``):
+    the final step once done, else the newest checkpoint's; max_steps from the stage's recorded
+    settings section of the same name."""
+    record = store.record(stage) or {}
+    total = record.get("config", {}).get(stage, {}).get("max_steps")
+    completion = store.completion(stage)
+    if completion is not None:
+        return int(completion.get("steps", 0)), total
+    found = complete_checkpoints(store.stage_dir(stage) / "checkpoints")
+    return (found[-1][0] if found else 0), total
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file a trainer appends to (``metrics.jsonl``,
+    ``validation.jsonl``); none when it is missing, and a line cut short by a killed process is
+    skipped."""
+    records = []
+    if Path(path).exists():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records

@@ -19,10 +19,32 @@ class SampleSettings(BaseModel):
     shared_noise: bool = Field(False, description="Candidate m of every group starts from seed + m.")
 
 
-class TrainSettings(BaseModel):
-    """The DPO objective and the optimisation (docs/method.md §5–§6)."""
+class OptimisationSettings(BaseModel):
+    """What the trainer's optimisation reads besides the steps, batch and learning rate — the same
+    for DPO (``[train]``) and for pretraining (``[pretrain]``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    optimizer: Literal["auto", "adamw", "adamw-8bit"] = Field(
+        "auto", description="AdamW; 'auto' uses bitsandbytes' 8-bit AdamW when it works on the device."
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW β₁.")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW β₂.")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW ε.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Clip the gradient norm to this (0: no clipping).")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        "no", description="Autocast precision of the forward passes (trained weights stay float32)."
+    )
+    keep_checkpoints: int = runtime_option(2, ge=1, description="How many of the newest checkpoints to keep.")
+    tracker: Literal["tensorboard", "wandb", "none"] = runtime_option(
+        "tensorboard",
+        description="Where accelerate logs the training curves (metrics.jsonl is always written).",
+    )
+
+
+class TrainSettings(OptimisationSettings):
+    """The DPO objective and the optimisation (docs/method.md §5–§6)."""
 
     max_steps: int = Field(1000, ge=1, description="Optimizer steps (paper: 1000).")
     batch_size: int = Field(
@@ -44,17 +66,6 @@ class TrainSettings(BaseModel):
         description="Fraction of pairs whose winner and loser are swapped, chosen by the seed: a control "
         "experiment (0.5 makes the labels uninformative; a gain that survives it is not the preferences').",
     )
-    optimizer: Literal["auto", "adamw", "adamw-8bit"] = Field(
-        "auto", description="AdamW; 'auto' uses bitsandbytes' 8-bit AdamW when it works on the device."
-    )
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW β₁.")
-    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW β₂.")
-    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW ε.")
-    max_grad_norm: float = Field(1.0, ge=0, description="Clip the gradient norm to this (0: no clipping).")
-    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
-        "no", description="Autocast precision of the forward passes (trained weights stay float32)."
-    )
     cache: bool = Field(
         True,
         description="Train from the cached candidate latents and condition encodings (no VAE in the step).",
@@ -62,12 +73,7 @@ class TrainSettings(BaseModel):
     checkpoint_every: int = runtime_option(
         100, ge=1, description="Save a resumable checkpoint every this many steps."
     )
-    keep_checkpoints: int = runtime_option(2, ge=1, description="How many of the newest checkpoints to keep.")
     log_every: int = runtime_option(1, ge=1, description="Log metrics to the trackers every this many steps.")
-    tracker: Literal["tensorboard", "wandb", "none"] = runtime_option(
-        "tensorboard",
-        description="Where accelerate logs the training curves (metrics.jsonl is always written).",
-    )
 
 
 class EvalSettings(BaseModel):
@@ -108,12 +114,10 @@ class RoundsSettings(BaseModel):
     )
 
 
-class PretrainSettings(BaseModel):
+class PretrainSettings(OptimisationSettings):
     """Supervised pretraining of the SR generator (``dp2o pretrain``; docs/training.md,
     "Building your own SR generator"): the backbone's own denoising objective on random HR
     crops whose LR the run's degradation makes afresh every step."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_steps: int = Field(10000, ge=1, description="Optimizer steps.")
     batch_size: int = Field(16, ge=1, description="HR crops per optimizer step, over all processes.")
@@ -139,17 +143,6 @@ class PretrainSettings(BaseModel):
     null_prompt_ratio: float = Field(
         0.0, ge=0, le=1, description="Fraction of crops trained with the empty prompt (SeeSR: 0.5)."
     )
-    optimizer: Literal["auto", "adamw", "adamw-8bit"] = Field(
-        "auto", description="AdamW; 'auto' uses bitsandbytes' 8-bit AdamW when it works on the device."
-    )
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW β₁.")
-    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW β₂.")
-    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW ε.")
-    max_grad_norm: float = Field(1.0, ge=0, description="Clip the gradient norm to this (0: no clipping).")
-    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
-        "no", description="Autocast precision of the forward passes (trained weights stay float32)."
-    )
     validate_every: int = runtime_option(
         500, ge=1, description="Validate on the held-out inputs (--eval-data) every this many steps."
     )
@@ -162,11 +155,6 @@ class PretrainSettings(BaseModel):
     checkpoint_every: int = runtime_option(
         500, ge=1, description="Save a resumable checkpoint every this many steps."
     )
-    keep_checkpoints: int = runtime_option(2, ge=1, description="How many of the newest checkpoints to keep.")
     log_every: int = runtime_option(
         10, ge=1, description="Log metrics to the trackers every this many steps."
-    )
-    tracker: Literal["tensorboard", "wandb", "none"] = runtime_option(
-        "tensorboard",
-        description="Where accelerate logs the training curves (metrics.jsonl is always written).",
     )

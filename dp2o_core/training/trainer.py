@@ -23,7 +23,7 @@ import contextlib
 import json
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -33,7 +33,12 @@ import torch
 
 from dp2o_core.atomic import follow_umask, write_text_atomic
 from dp2o_core.errors import Dp2oError, UsageError, short_reason
-from dp2o_core.training.checkpoints import checkpoint_name, checkpoint_problem, complete_checkpoints
+from dp2o_core.training.checkpoints import (
+    checkpoint_name,
+    checkpoint_problem,
+    complete_checkpoints,
+    read_json_lines,
+)
 from dp2o_core.training.data import TrainingData
 from dp2o_core.training.objective import dpo_loss, pair_errors
 from dp2o_core.training.settings import TrainSettings
@@ -534,13 +539,21 @@ def _load_schedule(schedule, path: Path, step: int) -> None:
 def read_history(path: Path, kind: type = StepMetrics) -> list[Any]:
     """The step metrics (records of ``kind``) a trainer wrote to ``metrics.jsonl``; a line cut
     short by a killed process is skipped."""
-    if not Path(path).exists():
-        return []
     history = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(ValueError, TypeError):
-            history.append(kind(**json.loads(line)))
+    for record in read_json_lines(path):
+        with contextlib.suppress(TypeError):
+            history.append(kind(**record))
     return history
+
+
+def tracker_config(config: Mapping[str, Any], section: str) -> dict[str, Any]:
+    """A training stage's configuration as the trackers' flat hyper-parameter table: the
+    ``section`` settings (``train``, ``pretrain``) prefixed with its name, the backbone's name
+    and the seed, scalars only."""
+    flat = {f"{section}/{k}": v for k, v in config.get(section, {}).items()}
+    flat["backbone"] = config.get("backbone", {}).get("name")
+    flat["seed"] = config.get("seed")
+    return {k: v for k, v in flat.items() if isinstance(v, int | float | str | bool)}
 
 
 def _bitsandbytes_works() -> bool:
