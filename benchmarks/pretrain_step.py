@@ -29,23 +29,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from queue import Empty
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from real_size import GIB, T5_LAYERS, backbone_spec, flux_depth, write_flux, write_sd2  # noqa: E402
+from real_size import T5_LAYERS, backbone_spec, flux_depth, printed_figures, write_flux, write_sd2  # noqa: E402
 from train_step import (  # noqa: E402
-    _preload,
     alternating,
+    in_fresh_process,
     model_state_bytes,
     modules_of,
     peak_since,
@@ -150,33 +148,6 @@ def naive_steps(spec: str, photos: list[str], size: int, steps: int, warmup: int
 WAYS = {"dp2o": dp2o_steps, "naive": naive_steps}
 
 
-def _child(way: str, spec: str, photos: list[str], size: int, steps: int, warmup: int, threads: int, queue):
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(threads)
-    _preload()
-    queue.put(WAYS[way](spec, photos, size, steps, warmup))
-
-
-def measure(way: str, spec: str, photos: list[str], args) -> tuple[float, int, int]:
-    """One way in a fresh (spawned) process."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    arguments = (way, spec, photos, args.size, args.steps, args.warmup, torch.get_num_threads(), queue)
-    child = context.Process(target=_child, args=arguments)
-    child.start()
-    while True:
-        try:
-            result = queue.get(timeout=5)
-            break
-        except Empty:
-            if not child.is_alive():
-                raise RuntimeError(
-                    f"the {way} process died (exit status {child.exitcode}; -9 is the out-of-memory killer)"
-                ) from None
-    child.join()
-    return result
-
-
 def benchmark(kind: str, folder: Path, args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = folder / "model"
@@ -189,34 +160,16 @@ def benchmark(kind: str, folder: Path, args) -> dict:
         "dp2o": spec_of(kind, model, device, "bfloat16"),
         "naive": spec_of(kind, model, device, "float32"),
     }
-    figures = summary(alternating(args.rounds, lambda way: measure(way, specs[way], photos, args)))
-    speed, peak, state = figures["steps_per_s"], figures["peak_bytes"], figures["state_bytes"]
-    print(
-        f"{kind}: one {args.size}-px crop per step, {device}, {args.rounds} round(s)\n"
-        f"  peak memory   dp2o {peak[0] / GIB:7.2f} GiB  naive {peak[1] / GIB:7.2f} GiB  ratio {peak[2]}\n"
-        f"  model state   dp2o {state[0] / GIB:7.2f} GiB  naive {state[1] / GIB:7.2f} GiB  ratio {state[2]}\n"
-        f"  steps/s       dp2o {speed[0]:7.4f}      naive {speed[1]:7.4f}      ratio {speed[2]}",
-        flush=True,
+    figures = summary(
+        alternating(
+            args.rounds,
+            lambda way: in_fresh_process(
+                way, WAYS[way], specs[way], photos, args.size, args.steps, args.warmup
+            ),
+        )
     )
-    return {
-        "peak_memory_ratio": peak[2].median,
-        "model_state_ratio": state[2].median,
-        "steps_per_s_ratio": speed[2].median,
-        "peak_gib": peak[0] / GIB,
-        "naive_peak_gib": peak[1] / GIB,
-        "model_state_gib": state[0] / GIB,
-        "naive_model_state_gib": state[1] / GIB,
-        "steps_per_s": speed[0],
-        "naive_steps_per_s": speed[1],
-        "spread": {
-            "peak_memory": peak[2].as_dict(),
-            "model_state": state[2].as_dict(),
-            "steps_per_s": speed[2].as_dict(),
-        },
-        "size": args.size,
-        "device": device,
-        "rounds": args.rounds,
-    }
+    header = f"{kind}: one {args.size}-px crop per step, {device}, {args.rounds} round(s)"
+    return printed_figures(header, figures, size=args.size, device=device, rounds=args.rounds)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -269,10 +269,21 @@ def benchmark(kind: str, folder: Path, args) -> dict:
             args.rounds, lambda way: measure(way, ours if way == "dp2o" else naive, run, sizes, knobs[way])
         )
     )
+    header = (
+        f"{kind}: {', '.join(f'{k} {v:.0f} M' for k, v in counts.items())} parameters; "
+        f"{args.size} px, {device}, {args.rounds} round(s)"
+    )
+    return printed_figures(
+        header, figures, parameters_millions=counts, size=args.size, device=device, rounds=args.rounds
+    )
+
+
+def printed_figures(header: str, figures: dict, **facts: object) -> dict:
+    """Print ``header`` and the memory and speed figures of :func:`train_step.summary`, both ways
+    and their ratios; return them as the JSON record (with ``facts`` added)."""
     speed, peak, state = figures["steps_per_s"], figures["peak_bytes"], figures["state_bytes"]
     print(
-        f"{kind}: {', '.join(f'{k} {v:.0f} M' for k, v in counts.items())} parameters; "
-        f"{args.size} px, {device}, {args.rounds} round(s)\n"
+        f"{header}\n"
         f"  peak memory   dp2o {peak[0] / GIB:7.2f} GiB  naive {peak[1] / GIB:7.2f} GiB  ratio {peak[2]}\n"
         f"  model state   dp2o {state[0] / GIB:7.2f} GiB  naive {state[1] / GIB:7.2f} GiB  ratio {state[2]}\n"
         f"  steps/s       dp2o {speed[0]:7.4f}      naive {speed[1]:7.4f}      ratio {speed[2]}",
@@ -293,10 +304,7 @@ def benchmark(kind: str, folder: Path, args) -> dict:
             "model_state": state[2].as_dict(),
             "steps_per_s": speed[2].as_dict(),
         },
-        "parameters_millions": counts,
-        "size": args.size,
-        "device": device,
-        "rounds": args.rounds,
+        **facts,
     }
 
 

@@ -273,26 +273,21 @@ def _preload() -> None:
         getattr(transformers, name)
 
 
-def _measure(
-    way: str, spec: str, run_root: str, sizes: tuple[int, int, int], threads: int, knobs: dict, queue
-) -> None:
-    """Child process: one way's (steps/s, peak bytes, model-state bytes)."""
+def _child(function, args: tuple, knobs: dict, threads: int, queue) -> None:
+    """Child process: ``function(*args, **knobs)``, after the libraries are imported, with the
+    parent's thread count."""
     warnings.filterwarnings("ignore")
     torch.set_num_threads(threads)
     _preload()
-    queue.put(WAYS[way](spec, RunStore(run_root), *sizes, **knobs))
+    queue.put(function(*args, **knobs))
 
 
-def measure(
-    way: str, spec: str, run: RunStore, sizes: tuple[int, int, int], knobs: dict | None = None
-) -> tuple[float, int, int]:
-    """Run one way in a fresh (spawned) process; ``knobs`` are that way's keyword arguments."""
+def in_fresh_process(name: str, function, *args, **knobs):
+    """``function(*args, **knobs)`` in a fresh (spawned) process, so that it inherits no freed
+    memory; ``function`` must be importable (module level). ``name`` names it when it dies."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    child = context.Process(
-        target=_measure,
-        args=(way, spec, str(run.root), sizes, torch.get_num_threads(), knobs or {}, queue),
-    )
+    child = context.Process(target=_child, args=(function, args, knobs, torch.get_num_threads(), queue))
     child.start()
     while True:  # a child killed for memory never answers: notice it instead of waiting forever
         try:
@@ -301,10 +296,21 @@ def measure(
         except Empty:
             if not child.is_alive():
                 raise RuntimeError(
-                    f"the {way} process died (exit status {child.exitcode}; -9 is the out-of-memory killer)"
+                    f"the {name} process died (exit status {child.exitcode}; -9 is the out-of-memory killer)"
                 ) from None
     child.join()
     return result
+
+
+def _run_way(way: str, spec: str, run_root: str, sizes: tuple[int, int, int], **knobs):
+    return WAYS[way](spec, RunStore(run_root), *sizes, **knobs)
+
+
+def measure(
+    way: str, spec: str, run: RunStore, sizes: tuple[int, int, int], knobs: dict | None = None
+) -> tuple[float, int, int]:
+    """Run one way in a fresh (spawned) process; ``knobs`` are that way's keyword arguments."""
+    return in_fresh_process(way, _run_way, way, spec, str(run.root), sizes, **(knobs or {}))
 
 
 def main() -> None:
