@@ -149,10 +149,36 @@ def step(name: str, run: Path, scores: Path, ratio: float) -> dict:
         facts = pair_facts(store)
         return {"pairs": facts.pairs, "weight_mean": facts.weights.mean}
     if name == "export":
-        from dp2o_core.export import pair_rows
+        from dp2o_core.export_rows import pair_columns
 
-        return {"rows": sum(len(block) for block in pair_rows(store))}
+        return export_checksum(
+            (t.column("label_0").to_numpy(), t.column("candidate_0").to_numpy()) for t in pair_columns(store)
+        )
+    if name == "export-baseline":
+        import numpy as np
+
+        sys.path.insert(0, str(HERE))
+        from row_by_row_export import row_by_row
+
+        return export_checksum(
+            (np.array([r["label_0"] for r in rows]), np.array([r["candidate_0"] for r in rows]))
+            for rows in row_by_row(store)
+        )
     raise SystemExit(f"unknown step {name}")
+
+
+def export_checksum(blocks) -> dict:
+    """Rows, how many put the winner first, and an order-sensitive sum of column 0's
+    candidates: equal for two ways of building the export only if they agree row by row."""
+    import numpy as np
+
+    rows = first = checksum = 0
+    for label, candidate in blocks:
+        position = np.arange(rows, rows + len(label)) % 1009 + 1
+        checksum += int((candidate.astype(np.int64) * position).sum())
+        first += int(label.sum())
+        rows += len(label)
+    return {"rows": rows, "winner_first": first, "checksum": checksum}
 
 
 def peak_kb() -> int:
@@ -201,26 +227,37 @@ def same_pairs(a: Path, b: Path) -> bool:
 
 
 def interleaved(groups: int, work: Path, scores: Path, repeats: int) -> dict:
-    """import+pairs r=0.25, dp2o then the per-group way, alternately ``repeats`` times: the
-    median ratio and its spread (machines here are shared; one run of each swings)."""
+    """dp2o then the way before, alternately ``repeats`` times, for import+pairs r=0.25 and
+    for the export's rows: the median ratios and their spread (machines here are shared; one
+    run of each swings)."""
     import statistics
 
-    ratios, memory = [], []
+    def summary(ratios: list[float], memory: list[float]) -> dict:
+        return {
+            "repeats": repeats,
+            "speed_ratio_median": round(statistics.median(ratios), 2),
+            "speed_ratio_min": round(min(ratios), 2),
+            "speed_ratio_max": round(max(ratios), 2),
+            "memory_ratio_median": round(statistics.median(memory), 2),
+        }
+
+    pairs: tuple[list[float], list[float]] = ([], [])
+    export: tuple[list[float], list[float]] = ([], [])
     for index in range(repeats):
         new, old = work / f"ab-new-{index}", work / f"ab-old-{index}"
+        write_upstream(new, groups)  # the export reads the data and sample stages' tables
+        write_upstream(old, groups)
         ours = measure("pairs", new, scores, 0.25)
         theirs = measure("baseline", old, scores, 0.25)
-        ratios.append(theirs["seconds"] / ours["seconds"])
-        memory.append(theirs["peak_gb"] / ours["peak_gb"])
+        pairs[0].append(theirs["seconds"] / ours["seconds"])
+        pairs[1].append(theirs["peak_gb"] / ours["peak_gb"])
+        ours = measure("export", new, scores)
+        theirs = measure("export-baseline", new, scores)
+        export[0].append(theirs["seconds"] / ours["seconds"])
+        export[1].append(theirs["peak_gb"] / ours["peak_gb"])
         shutil.rmtree(new)
         shutil.rmtree(old)
-    return {
-        "repeats": repeats,
-        "speed_ratio_median": round(statistics.median(ratios), 2),
-        "speed_ratio_min": round(min(ratios), 2),
-        "speed_ratio_max": round(max(ratios), 2),
-        "memory_ratio_median": round(statistics.median(memory), 2),
-    }
+    return {"import+pairs": summary(*pairs), "export metadata": summary(*export)}
 
 
 def benchmark(groups: int, work: Path, baseline: bool, repeats: int = 1) -> dict:
@@ -243,6 +280,11 @@ def benchmark(groups: int, work: Path, baseline: bool, repeats: int = 1) -> dict
                 before, work / f"run-{groups}-{ratio}"
             )
             shutil.rmtree(before)
+        before = measure("export-baseline", run, scores)
+        before["same_rows"] = {k: before[k] for k in ("rows", "winner_first", "checksum")} == {
+            k: results["export metadata"][k] for k in ("rows", "winner_first", "checksum")
+        }
+        results["before: export metadata"] = before
         if repeats > 1:
             results["before / dp2o, interleaved"] = interleaved(groups, work, scores, repeats)
     for ratio in (0.25, 0.0625):
