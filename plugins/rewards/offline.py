@@ -8,20 +8,12 @@ NIQE needs a multivariate Gaussian fitted to pristine images. pyiqa downloads it
 
 from __future__ import annotations
 
-import os
 from importlib import metadata
 from pathlib import Path
 
 from dp2o_core.atomic import atomic_path
+from dp2o_core.cache import cache_dir
 from dp2o_core.errors import Dp2oError
-
-
-def cache_dir() -> Path:
-    """dp2o's cache folder: ``$DP2O_CACHE``, else ``$XDG_CACHE_HOME/dp2o``, else ``~/.cache/dp2o``."""
-    if os.environ.get("DP2O_CACHE"):
-        return Path(os.environ["DP2O_CACHE"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser()
-    return base / "dp2o"
 
 
 def niqe_pristine_params() -> Path:
