@@ -76,9 +76,9 @@ def _registration_record(registration: Registration) -> dict[str, Any]:
         "name": registration.name,
         "aliases": list(registration.aliases),
         "summary": registration.summary,
-        "class": f"{registration.cls.__module__}.{registration.cls.__qualname__}",
+        "class": registration.class_path.replace(":", "."),
         "distribution": registration.source.distribution,
-        "options": describe_options(registration.cls.Options),
+        "options": registration.described_options(),
     }
 
 

@@ -18,6 +18,7 @@ Environment variables:
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -69,18 +70,59 @@ class PluginSource:
 
 @dataclass(frozen=True)
 class Registration:
-    """One registered implementation class and the plugin that provided it."""
+    """One registered implementation and the plugin that provided it.
+
+    The class itself is imported on first use of :attr:`cls`: a built-in read from the
+    registry cache (:mod:`dp2o_core.registry_cache`) is known by its ``module:qualname``,
+    name, aliases and summary without importing its module.
+    """
 
     kind: str
     name: str
     aliases: tuple[str, ...]
-    cls: type[Implementation]
+    class_path: str
+    summary: str
     source: PluginSource
+    _loaded: list[type[Implementation]] = field(default_factory=list, repr=False, compare=False)
+    _described: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(
+        cls, kind: str, implementation: type[Implementation], aliases: tuple[str, ...], source: PluginSource
+    ):
+        """The registration of a class in hand (what a plugin's hook passed to ``register``)."""
+        path = f"{implementation.__module__}:{implementation.__qualname__}"
+        summary = ((implementation.__doc__ or "").strip().splitlines() or [""])[0]
+        return cls(kind, implementation.name, aliases, path, summary, source, [implementation])
 
     @property
-    def summary(self) -> str:
-        """The first line of the class docstring."""
-        return (self.cls.__doc__ or "").strip().splitlines()[0]
+    def cls(self) -> type[Implementation]:
+        """The implementation class (imported now if it came from the registry cache)."""
+        if not self._loaded:
+            module_name, _, qualname = self.class_path.partition(":")
+            try:
+                found: Any = importlib.import_module(module_name)
+                for part in qualname.split("."):
+                    found = getattr(found, part)
+            except Exception as error:
+                from dp2o_core.registry_cache import cache_file
+
+                raise PluginError(
+                    f"{self.kind} {self.name!r} of {self.source.label} ({self.class_path}) cannot be "
+                    f"imported: {type(error).__name__}: {error}. If dp2o was changed or reinstalled, "
+                    f"delete {cache_file().parent} (dp2o's registry cache) and run again."
+                ) from error
+            self._loaded.append(found)
+        return self._loaded[0]
+
+    def described_options(self) -> list[dict[str, Any]]:
+        """Each option as JSON-ready records (name, type, default, description, …): from the
+        registry cache when the class has not been imported, else from its ``Options``."""
+        from dp2o_core.options import describe_options
+
+        if self._described is not None and not self._loaded:
+            return self._described
+        return json.loads(json.dumps(describe_options(self.cls.Options)))
 
 
 def _normalise(name: str) -> str:
@@ -121,9 +163,7 @@ class PluginManager:
         self._by_name: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
         self._conflicts: dict[tuple[str, str], list[Registration]] = {}
 
-        builtins = PluginSource("dp2o", "dp2o", dp2o_version(), "builtin")
-        for module_name in BUILTIN_MODULES:
-            self._add(builtins, lambda name=module_name: importlib.import_module(name))
+        self._add_builtins(PluginSource("dp2o", "dp2o", dp2o_version(), "builtin"), env)
         if entry_points:
             for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
                 self._add_entry_point(entry_point)
@@ -133,6 +173,41 @@ class PluginManager:
             self.add_plugin(plugin, name)
 
     # -- loading --------------------------------------------------------------------
+    def _add_builtins(self, builtins: PluginSource, env: Mapping[str, str]) -> None:
+        """dp2o's own plugins: from the registry cache when it is current (no import of
+        their modules, torch or diffusers), else by importing them, which refreshes it."""
+        from dp2o_core import registry_cache
+
+        use_cache = env.get("DP2O_REGISTRY_CACHE", "").strip().lower() not in ("0", "false", "no", "off")
+        records = registry_cache.read() if use_cache else None
+        if records is not None:
+            self._sources.append(builtins)
+            for record in records:
+                self._index(
+                    Registration(
+                        record["kind"], record["name"], tuple(record["aliases"]), record["class"],
+                        record["summary"], builtins, _described=record["options"],
+                    )
+                )  # fmt: skip
+            return
+        for module_name in BUILTIN_MODULES:
+            self._add(builtins, lambda name=module_name: importlib.import_module(name))
+        if use_cache and builtins.status == "ok":
+            registry_cache.write(  # in registration order, as the built-ins' own hooks gave them
+                [
+                    {
+                        "kind": r.kind,
+                        "name": r.name,
+                        "aliases": list(r.aliases),
+                        "class": r.class_path,
+                        "summary": r.summary,
+                        "options": r.described_options(),
+                    }
+                    for kind in KINDS
+                    for r in (self._by_name[kind][name] for name in builtins.provides[kind])
+                ]
+            )
+
     def _add_entry_point(self, entry_point: metadata.EntryPoint) -> None:
         dist = entry_point.dist
         dist_name = dist.metadata["Name"] if dist is not None else entry_point.value
@@ -206,7 +281,7 @@ class PluginManager:
             problems = implementation_problems(cls, kind, aliases)
             if problems:
                 raise PluginError(f"cannot register {kind} {cls!r}: " + "; ".join(problems))
-            added.append(Registration(kind, cls.name, aliases, cls, source))
+            added.append(Registration.of(kind, cls, aliases, source))
 
         for impl in caller.get_hookimpls():
             if impl.plugin is plugin:
