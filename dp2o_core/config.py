@@ -133,9 +133,11 @@ def coerce_spec(value: Any, kind: str) -> Spec:
     if isinstance(value, Mapping):
         table = dict(value)
         name = table.pop("name", None)
-        if "options" in table and isinstance(table["options"], Mapping) and len(table) == 1:
+        layers: tuple[tuple[str, ...], ...] = ()
+        if isinstance(table.get("options"), Mapping) and set(table) <= {"options", "layers"}:
+            layers = tuple(tuple(layer) for layer in table.get("layers") or ())  # a dumped Spec
             table = dict(table["options"])
-        return Spec(name, {key.replace("-", "_"): v for key, v in table.items()})
+        return Spec(name, {key.replace("-", "_"): v for key, v in table.items()}, layers)
     raise UsageError(f"{kind} must be a spec string or a table, got {value!r}")
 
 

@@ -20,7 +20,7 @@ Both are ordinary pydantic fields carrying the role in ``json_schema_extra`` und
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +44,12 @@ class PluginOptions(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    #: Groups of options that are two ways of saying one thing (the ratio selector's
+    #: ``ratio`` and ``n``). When specs are layered (command line over config file over
+    #: the embedded default), a layer that gives one option of a group drops the others
+    #: that earlier layers gave; one spec giving two of them is still an error.
+    alternatives: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
 
 def runtime_option(default: Any, **field_arguments: Any) -> Any:

@@ -32,6 +32,8 @@ class Spec:
 
     name: str | None
     options: dict[str, Any] = field(default_factory=dict)
+    #: The option names each layered spec gave, earliest first (empty: this spec alone).
+    layers: tuple[tuple[str, ...], ...] = field(default=(), compare=False)
 
     def merged_over(self, base: Spec) -> Spec:
         """This spec layered over ``base`` (e.g. CLI over config file).
@@ -41,7 +43,24 @@ class Spec:
         """
         if self.name is not None and self.name != base.name:
             return self
-        return Spec(base.name, {**base.options, **self.options})
+        return Spec(base.name, {**base.options, **self.options}, (*base.option_layers(), tuple(self.options)))
+
+    def option_layers(self) -> tuple[tuple[str, ...], ...]:
+        """The option names of each layer, earliest first."""
+        return self.layers or (tuple(self.options),)
+
+    def options_for(self, alternatives: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+        """The options, less those that a later layer replaced by giving an alternative
+        (:attr:`~dp2o_core.options.PluginOptions.alternatives`)."""
+        options = dict(self.options)
+        for group in alternatives:
+            for layer in reversed(self.option_layers()):
+                given = set(group) & set(layer)
+                if given:
+                    for replaced in set(group) - given:
+                        options.pop(replaced, None)
+                    break
+        return options
 
     def __str__(self) -> str:
         opts = ",".join(f"{k}={_format_value(v)}" for k, v in self.options.items())
@@ -126,7 +145,8 @@ def resolve_spec(manager: PluginManager, kind: str, spec: Spec | str, default: s
     if name is None:
         raise UsageError(f"the {kind} spec {str(spec)!r} names no {kind}: write NAME:KEY=VALUE")
     registration = manager.lookup(kind, name)
-    return Resolved(registration, validate_options(registration, spec.options, manager))
+    options = spec.options_for(registration.cls.Options.alternatives)
+    return Resolved(registration, validate_options(registration, options, manager))
 
 
 def validate_options(

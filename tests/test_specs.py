@@ -120,3 +120,15 @@ def test_merging_specs_follows_cli_over_config_rules():
     assert Spec(None, {"n": "2"}).merged_over(configured) == Spec("ratio", {"ratio": "0.25", "n": "2"})
     assert Spec("ratio", {"ratio": "0.5"}).merged_over(configured) == Spec("ratio", {"ratio": "0.5"})
     assert Spec("best-worst").merged_over(configured) == Spec("best-worst")
+
+
+def test_a_later_layer_giving_an_alternative_replaces_the_earlier_one(dp2o_plugin_manager):
+    embedded = parse_spec("ratio:ratio=0.25", "selector")
+    by_count = parse_spec("n=1", "selector").merged_over(embedded)  # dp2o train --selector n=1
+    assert resolve_spec(dp2o_plugin_manager, "selector", by_count).build().group_size(16) == 1
+    back = parse_spec("ratio=0.5", "selector").merged_over(by_count)  # and a third layer goes back
+    assert resolve_spec(dp2o_plugin_manager, "selector", back).build().group_size(16) == 8
+    with pytest.raises(UsageError, match="give either ratio or n, not both"):  # one spec giving both
+        resolve_spec(
+            dp2o_plugin_manager, "selector", parse_spec("n=1,ratio=0.5", "selector").merged_over(embedded)
+        )

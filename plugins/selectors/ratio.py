@@ -85,6 +85,7 @@ class RatioSelector(PairSelector):
         n: int | None = Field(
             None, ge=1, description="Number of winners and of losers per group; overrides ratio."
         )
+        alternatives = (("ratio", "n"),)  # --selector n=2 replaces a configured ratio
 
         @model_validator(mode="after")
         def _one_of_ratio_or_n(self):
