@@ -223,7 +223,8 @@ def naive_steps(
 def _candidate_images(run, data: TrainingData) -> dict:
     from dp2o_core.imageio import read_image_tensor
 
-    return {key: read_image_tensor(run.root / row["image"]) for key, row in data._candidates.items()}
+    rows = run.read_table("sample", "candidates", columns=["group_id", "candidate", "image"]).to_pylist()
+    return {(r["group_id"], r["candidate"]): read_image_tensor(run.root / r["image"]) for r in rows}
 
 
 WAYS = {"dp2o": dp2o_steps, "naive": naive_steps}

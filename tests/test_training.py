@@ -15,7 +15,7 @@ from dp2o_core.imageio import read_image, read_image_tensor
 from dp2o_core.registry import PluginManager
 from dp2o_core.specs import resolve_spec
 from dp2o_core.store import ProcessInfo
-from dp2o_core.training.data import Pair, PairOrder, TrainingData, swapped_labels
+from dp2o_core.training.data import Pair, PairOrder, PairTable, TrainingData, swapped_labels
 from dp2o_core.training.objective import pair_errors
 from dp2o_core.training.settings import TrainSettings
 from dp2o_core.training.trainer import Trainer, TrainingDiverged, make_accelerator
@@ -312,16 +312,18 @@ def test_a_checkpoint_from_before_schedule_json_resumes_to_the_same_weights(x0_m
 
 def test_swap_labels_exchanges_winner_and_loser_in_the_asked_fraction_reproducibly():
     pairs = [Pair(f"g{i % 7}", i, 100 + i, 1.0 + i) for i in range(40)]
-    half = swapped_labels(pairs, 0.5, seed=3)
+    table = PairTable.of(pairs)
+    assert list(table) == pairs
+    half = list(swapped_labels(table, 0.5, seed=3))
     swapped = [p for p, q in zip(pairs, half, strict=True) if p != q]
     assert len(swapped) == 20
     assert all(
         q == Pair(p.group_id, p.loser, p.winner, p.weight) for p, q in zip(pairs, half, strict=True) if p != q
     )
-    assert swapped_labels(pairs, 0.5, seed=3) == half  # the seed decides which
-    assert swapped_labels(pairs, 0.5, seed=4) != half
-    assert swapped_labels(pairs, 0.0, seed=3) == pairs
-    assert all(q.winner == p.loser for p, q in zip(pairs, swapped_labels(pairs, 1.0, seed=3), strict=True))
+    assert list(swapped_labels(table, 0.5, seed=3)) == half  # the seed decides which
+    assert list(swapped_labels(table, 0.5, seed=4)) != half
+    assert list(swapped_labels(table, 0.0, seed=3)) == pairs
+    assert all(q.winner == p.loser for p, q in zip(pairs, swapped_labels(table, 1.0, seed=3), strict=True))
 
 
 def test_progress_moves_within_a_step_micro_batch_by_micro_batch(x0_model, tmp_path):

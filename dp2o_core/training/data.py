@@ -10,16 +10,27 @@ Which pairs a step uses is a pure function of the run seed and the step's positi
 sequence of per-epoch permutations of the pairs table, and so is each pair's timestep and
 noise: a resumed run, or one with another number of processes or another micro-batch size,
 sees exactly the same pairs, timesteps and noises.
+
+At the paper's scale (7.68 M pairs of 30,000 groups × 64 candidates) nothing here is a
+Python object per pair or per candidate: the pairs are NumPy columns
+(:mod:`~dp2o_core.training.pair_table`), the candidates an index of arrays, and a
+micro-batch reads just its candidates' rows of the latent files. The trainer names the
+next micro-batch while it computes this one (:meth:`TrainingData.read_ahead`), and a
+background thread reads it meanwhile.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dp2o_core.atomic import atomic_path
@@ -28,16 +39,9 @@ from dp2o_core.imageio import read_image_tensor
 from dp2o_core.stages.sample import load_prompt_files
 from dp2o_core.store import ProcessInfo, RunStore
 from dp2o_core.store.fingerprint import derive_seed
+from dp2o_core.training.pair_table import Pair, PairOrder, PairTable
 
-
-@dataclass(frozen=True)
-class Pair:
-    """One row of the pairs table: two candidates of a group and the pair's weight."""
-
-    group_id: str
-    winner: int
-    loser: int
-    weight: float
+__all__ = ["Pair", "PairBatch", "PairOrder", "PairTable", "TrainingData", "swapped_labels"]
 
 
 @dataclass
@@ -52,24 +56,6 @@ class PairBatch:
     noise: torch.Tensor
 
 
-class PairOrder:
-    """Global positions 0, 1, 2, … → pair indices: each epoch a seeded permutation."""
-
-    def __init__(self, count: int, seed: int) -> None:
-        if count < 1:
-            raise Dp2oError("the run has no preference pairs to train on; check the pairs stage")
-        self.count = count
-        self.seed = seed
-        self._epochs: dict[int, list[int]] = {}
-
-    def __getitem__(self, position: int) -> int:
-        epoch, offset = divmod(position, self.count)
-        if epoch not in self._epochs:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, "train-order", epoch) % 2**63)
-            self._epochs = {epoch: torch.randperm(self.count, generator=generator).tolist()}
-        return self._epochs[epoch][offset]
-
-
 class TrainingData:
     """A run's pairs, candidates, conditions and prompts, served as :class:`PairBatch` es."""
 
@@ -80,38 +66,35 @@ class TrainingData:
         self.backbone = backbone
         self.seed = seed
         self.cache = cache
-        self.pairs = swapped_labels(_read_pairs(store), swap_labels, seed)
+        self.pairs = PairTable.read(store).swapped(swap_labels, seed)
         self.order = PairOrder(len(self.pairs), seed)
-        self._candidates = {
-            (row["group_id"], row["candidate"]): row
-            for row in store.read_table("sample", "candidates").to_pylist()
-        }
-        self._groups = {row["group_id"]: row for row in store.read_table("data", "groups").to_pylist()}
+        self._groups = _GroupFiles(store, self.pairs.group_ids)
+        self._candidates = CandidateIndex(store, self.pairs.group_ids, images=not cache)
         self._prompts: dict[str, dict[str, torch.Tensor]] = {}
-        self._latents: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._latent_files: OrderedDict[str, Any] = OrderedDict()
         self._conditions: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
-        missing = {p.group_id for p in self.pairs} - set(self._groups)
-        if missing:
-            raise Dp2oError(
-                f"the pairs table names groups the data stage does not have (e.g. {sorted(missing)[0]!r}); "
-                "rerun the pairs stage"
-            )
+        self._reading = threading.Lock()  # the caches above are shared with the read-ahead thread
+        self._reader: ThreadPoolExecutor | None = None
+        self._ahead: dict[tuple[int, ...], Future] = {}
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    @property
+    @cached_property
     def needs_encoder(self) -> bool:
         """Whether batches encode images (caching off, or candidates without stored latents)."""
         if not self.cache:
             return True
-        used = {(p.group_id, m) for p in self.pairs for m in (p.winner, p.loser)}
-        return any(not self._candidates.get(key, {}).get("latent_shard") for key in used)
+        rows = np.concatenate(
+            [self._candidates.rows(self.pairs.group, self.pairs.winner, self.pairs.group_ids),
+             self._candidates.rows(self.pairs.group, self.pairs.loser, self.pairs.group_ids)]
+        )  # fmt: skip
+        return bool((self._candidates.shard[rows] < 0).any())
 
     @property
     def group_ids(self) -> list[str]:
         """The groups that have at least one pair."""
-        return sorted({p.group_id for p in self.pairs})
+        return self.pairs.used_groups()
 
     # -- preparation ---------------------------------------------------------------------------
     def prepare(
@@ -122,8 +105,10 @@ class TrainingData:
     ) -> int:
         """Embed every prompt (from the run's stored embeddings where possible) and cache the
         condition of this process's share of the groups; returns how many were computed now."""
+        if self.needs_encoder and self.cache:  # some candidates have no stored latents
+            self._candidates.add_images(self.store)
         self.backbone.load_prompt_cache(load_prompt_files(self.store))
-        for text in sorted({self._prompt_text(g) for g in self.group_ids}):
+        for text in sorted({self._groups.prompt(g) for g in self.group_ids}):
             self._prompts[text] = {k: v.detach() for k, v in self.backbone.encode_prompts([text]).items()}
         self.backbone.release_text_encoders()
         if not self.cache:
@@ -145,14 +130,47 @@ class TrainingData:
 
     # -- batches -----------------------------------------------------------------------------
     def batch(self, positions: Sequence[int], device: torch.device | str) -> PairBatch:
-        """The pairs at these global positions, with their shared timesteps and noises."""
-        pairs = [self.pairs[self.order[p]] for p in positions]
-        winners = torch.stack([self._x0(p.group_id, p.winner) for p in pairs]).to(device)
-        losers = torch.stack([self._x0(p.group_id, p.loser) for p in pairs]).to(device)
-        conditions = [self._condition(p.group_id) for p in pairs]
-        prompts = [self._prompts[self._prompt_text(p.group_id)] for p in pairs]
-        condition = {key: torch.cat([c[key] for c in conditions]).to(device) for key in conditions[0]} | {
-            key: torch.cat([e[key] for e in prompts]).to(device) for key in prompts[0]
+        """The pairs at these global positions, with their shared timesteps and noises (read
+        ahead in the background if :meth:`read_ahead` named these positions)."""
+        ahead = self._ahead.pop(tuple(positions), None)
+        batch = ahead.result() if ahead is not None else self._read(positions)
+        return PairBatch(
+            x0_winner=batch.x0_winner.to(device),
+            x0_loser=batch.x0_loser.to(device),
+            condition={key: value.to(device) for key, value in batch.condition.items()},
+            weights=batch.weights.to(device),
+            timesteps=batch.timesteps.to(device),
+            noise=batch.noise.to(device),
+        )
+
+    def read_ahead(self, positions: Sequence[int]) -> None:
+        """Start reading the batch at these positions in a background thread; the next
+        :meth:`batch` for them takes it from there. Encoding images (caching off) is left to
+        the caller's thread, where the encoder runs."""
+        if not self.cache or self.needs_encoder or tuple(positions) in self._ahead:
+            return
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="dp2o-read-ahead")
+        while len(self._ahead) >= 2:  # never more than two batches held
+            self._ahead.pop(next(iter(self._ahead))).cancel()
+        self._ahead[tuple(positions)] = self._reader.submit(self._read, list(positions))
+
+    def _read(self, positions: Sequence[int]) -> PairBatch:
+        """The batch at these positions on the CPU."""
+        with self._reading:
+            index = np.array([self.order[p] for p in positions], dtype=np.int64)
+            groups = self.pairs.group[index].tolist()
+            winners = torch.stack(
+                [self._x0(g, int(m)) for g, m in zip(groups, self.pairs.winner[index], strict=True)]
+            )
+            losers = torch.stack(
+                [self._x0(g, int(m)) for g, m in zip(groups, self.pairs.loser[index], strict=True)]
+            )
+            group_ids = [self.pairs.group_ids[g] for g in groups]
+            conditions = [self._condition(g) for g in group_ids]
+            prompts = [self._prompts[self._groups.prompt(g)] for g in group_ids]
+        condition = {key: torch.cat([c[key] for c in conditions]) for key in conditions[0]} | {
+            key: torch.cat([e[key] for e in prompts]) for key in prompts[0]
         }
         timesteps, noise = [], []
         for position in positions:
@@ -163,17 +181,14 @@ class TrainingData:
             x0_winner=winners,
             x0_loser=losers,
             condition=condition,
-            weights=torch.tensor([p.weight for p in pairs], dtype=torch.float32, device=device),
-            timesteps=torch.cat(timesteps).to(device),
-            noise=torch.stack(noise).to(device),
+            weights=torch.tensor(self.pairs.weight[index], dtype=torch.float32),
+            timesteps=torch.cat(timesteps),
+            noise=torch.stack(noise),
         )
 
     # -- pieces --------------------------------------------------------------------------------
-    def _prompt_text(self, group_id: str) -> str:
-        return self._groups[group_id].get("prompt") or ""
-
     def _read_lr(self, group_id: str) -> torch.Tensor:
-        return self.store.load_group_file("data", group_id, self._groups[group_id]["lr"], read_image_tensor)
+        return self.store.load_group_file("data", group_id, self._groups.lr(group_id), read_image_tensor)
 
     def _condition_path(self, group_id: str) -> Path:
         return self.store.group_path("sample", "conditions", group_id, suffix=".safetensors")
@@ -193,59 +208,136 @@ class TrainingData:
                 raise Dp2oError(
                     f"the cached condition of group {group_id!r} is missing ({path}); run prepare first"
                 )
-            self._remember(self._conditions, group_id, load_file(str(path)))
+            _remember(self._conditions, group_id, load_file(str(path)))
         return self._conditions[group_id]
 
-    def _x0(self, group_id: str, candidate: int) -> torch.Tensor:
-        row = self._candidates.get((group_id, candidate))
-        if row is None:
-            raise Dp2oError(
-                f"candidate {candidate} of group {group_id!r} is in the pairs table but not in the sample "
-                "stage; rerun the pairs stage"
-            )
-        if self.cache and row.get("latent_shard"):
-            shard = row["latent_shard"]
-            if shard not in self._latents:
-                from safetensors.torch import load_file
+    def _x0(self, group: int, candidate: int) -> torch.Tensor:
+        """Candidate ``candidate`` of group code ``group``: its row of the group's latent
+        file (only that row is read), or its image encoded."""
+        group_id = self.pairs.group_ids[group]
+        row = self._candidates.row(group, candidate, group_id)
+        shard = self._candidates.shard_path(row)
+        if self.cache and shard is not None:
+            if shard not in self._latent_files:
+                from safetensors import safe_open
 
-                latents = self.store.load_group_file(
-                    "sample", group_id, shard, lambda path: load_file(str(path))["latents"]
+                opened = self.store.load_group_file(
+                    "sample", group_id, shard, lambda path: safe_open(str(path), framework="pt")
                 )
-                self._remember(self._latents, shard, latents)
-            return self._latents[shard][row["latent_index"]].float()
-        image = self.store.load_group_file("sample", group_id, row["image"], read_image_tensor)
+                _remember(self._latent_files, shard, (opened, opened.get_slice("latents")), size=256)
+            at = int(self._candidates.latent_index[row])
+            return self._latent_files[shard][1][at : at + 1][0].float()
+        image = self.store.load_group_file("sample", group_id, self._candidates.image(row), read_image_tensor)
         with torch.no_grad():
             return self.backbone.encode(image)[0].float().cpu()
 
-    @staticmethod
-    def _remember(cache: OrderedDict, key: str, value: Any, size: int = 64) -> None:
-        cache[key] = value
-        cache.move_to_end(key)
-        while len(cache) > size:
-            cache.popitem(last=False)
 
+class CandidateIndex:
+    """Where each candidate of the pairs' groups is: its latent file and row, and (when
+    images are encoded) its image, as arrays indexed by (group code, candidate)."""
 
-def swapped_labels(pairs: list[Pair], fraction: float, seed: int) -> list[Pair]:
-    """``pairs`` with winner and loser exchanged in ``fraction`` of them (rounded), chosen by
-    ``seed``: the shuffled-label control that tells learning the preferences apart from
-    the effect of training as such."""
-    if fraction <= 0 or not pairs:
-        return pairs
-    import random
+    def __init__(self, store: RunStore, group_ids: list[str], *, images: bool) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-    chosen = set(
-        random.Random(derive_seed(seed, "swap-labels")).sample(
-            range(len(pairs)), round(fraction * len(pairs))
+        columns = ["group_id", "candidate", "latent_shard", "latent_index"]
+        table = store.read_table("sample", "candidates", columns=columns)
+        code = pc.fill_null(
+            pc.index_in(table.column("group_id"), value_set=pa.array(group_ids)), -1
+        ).to_numpy()
+        kept = np.flatnonzero(code >= 0)
+        table, code = table.take(kept), code[kept]
+        candidate = table.column("candidate").to_numpy().astype(np.int64)
+        self.span = int(candidate.max()) + 1 if len(candidate) else 1
+        self.slot: Any = np.full(len(group_ids) * self.span, -1, dtype=np.int64)
+        self.slot[code * self.span + candidate] = np.arange(len(code))
+        shards = pc.dictionary_encode(table.column("latent_shard")).combine_chunks()
+        self.shard = pc.fill_null(shards.indices, -1).to_numpy().astype(np.int32)
+        self.shards: list[str] = shards.dictionary.to_pylist()
+        self.latent_index = pc.fill_null(table.column("latent_index"), -1).to_numpy()
+        self._kept = kept
+        self._images: Any = None
+        if images:
+            self.add_images(store)
+
+    def add_images(self, store: RunStore) -> None:
+        """Keep the candidates' image paths too (for encoding images; costs their strings)."""
+        if self._images is None:
+            images = store.read_table("sample", "candidates", columns=["image"]).column("image")
+            self._images = images.take(self._kept)
+
+    def rows(self, group: Any, candidate: Any, group_ids: list[str]) -> Any:
+        """Rows of these (group code, candidate) pairs; a missing one is an error naming it."""
+        candidate = np.asarray(candidate, dtype=np.int64)
+        inside = (candidate >= 0) & (candidate < self.span)
+        rows = np.where(
+            inside,
+            self.slot[np.asarray(group, dtype=np.int64) * self.span + np.where(inside, candidate, 0)],
+            -1,
         )
-    )
-    return [
-        Pair(p.group_id, p.loser, p.winner, p.weight) if index in chosen else p
-        for index, p in enumerate(pairs)
-    ]
+        if (rows < 0).any():
+            at = int(np.flatnonzero(rows < 0)[0])
+            self._missing(group_ids[int(np.asarray(group)[at])], int(candidate[at]))
+        return rows
+
+    def row(self, group: int, candidate: int, group_id: str) -> int:
+        """The row of candidate ``candidate`` of group code ``group``."""
+        row = self.slot[group * self.span + candidate] if 0 <= candidate < self.span else -1
+        if row < 0:
+            self._missing(group_id, candidate)
+        return int(row)
+
+    def shard_path(self, row: int) -> str | None:
+        code = int(self.shard[row])
+        return self.shards[code] if code >= 0 else None
+
+    def image(self, row: int) -> str:
+        if self._images is None:
+            raise Dp2oError("candidate images were not loaded; build TrainingData with cache=False")
+        return self._images[row].as_py()
+
+    @staticmethod
+    def _missing(group_id: str, candidate: int) -> None:
+        raise Dp2oError(
+            f"candidate {candidate} of group {group_id!r} is in the pairs table but not in the sample "
+            "stage; rerun the pairs stage"
+        )
 
 
-def _read_pairs(store: RunStore) -> list[Pair]:
-    """The pairs table in a fixed order (group, winner, loser), whatever the commit order."""
-    rows = store.read_table("pairs", "pairs", columns=["group_id", "winner", "loser", "weight"]).to_pylist()
-    rows.sort(key=lambda r: (r["group_id"], r["winner"], r["loser"]))
-    return [Pair(r["group_id"], int(r["winner"]), int(r["loser"]), float(r["weight"])) for r in rows]
+class _GroupFiles:
+    """Each pairs group's LR file and prompt, from the data stage."""
+
+    def __init__(self, store: RunStore, group_ids: list[str]) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        groups = store.read_table("data", "groups", columns=["group_id", "lr", "prompt"])
+        found = pc.index_in(pa.array(group_ids, pa.string()), value_set=groups.column("group_id"))
+        if found.null_count:
+            missing = group_ids[int(np.flatnonzero(pc.is_null(found).to_numpy(zero_copy_only=False))[0])]
+            raise Dp2oError(
+                f"the pairs table names groups the data stage does not have (e.g. {missing!r}); "
+                "rerun the pairs stage"
+            )
+        rows = found.to_numpy()
+        self._code = {g: i for i, g in enumerate(group_ids)}
+        self._lr = groups.column("lr").take(rows).to_pylist()
+        self._prompt = groups.column("prompt").take(rows).to_pylist()
+
+    def lr(self, group_id: str) -> str:
+        return self._lr[self._code[group_id]]
+
+    def prompt(self, group_id: str) -> str:
+        return self._prompt[self._code[group_id]] or ""
+
+
+def _remember(cache: OrderedDict, key: str, value: Any, size: int = 64) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > size:
+        cache.popitem(last=False)
+
+
+def swapped_labels(pairs: PairTable, fraction: float, seed: int) -> PairTable:
+    """``pairs`` with winner and loser exchanged in ``fraction`` of them (:meth:`PairTable.swapped`)."""
+    return pairs.swapped(fraction, seed)

@@ -283,7 +283,10 @@ class Trainer:
         positions = list(range(first, first + self.share))
         chunks = [positions[i : i + s.micro_batch_size] for i in range(0, len(positions), s.micro_batch_size)]
         totals = None  # sums over this process's examples: the loss first, the count last
+        following = [*chunks[1:], self._first_chunk(step + 1) if step + 1 < s.max_steps else []]
         for index, chunk in enumerate(chunks):
+            if following[index]:
+                self._read_ahead(following[index])
             synchronise = index == len(chunks) - 1
             with contextlib.nullcontext() if synchronise else acc.no_sync(policy):
                 with self._forward_precision():
@@ -313,6 +316,19 @@ class Trainer:
         self._after_optimizer_step(step)
         grad = float(grad_norm) if grad_norm is not None else float("nan")
         return self._metrics(step + 1, totals, grad, learning_rate)
+
+    def _first_chunk(self, step: int) -> list[int]:
+        """The positions of this process's first micro-batch of ``step``."""
+        s, acc = self.settings, self.accelerator
+        first = step * s.batch_size + acc.process_index * self.share
+        return list(range(first, first + min(s.micro_batch_size, self.share)))
+
+    def _read_ahead(self, positions: list[int]) -> None:
+        """Let the data read the micro-batch after this one while this one computes (data
+        without :meth:`read_ahead` reads each batch when asked)."""
+        read_ahead = getattr(self.data, "read_ahead", None)
+        if read_ahead is not None:
+            read_ahead(positions)
 
     # -- the objective (what a subclass for another objective replaces) --------------------------
     #: how the loss is named in messages
