@@ -21,6 +21,7 @@ background thread reads it meanwhile.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from dp2o_core.stages.sample import load_prompt_files
 from dp2o_core.store import ProcessInfo, RunStore
 from dp2o_core.store.fingerprint import derive_seed
 from dp2o_core.training.pair_table import Pair, PairOrder, PairTable
+from dp2o_core.training.tensor_files import TensorFile
 
 __all__ = ["Pair", "PairBatch", "PairOrder", "PairTable", "TrainingData", "swapped_labels"]
 
@@ -71,11 +73,12 @@ class TrainingData:
         self._groups = _GroupFiles(store, self.pairs.group_ids)
         self._candidates = CandidateIndex(store, self.pairs.group_ids, images=not cache)
         self._prompts: dict[str, dict[str, torch.Tensor]] = {}
-        self._latent_files: OrderedDict[str, Any] = OrderedDict()
-        self._conditions: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        self._latent_files: OrderedDict[str, TensorFile] = OrderedDict()
         self._reading = threading.Lock()  # the caches above are shared with the read-ahead thread
         self._reader: ThreadPoolExecutor | None = None
         self._ahead: dict[tuple[int, ...], Future] = {}
+        self._buffers = _BufferPool()
+        self._in_use: dict[str, torch.Tensor] | None = None  # the buffers of the batch handed out last
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -85,11 +88,18 @@ class TrainingData:
         """Whether batches encode images (caching off, or candidates without stored latents)."""
         if not self.cache:
             return True
-        rows = np.concatenate(
-            [self._candidates.rows(self.pairs.group, self.pairs.winner, self.pairs.group_ids),
-             self._candidates.rows(self.pairs.group, self.pairs.loser, self.pairs.group_ids)]
-        )  # fmt: skip
-        return bool((self._candidates.shard[rows] < 0).any())
+        if not (self._candidates.shard < 0).any():  # every candidate has its latent stored
+            return False
+        pairs = self.pairs
+        for start in range(0, len(pairs), 1_000_000):  # the pairs' candidates, a slice at a time
+            part = slice(start, start + 1_000_000)
+            for side in (pairs.winner[part], pairs.loser[part]):
+                if (
+                    self._candidates.shard[self._candidates.rows(pairs.group[part], side, pairs.group_ids)]
+                    < 0
+                ).any():
+                    return True
+        return False
 
     @property
     def group_ids(self) -> list[str]:
@@ -131,9 +141,16 @@ class TrainingData:
     # -- batches -----------------------------------------------------------------------------
     def batch(self, positions: Sequence[int], device: torch.device | str) -> PairBatch:
         """The pairs at these global positions, with their shared timesteps and noises (read
-        ahead in the background if :meth:`read_ahead` named these positions)."""
+        ahead in the background if :meth:`read_ahead` named these positions).
+
+        On the CPU the batch's latents and conditions live in reused buffers, which go back
+        to the pool when the next batch is handed out: be done with a batch before asking
+        for the next (the trainer is)."""
         ahead = self._ahead.pop(tuple(positions), None)
-        batch = ahead.result() if ahead is not None else self._read(positions)
+        batch, buffers = ahead.result() if ahead is not None else self._read(positions)
+        if self._in_use is not None:  # the caller is done with the batch before this one
+            self._buffers.release(self._in_use)
+        self._in_use = buffers
         return PairBatch(
             x0_winner=batch.x0_winner.to(device),
             x0_loser=batch.x0_loser.to(device),
@@ -151,33 +168,30 @@ class TrainingData:
             return
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="dp2o-read-ahead")
-        while len(self._ahead) >= 2:  # never more than two batches held
-            self._ahead.pop(next(iter(self._ahead))).cancel()
+        while len(self._ahead) >= 2:  # the batch about to be used and the one after it
+            dropped = self._ahead.pop(next(iter(self._ahead)))
+            if not dropped.cancel():  # already read: its buffers go back when it is done
+                dropped.add_done_callback(lambda done: self._buffers.release(done.result()[1]))
         self._ahead[tuple(positions)] = self._reader.submit(self._read, list(positions))
 
-    def _read(self, positions: Sequence[int]) -> PairBatch:
+    def _read(self, positions: Sequence[int]) -> tuple[PairBatch, dict[str, torch.Tensor]]:
         """The batch at these positions on the CPU."""
         with self._reading:
+            buffers = self._buffers.acquire()
             index = np.array([self.order[p] for p in positions], dtype=np.int64)
-            groups = self.pairs.group[index].tolist()
-            winners = torch.stack(
-                [self._x0(g, int(m)) for g, m in zip(groups, self.pairs.winner[index], strict=True)]
-            )
-            losers = torch.stack(
-                [self._x0(g, int(m)) for g, m in zip(groups, self.pairs.loser[index], strict=True)]
-            )
-            group_ids = [self.pairs.group_ids[g] for g in groups]
-            conditions = [self._condition(g) for g in group_ids]
+            groups = self.pairs.group[index]
+            group_ids = [self.pairs.group_ids[g] for g in groups.tolist()]
+            winners = self._x0_batch(groups, self.pairs.winner[index], buffers, "winner")
+            losers = self._x0_batch(groups, self.pairs.loser[index], buffers, "loser")
+            condition = self._conditions(group_ids, buffers)
             prompts = [self._prompts[self._groups.prompt(g)] for g in group_ids]
-        condition = {key: torch.cat([c[key] for c in conditions]) for key in conditions[0]} | {
-            key: torch.cat([e[key] for e in prompts]) for key in prompts[0]
-        }
+        condition |= {key: torch.cat([e[key] for e in prompts]) for key in prompts[0]}
         timesteps, noise = [], []
         for position in positions:
             generator = torch.Generator().manual_seed(derive_seed(self.seed, "train-noise", position) % 2**63)
             timesteps.append(self.backbone.sample_timesteps(1, generator=generator).cpu())
             noise.append(torch.randn(winners.shape[1:], generator=generator))
-        return PairBatch(
+        batch = PairBatch(
             x0_winner=winners,
             x0_loser=losers,
             condition=condition,
@@ -185,6 +199,7 @@ class TrainingData:
             timesteps=torch.cat(timesteps),
             noise=torch.stack(noise),
         )
+        return batch, buffers
 
     # -- pieces --------------------------------------------------------------------------------
     def _read_lr(self, group_id: str) -> torch.Tensor:
@@ -193,43 +208,113 @@ class TrainingData:
     def _condition_path(self, group_id: str) -> Path:
         return self.store.group_path("sample", "conditions", group_id, suffix=".safetensors")
 
-    def _condition(self, group_id: str) -> dict[str, torch.Tensor]:
+    def _conditions(self, group_ids: list[str], buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The groups' conditions stacked: read from the cached files straight into the
+        batch tensors (several files at once: the reads release the GIL), or (caching off)
+        encoded from the LR images."""
         if not self.cache:
             with torch.no_grad():
-                return {
-                    k: v.float().cpu()
-                    for k, v in self.backbone.encode_condition(self._read_lr(group_id)).items()
-                }
-        if group_id not in self._conditions:
-            from safetensors.torch import load_file
-
-            path = self._condition_path(group_id)
-            if not path.exists():
-                raise Dp2oError(
-                    f"the cached condition of group {group_id!r} is missing ({path}); run prepare first"
+                encoded = [self.backbone.encode_condition(self._read_lr(g)) for g in group_ids]
+            return {key: torch.cat([c[key].float().cpu() for c in encoded]) for key in encoded[0]}
+        with self._condition_file(group_ids[0]) as file:
+            stacked = {
+                key: _buffer(
+                    buffers, f"condition-{key}", (len(group_ids) * e.shape[0], *e.shape[1:]), e.dtype
                 )
-            _remember(self._conditions, group_id, load_file(str(path)))
-        return self._conditions[group_id]
+                for key, e in file.entries.items()
+            }
+
+        def read(at: int) -> None:
+            with self._condition_file(group_ids[at]) as file:
+                for key, entry in file.entries.items():
+                    rows = entry.shape[0]
+                    file.read_rows(key, 0, stacked[key][at * rows : (at + 1) * rows])
+
+        list(self._io.map(read, range(len(group_ids))))
+        return {key: value.float() for key, value in stacked.items()}
+
+    def _condition_file(self, group_id: str) -> TensorFile:
+        path = self._condition_path(group_id)
+        try:
+            return TensorFile(path)
+        except FileNotFoundError:
+            raise Dp2oError(
+                f"the cached condition of group {group_id!r} is missing ({path}); run prepare first"
+            ) from None
+
+    @cached_property
+    def _io(self) -> ThreadPoolExecutor:
+        """Threads that read a batch's condition files side by side."""
+        return ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="dp2o-read")
+
+    def _x0_batch(
+        self, groups: Any, candidates: Any, buffers: dict[str, torch.Tensor], side: str
+    ) -> torch.Tensor:
+        """x₀ of these candidates (group codes, candidate numbers): rows of the groups'
+        latent files read straight into the batch, or images encoded where there are none."""
+        rows = self._candidates.rows(groups, candidates, self.pairs.group_ids)
+        if not self.cache or (self._candidates.shard[rows] < 0).any():
+            return torch.stack([self._x0(int(g), int(m)) for g, m in zip(groups, candidates, strict=True)])
+        entry: Any = None
+        batch: Any = None
+        for at, (group, row) in enumerate(zip(groups.tolist(), rows.tolist(), strict=True)):
+            file = self._latent_file(self.pairs.group_ids[group], row)
+            if batch is None:
+                entry = file.entries["latents"]
+                batch = _buffer(buffers, side, (len(rows), *entry.shape[1:]), entry.dtype)
+            file.read_rows("latents", int(self._candidates.latent_index[row]), batch[at : at + 1])
+        return batch.float()
+
+    def _latent_file(self, group_id: str, row: int) -> TensorFile:
+        """The open latent file of a candidate's row (the last 256 stay open)."""
+        shard = self._candidates.shard_path(row)
+        assert shard is not None
+        if shard not in self._latent_files:
+            _remember(
+                self._latent_files,
+                shard,
+                self.store.load_group_file("sample", group_id, shard, TensorFile),
+                size=256,
+            )
+        self._latent_files.move_to_end(shard)
+        return self._latent_files[shard]
 
     def _x0(self, group: int, candidate: int) -> torch.Tensor:
-        """Candidate ``candidate`` of group code ``group``: its row of the group's latent
-        file (only that row is read), or its image encoded."""
+        """Candidate ``candidate`` of group code ``group`` encoded from its image."""
         group_id = self.pairs.group_ids[group]
         row = self._candidates.row(group, candidate, group_id)
-        shard = self._candidates.shard_path(row)
-        if self.cache and shard is not None:
-            if shard not in self._latent_files:
-                from safetensors import safe_open
-
-                opened = self.store.load_group_file(
-                    "sample", group_id, shard, lambda path: safe_open(str(path), framework="pt")
-                )
-                _remember(self._latent_files, shard, (opened, opened.get_slice("latents")), size=256)
-            at = int(self._candidates.latent_index[row])
-            return self._latent_files[shard][1][at : at + 1][0].float()
         image = self.store.load_group_file("sample", group_id, self._candidates.image(row), read_image_tensor)
         with torch.no_grad():
             return self.backbone.encode(image)[0].float().cpu()
+
+
+class _BufferPool:
+    """Reused CPU tensors for batches, one set per batch being read or in use. A batch's
+    tensors are tens of megabytes (SD2: a 3 MB condition per pair), and freshly allocated
+    memory costs a page fault per 4 KiB on first write — measured, more than reading the
+    files — so a set goes back to the pool when its batch is done and is refilled."""
+
+    def __init__(self) -> None:
+        self._free: list[dict[str, torch.Tensor]] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> dict[str, torch.Tensor]:
+        with self._lock:
+            return self._free.pop() if self._free else {}
+
+    def release(self, buffers: dict[str, torch.Tensor]) -> None:
+        with self._lock:
+            self._free.append(buffers)
+
+
+def _buffer(
+    buffers: dict[str, torch.Tensor], name: str, shape: tuple[int, ...], dtype: torch.dtype
+) -> torch.Tensor:
+    """The set's tensor ``name`` of this shape and dtype (made when it changes)."""
+    found = buffers.get(name)
+    if found is None or tuple(found.shape) != tuple(shape) or found.dtype != dtype:
+        found = buffers[name] = torch.empty(shape, dtype=dtype)
+    return found
 
 
 class CandidateIndex:
@@ -332,10 +417,13 @@ class _GroupFiles:
 
 
 def _remember(cache: OrderedDict, key: str, value: Any, size: int = 64) -> None:
+    """Keep ``value`` as the newest of at most ``size``; what drops out is closed if it can be."""
     cache[key] = value
     cache.move_to_end(key)
     while len(cache) > size:
-        cache.popitem(last=False)
+        _, dropped = cache.popitem(last=False)
+        if hasattr(dropped, "close"):
+            dropped.close()
 
 
 def swapped_labels(pairs: PairTable, fraction: float, seed: int) -> PairTable:

@@ -40,11 +40,13 @@ class PairTable:
         self.winner = np.asarray(winner, dtype=np.int32)
         self.loser = np.asarray(loser, dtype=np.int32)
         self.weight = np.asarray(weight, dtype=np.float64)
+        self._used: list[str] | None = None
 
     @classmethod
     def read(cls, store: RunStore) -> PairTable:
         """The run's pairs table sorted by group, winner, loser, whatever the commit order.
         Columns are read one at a time, so the peak is about one string column."""
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         names = store.read_table("pairs", "pairs", columns=["group_id"]).column("group_id")
@@ -55,8 +57,15 @@ class PairTable:
         winner = numbers.column("winner").to_numpy()
         loser = numbers.column("loser").to_numpy()
         weight = numbers.column("weight").to_numpy()
-        order = np.lexsort((loser, winner, group))
-        return cls(ids.to_pylist(), group[order], winner[order], loser[order], weight[order])
+        del numbers
+        if len(group) and max(winner.max(), loser.max()) < 2**16 and min(winner.min(), loser.min()) >= 0:
+            # (group, winner, loser) is unique: one sort of a packed key orders them as lexsort would
+            order = np.argsort((group.astype(np.int64) << 32) | (winner.astype(np.int64) << 16) | loser)
+        else:
+            order = np.lexsort((loser, winner, group))
+        table = cls(ids.to_pylist(), group[order], winner[order], loser[order], weight[order])
+        pa.default_memory_pool().release_unused()  # the columns read above go back to the system
+        return table
 
     @classmethod
     def of(cls, pairs: Sequence[Pair]) -> PairTable:
@@ -87,7 +96,9 @@ class PairTable:
 
     def used_groups(self) -> list[str]:
         """The groups that have at least one pair, sorted."""
-        return [self.group_ids[code] for code in np.unique(self.group).tolist()]
+        if self._used is None:
+            self._used = [self.group_ids[code] for code in np.unique(self.group).tolist()]
+        return self._used
 
     def swapped(self, fraction: float, seed: int) -> PairTable:
         """These pairs with winner and loser exchanged in ``fraction`` of them (rounded),
@@ -131,5 +142,6 @@ class PairOrder:
 
             generator = torch.Generator().manual_seed(derive_seed(self.seed, "train-order", epoch) % 2**63)
             # one epoch at a time: a step that spans two epochs recomputes the other (cheap)
-            self._epochs = {epoch: torch.randperm(self.count, generator=generator).numpy()}
+            permutation = torch.randperm(self.count, generator=generator).numpy()
+            self._epochs = {epoch: permutation.astype(np.int32) if self.count < 2**31 else permutation}
         return self._epochs[epoch]
