@@ -348,3 +348,28 @@ def test_a_batch_larger_than_the_pairs_and_a_long_warm_up_are_said_before_traini
     assert "warm-up of 50 steps is longer than the run's 4" in warmup and "ends at 1.6e-06" in warmup
     assert "--warmup-steps" in warmup
     assert training_warnings(TrainSettings(batch_size=4, max_steps=60, warmup_steps=5), pairs=16) == []
+
+
+def test_batches_read_ahead_equal_batches_read_when_asked(x0_model, tmp_path):
+    backbone = _backbone(x0_model)
+    store = make_preference_run(tmp_path, backbone)
+    chunks = [list(range(start, start + 3)) for start in range(0, 30, 3)]
+
+    def batches(read_ahead: bool) -> list[dict]:
+        data = TrainingData(store, backbone, seed=4)
+        data.prepare(ProcessInfo())
+        seen = []
+        for index, chunk in enumerate(chunks):
+            if read_ahead and index + 1 < len(chunks):
+                data.read_ahead(chunks[index + 1])  # as the trainer does: the next one while this one runs
+            batch = data.batch(chunk, "cpu")
+            # copies: the batch's buffers are reused once the next batch is handed out
+            seen.append({"w": batch.x0_winner.clone(), "l": batch.x0_loser.clone(), "n": batch.noise.clone(),
+                         **{k: v.clone() for k, v in batch.condition.items()}})  # fmt: skip
+        return seen
+
+    plain, ahead = batches(False), batches(True)
+    assert len(plain) == len(ahead) == len(chunks)
+    for a, b in zip(plain, ahead, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(plain[0]["w"], plain[1]["w"])  # different pairs, not one buffer seen twice
