@@ -96,18 +96,14 @@ class ObjectTrainingData(TrainingData):
         condition = {key: torch.cat([c[key] for c in conditions]) for key in conditions[0]} | {
             key: torch.cat([e[key] for e in prompts]) for key in prompts[0]
         }
-        timesteps, noise = [], []
-        for position in positions:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, "train-noise", position) % 2**63)
-            timesteps.append(self.backbone.sample_timesteps(1, generator=generator).cpu())
-            noise.append(torch.randn(winners.shape[1:], generator=generator))
+        timesteps, noise = self._timesteps_and_noise(positions, winners.shape[1:])
         batch = PairBatch(
             x0_winner=winners,
             x0_loser=losers,
             condition=condition,
             weights=torch.tensor([p.weight for p in pairs], dtype=torch.float32),
-            timesteps=torch.cat(timesteps),
-            noise=torch.stack(noise),
+            timesteps=timesteps,
+            noise=noise,
         )
         return batch, {}  # fresh tensors, no buffers to give back
 

@@ -186,20 +186,26 @@ class TrainingData:
             condition = self._conditions(group_ids, buffers)
             prompts = [self._prompts[self._groups.prompt(g)] for g in group_ids]
         condition |= {key: torch.cat([e[key] for e in prompts]) for key in prompts[0]}
-        timesteps, noise = [], []
-        for position in positions:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, "train-noise", position) % 2**63)
-            timesteps.append(self.backbone.sample_timesteps(1, generator=generator).cpu())
-            noise.append(torch.randn(winners.shape[1:], generator=generator))
+        timesteps, noise = self._timesteps_and_noise(positions, winners.shape[1:])
         batch = PairBatch(
             x0_winner=winners,
             x0_loser=losers,
             condition=condition,
             weights=torch.tensor(self.pairs.weight[index], dtype=torch.float32),
-            timesteps=torch.cat(timesteps),
-            noise=torch.stack(noise),
+            timesteps=timesteps,
+            noise=noise,
         )
         return batch, buffers
+
+    def _timesteps_and_noise(self, positions: Sequence[int], shape: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each position's timestep and noise, from a generator seeded by the run seed and
+        the position alone (the same whatever the process count or micro-batch size)."""
+        timesteps, noise = [], []
+        for position in positions:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, "train-noise", position) % 2**63)
+            timesteps.append(self.backbone.sample_timesteps(1, generator=generator).cpu())
+            noise.append(torch.randn(shape, generator=generator))
+        return torch.cat(timesteps), torch.stack(noise)
 
     # -- pieces --------------------------------------------------------------------------------
     def _read_lr(self, group_id: str) -> torch.Tensor:
