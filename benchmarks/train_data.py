@@ -44,6 +44,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from interleave import Ratio  # noqa: E402  (this folder is on sys.path when run as a script)
+
 CANDIDATES = 64
 SIDE = 16  # winners and losers per group
 LATENT = (4, 64, 64)
@@ -230,7 +232,10 @@ def main() -> None:
                 results[way].append(in_fresh_process(way, root, model, args.steps, args.micro_batch))
                 print(way, results[way][-1], flush=True)
     keys = ("memory_gb", "first_batch_s", "cold_pairs_per_s", "warm_pairs_per_s")
-    summary = {way: {k: statistics.median(r[k] for r in rows) for k in keys} for way, rows in results.items()}
+    summary = {
+        way: {k: round(statistics.median(r[k] for r in rows), 3) for k in keys}
+        for way, rows in results.items()
+    }
     print(
         f"\n{args.groups:,} groups × {CANDIDATES} candidates, {results['dp2o'][0]['pairs']:,} pairs, "
         f"micro-batches of {args.micro_batch}, medians of {args.rounds} rounds"
@@ -239,21 +244,12 @@ def main() -> None:
     for way, figures in summary.items():
         print(f"{way:<8}" + "".join(f"{figures[k]:>20}" for k in keys))
     if "before" in results:
-        for key in keys:
-            ratios = [
-                b[key] / d[key] for d, b in zip(results["dp2o"], results["before"], strict=True) if d[key]
-            ]
-            summary.setdefault("before/dp2o", {})[key] = {
-                "median": round(statistics.median(ratios), 2),
-                "min": round(min(ratios), 2),
-                "max": round(max(ratios), 2),
-            }
-        print(
-            "before ÷ dp2o (median, min–max): "
-            + ", ".join(
-                f"{k} {v['median']}× ({v['min']}–{v['max']})" for k, v in summary["before/dp2o"].items()
-            )
-        )
+        ratios = {
+            key: Ratio.of([b[key] for b in results["before"]], [d[key] for d in results["dp2o"]])
+            for key in keys
+        }
+        summary["before/dp2o"] = {key: ratio.as_dict() for key, ratio in ratios.items()}
+        print("before ÷ dp2o (median, min–max): " + ", ".join(f"{k} {r}" for k, r in ratios.items()))
     if args.json:
         print(json.dumps(summary))
 
