@@ -56,14 +56,26 @@ class PairTable:
         numbers = store.read_table("pairs", "pairs", columns=["winner", "loser", "weight"])
         winner = numbers.column("winner").to_numpy()
         loser = numbers.column("loser").to_numpy()
-        weight = numbers.column("weight").to_numpy()
-        del numbers
         if len(group) and max(winner.max(), loser.max()) < 2**16 and min(winner.min(), loser.min()) >= 0:
-            # (group, winner, loser) is unique: one sort of a packed key orders them as lexsort would
-            order = np.argsort((group.astype(np.int64) << 32) | (winner.astype(np.int64) << 16) | loser)
+            # (group, winner, loser) is unique: one sort of a packed key orders them as lexsort
+            # would; the key is built in place, so it costs two 8-byte arrays, not five
+            key = group.astype(np.int64)
+            key <<= 32
+            part = winner.astype(np.int64)
+            part <<= 16
+            key |= part
+            del part
+            key |= loser
+            order = np.argsort(key)
+            del key
         else:
             order = np.lexsort((loser, winner, group))
-        table = cls(ids.to_pylist(), group[order], winner[order], loser[order], weight[order])
+        # each column reordered and its unordered copy dropped before the next
+        group = group[order]
+        winner, loser = winner[order], loser[order]
+        weight = numbers.column("weight").to_numpy()[order]
+        del numbers, order
+        table = cls(ids.to_pylist(), group, winner, loser, weight)
         pa.default_memory_pool().release_unused()  # the columns read above go back to the system
         return table
 
