@@ -111,7 +111,8 @@ class RunConfig(BaseModel):
                 value = {**getattr(self, key).model_dump(), **given}
             updates[key] = value
         try:
-            return RunConfig.model_validate({**self.model_dump(), **updates})
+            # shallow: the unchanged fields stay as they are (a layered Spec keeps its layers)
+            return RunConfig.model_validate({**dict(self), **updates})
         except ValidationError as error:
             raise UsageError(_format_config_error("command line", error)) from None
 
@@ -133,11 +134,9 @@ def coerce_spec(value: Any, kind: str) -> Spec:
     if isinstance(value, Mapping):
         table = dict(value)
         name = table.pop("name", None)
-        layers: tuple[tuple[str, ...], ...] = ()
-        if isinstance(table.get("options"), Mapping) and set(table) <= {"options", "layers"}:
-            layers = tuple(tuple(layer) for layer in table.get("layers") or ())  # a dumped Spec
+        if "options" in table and isinstance(table["options"], Mapping) and len(table) == 1:
             table = dict(table["options"])
-        return Spec(name, {key.replace("-", "_"): v for key, v in table.items()}, layers)
+        return Spec(name, {key.replace("-", "_"): v for key, v in table.items()})
     raise UsageError(f"{kind} must be a spec string or a table, got {value!r}")
 
 
