@@ -95,6 +95,25 @@ class Registration:
         summary = ((implementation.__doc__ or "").strip().splitlines() or [""])[0]
         return cls(kind, implementation.name, aliases, path, summary, source, [implementation])
 
+    def cache_record(self) -> dict[str, Any]:
+        """What the registry cache keeps of this registration (:meth:`from_cache_record`)."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "aliases": list(self.aliases),
+            "class": self.class_path,
+            "summary": self.summary,
+            "options": self.described_options(),
+        }
+
+    @classmethod
+    def from_cache_record(cls, record: Mapping[str, Any], source: PluginSource) -> Registration:
+        """A registration of ``source`` known from the cache, its class not yet imported."""
+        return cls(
+            record["kind"], record["name"], tuple(record["aliases"]), record["class"], record["summary"],
+            source, _described=record["options"],
+        )  # fmt: skip
+
     @property
     def cls(self) -> type[Implementation]:
         """The implementation class (imported now if it came from the registry cache)."""
@@ -183,28 +202,16 @@ class PluginManager:
         if records is not None:
             self._sources.append(builtins)
             for record in records:
-                self._index(
-                    Registration(
-                        record["kind"], record["name"], tuple(record["aliases"]), record["class"],
-                        record["summary"], builtins, _described=record["options"],
-                    )
-                )  # fmt: skip
+                self._index(Registration.from_cache_record(record, builtins))
             return
         for module_name in BUILTIN_MODULES:
             self._add(builtins, lambda name=module_name: importlib.import_module(name))
         if use_cache and builtins.status == "ok":
             registry_cache.write(  # in registration order, as the built-ins' own hooks gave them
                 [
-                    {
-                        "kind": r.kind,
-                        "name": r.name,
-                        "aliases": list(r.aliases),
-                        "class": r.class_path,
-                        "summary": r.summary,
-                        "options": r.described_options(),
-                    }
+                    self._by_name[kind][name].cache_record()
                     for kind in KINDS
-                    for r in (self._by_name[kind][name] for name in builtins.provides[kind])
+                    for name in builtins.provides[kind]
                 ]
             )
 

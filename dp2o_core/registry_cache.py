@@ -43,7 +43,8 @@ def read() -> list[dict[str, Any]] | None:
         if data.get("format") != FORMAT:
             return None
         records = data["registrations"]
-        if not all(set(r) == {"kind", "name", "aliases", "class", "summary", "options"} for r in records):
+        fields = {"kind", "name", "aliases", "class", "summary", "options"}  # Registration.cache_record
+        if not all(set(r) == fields for r in records):
             return None
         return records
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
