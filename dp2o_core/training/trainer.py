@@ -279,11 +279,9 @@ class Trainer:
         """One optimizer step over this process's share of the step's examples (micro-batches
         accumulated, DDP synchronised on the last); returns the step's metrics."""
         s, acc = self.settings, self.accelerator
-        first = step * s.batch_size + acc.process_index * self.share
-        positions = list(range(first, first + self.share))
-        chunks = [positions[i : i + s.micro_batch_size] for i in range(0, len(positions), s.micro_batch_size)]
+        chunks = self._micro_batches(step)
         totals = None  # sums over this process's examples: the loss first, the count last
-        following = [*chunks[1:], self._first_chunk(step + 1) if step + 1 < s.max_steps else []]
+        following = [*chunks[1:], self._micro_batches(step + 1)[0] if step + 1 < s.max_steps else []]
         for index, chunk in enumerate(chunks):
             if following[index]:
                 self._read_ahead(following[index])
@@ -317,11 +315,12 @@ class Trainer:
         grad = float(grad_norm) if grad_norm is not None else float("nan")
         return self._metrics(step + 1, totals, grad, learning_rate)
 
-    def _first_chunk(self, step: int) -> list[int]:
-        """The positions of this process's first micro-batch of ``step``."""
-        s, acc = self.settings, self.accelerator
-        first = step * s.batch_size + acc.process_index * self.share
-        return list(range(first, first + min(s.micro_batch_size, self.share)))
+    def _micro_batches(self, step: int) -> list[list[int]]:
+        """The global positions of this process's micro-batches of ``step``."""
+        s = self.settings
+        first = step * s.batch_size + self.accelerator.process_index * self.share
+        positions = list(range(first, first + self.share))
+        return [positions[i : i + s.micro_batch_size] for i in range(0, len(positions), s.micro_batch_size)]
 
     def _read_ahead(self, positions: list[int]) -> None:
         """Let the data read the micro-batch after this one while this one computes (data
