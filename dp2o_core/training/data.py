@@ -222,21 +222,23 @@ class TrainingData:
             with torch.no_grad():
                 encoded = [self.backbone.encode_condition(self._read_lr(g)) for g in group_ids]
             return {key: torch.cat([c[key].float().cpu() for c in encoded]) for key in encoded[0]}
-        with self._condition_file(group_ids[0]) as file:
-            stacked = {
-                key: _buffer(
-                    buffers, f"condition-{key}", (len(group_ids) * e.shape[0], *e.shape[1:]), e.dtype
-                )
-                for key, e in file.entries.items()
-            }
+        stacked: dict[str, torch.Tensor] = {}
 
-        def read(at: int) -> None:
+        def read(at: int, file: TensorFile) -> None:
+            for key, entry in file.entries.items():
+                rows = entry.shape[0]
+                file.read_rows(key, 0, stacked[key][at * rows : (at + 1) * rows])
+
+        def read_group(at: int) -> None:
             with self._condition_file(group_ids[at]) as file:
-                for key, entry in file.entries.items():
-                    rows = entry.shape[0]
-                    file.read_rows(key, 0, stacked[key][at * rows : (at + 1) * rows])
+                read(at, file)
 
-        list(self._io.map(read, range(len(group_ids))))
+        with self._condition_file(group_ids[0]) as first:  # its layout sizes the batch tensors
+            for key, e in first.entries.items():
+                shape = (len(group_ids) * e.shape[0], *e.shape[1:])
+                stacked[key] = _buffer(buffers, f"condition-{key}", shape, e.dtype)
+            read(0, first)
+        list(self._io.map(read_group, range(1, len(group_ids))))
         return {key: value.float() for key, value in stacked.items()}
 
     def _condition_file(self, group_id: str) -> TensorFile:
@@ -257,19 +259,34 @@ class TrainingData:
         self, groups: Any, candidates: Any, buffers: dict[str, torch.Tensor], side: str
     ) -> torch.Tensor:
         """x₀ of these candidates (group codes, candidate numbers): rows of the groups'
-        latent files read straight into the batch, or images encoded where there are none."""
+        latent files read straight into the batch; a candidate without a stored latent
+        (or every one, caching off) is encoded from its image."""
         rows = self._candidates.rows(groups, candidates, self.pairs.group_ids)
-        if not self.cache or (self._candidates.shard[rows] < 0).any():
-            return torch.stack([self._x0(int(g), int(m)) for g, m in zip(groups, candidates, strict=True)])
-        entry: Any = None
+        group_ids = [self.pairs.group_ids[g] for g in groups.tolist()]
+        stored = self._candidates.shard[rows] >= 0 if self.cache else np.zeros(len(rows), dtype=bool)
+        if not stored.all():
+            return torch.stack(
+                [
+                    self._latent_row(group_id, row) if has else self._encoded(group_id, row)
+                    for group_id, row, has in zip(group_ids, rows.tolist(), stored.tolist(), strict=True)
+                ]
+            )
         batch: Any = None
-        for at, (group, row) in enumerate(zip(groups.tolist(), rows.tolist(), strict=True)):
-            file = self._latent_file(self.pairs.group_ids[group], row)
+        for at, (group_id, row) in enumerate(zip(group_ids, rows.tolist(), strict=True)):
+            file = self._latent_file(group_id, row)
             if batch is None:
                 entry = file.entries["latents"]
                 batch = _buffer(buffers, side, (len(rows), *entry.shape[1:]), entry.dtype)
             file.read_rows("latents", int(self._candidates.latent_index[row]), batch[at : at + 1])
         return batch.float()
+
+    def _latent_row(self, group_id: str, row: int) -> torch.Tensor:
+        """One candidate's stored latent, in a tensor of its own."""
+        file = self._latent_file(group_id, row)
+        entry = file.entries["latents"]
+        out = torch.empty((1, *entry.shape[1:]), dtype=entry.dtype)
+        file.read_rows("latents", int(self._candidates.latent_index[row]), out)
+        return out[0].float()
 
     def _latent_file(self, group_id: str, row: int) -> TensorFile:
         """The open latent file of a candidate's row (the last 256 stay open)."""
@@ -285,10 +302,8 @@ class TrainingData:
         self._latent_files.move_to_end(shard)
         return self._latent_files[shard]
 
-    def _x0(self, group: int, candidate: int) -> torch.Tensor:
-        """Candidate ``candidate`` of group code ``group`` encoded from its image."""
-        group_id = self.pairs.group_ids[group]
-        row = self._candidates.row(group, candidate, group_id)
+    def _encoded(self, group_id: str, row: int) -> torch.Tensor:
+        """A candidate's x₀ encoded from its image file."""
         image = self.store.load_group_file("sample", group_id, self._candidates.image(row), read_image_tensor)
         with torch.no_grad():
             return self.backbone.encode(image)[0].float().cpu()
@@ -331,11 +346,10 @@ class CandidateIndex:
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        self._group_ids = pa.array(group_ids, pa.string())
         columns = ["group_id", "candidate", "latent_shard", "latent_index"]
         table = store.read_table("sample", "candidates", columns=columns)
-        code = pc.fill_null(
-            pc.index_in(table.column("group_id"), value_set=pa.array(group_ids)), -1
-        ).to_numpy()
+        code = self._codes(table)
         kept = np.flatnonzero(code >= 0)
         table, code = table.take(kept), code[kept]
         candidate = table.column("candidate").to_numpy().astype(np.int64)
@@ -346,16 +360,32 @@ class CandidateIndex:
         self.shard = pc.fill_null(shards.indices, -1).to_numpy().astype(np.int32)
         self.shards: list[str] = shards.dictionary.to_pylist()
         self.latent_index = pc.fill_null(table.column("latent_index"), -1).to_numpy()
-        self._kept = kept
         self._images: Any = None
         if images:
             self.add_images(store)
 
+    def _codes(self, table: Any) -> Any:
+        """Each candidate row's group code (-1: a group without pairs)."""
+        import pyarrow.compute as pc
+
+        return pc.fill_null(pc.index_in(table.column("group_id"), value_set=self._group_ids), -1).to_numpy()
+
+    def _rows_of(self, table: Any) -> Any:
+        """Where each row of a candidates table stands in this index (-1: not in it)."""
+        code, candidate = self._codes(table), table.column("candidate").to_numpy().astype(np.int64)
+        inside = (code >= 0) & (candidate >= 0) & (candidate < self.span)
+        rows: Any = np.full(len(code), -1, dtype=np.int64)
+        rows[inside] = self.slot[code[inside] * self.span + candidate[inside]]
+        return rows
+
     def add_images(self, store: RunStore) -> None:
-        """Keep the candidates' image paths too (for encoding images; costs their strings)."""
+        """Keep the candidates' image paths too (for encoding images; costs their strings),
+        placed by (group, candidate) like the other columns."""
         if self._images is None:
-            images = store.read_table("sample", "candidates", columns=["image"]).column("image")
-            self._images = images.take(self._kept)
+            table = store.read_table("sample", "candidates", columns=["group_id", "candidate", "image"])
+            rows = self._rows_of(table)
+            kept = np.flatnonzero(rows >= 0)
+            self._images = table.column("image").take(kept[np.argsort(rows[kept])])
 
     def rows(self, group: Any, candidate: Any, group_ids: list[str]) -> Any:
         """Rows of these (group code, candidate) pairs; a missing one is an error naming it."""
@@ -370,13 +400,6 @@ class CandidateIndex:
             at = int(np.flatnonzero(rows < 0)[0])
             self._missing(group_ids[int(np.asarray(group)[at])], int(candidate[at]))
         return rows
-
-    def row(self, group: int, candidate: int, group_id: str) -> int:
-        """The row of candidate ``candidate`` of group code ``group``."""
-        row = self.slot[group * self.span + candidate] if 0 <= candidate < self.span else -1
-        if row < 0:
-            self._missing(group_id, candidate)
-        return int(row)
 
     def shard_path(self, row: int) -> str | None:
         code = int(self.shard[row])
