@@ -5,7 +5,7 @@ default) decides."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -139,6 +139,31 @@ Redo = Annotated[
         "--redo",
         help="Allow a changed setting to discard the run's finished sampling or scoring and redo it "
         "(without it such a change stops before anything is written).",
+    ),
+]
+
+
+def _shard(text: str | None):
+    """``--shard K/N`` as a :class:`~dp2o_core.store.sharding.Shard` (None when not given)."""
+    if text is None:
+        return None
+    from dp2o_core.store.sharding import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+ShardOption = Annotated[
+    Any,  # a Shard or None; the type is imported when the option is given (start-up stays light)
+    typer.Option(
+        "--shard",
+        metavar="K/N",
+        parser=_shard,
+        help="Be shard job K (from 0) of N jobs started separately (a Slurm array, preemptible VMs) "
+        "that fill this run together: this job does every N-th group only, and can be killed and "
+        "started again at any time.",
     ),
 ]
 WarmupSteps = Annotated[

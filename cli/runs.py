@@ -12,6 +12,7 @@ from dp2o_cli.state import CliState
 from dp2o_core.config import RunConfig
 from dp2o_core.pipeline import RunContext, RunOptions
 from dp2o_core.store import ProcessInfo, RunStore
+from dp2o_core.store.sharding import Shard
 
 
 def open_run(
@@ -22,6 +23,7 @@ def open_run(
     accelerator: Any = None,
     *,
     writes: bool = True,
+    shard: Shard | None = None,
 ) -> RunContext:
     """The :class:`RunContext` of ``run`` for this process; process 0 reports to the terminal.
 
@@ -29,13 +31,14 @@ def open_run(
     configuration is resolved or model loaded, and holds it until the command ends: a second
     command on a run that another one is working on stops at once, naming the other's host
     and pid. A run that does not exist yet is locked when it is first written, so a command
-    refused by its preflight leaves no folder behind.
+    refused by its preflight leaves no folder behind. A ``shard`` job (``--shard K/N``) holds
+    the lock shared with the other shard jobs of the run.
     """
-    process = ProcessInfo.detect()
+    process = ProcessInfo.detect().with_shard(shard)
     store = RunStore(run)
 
     def claim() -> None:
-        lock = store.writer_lock()
+        lock = store.writer_lock(shared=shard is not None)
         lock.__enter__()
         ctx.call_on_close(lambda: lock.__exit__(None, None, None))  # when the command ends
 

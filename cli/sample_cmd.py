@@ -13,6 +13,7 @@ from dp2o_cli.options import (
     Redo,
     RunDir,
     Seed,
+    ShardOption,
     SharedNoise,
 )
 from dp2o_cli.output import console
@@ -20,6 +21,7 @@ from dp2o_cli.run_config import load_run_config
 from dp2o_cli.runs import open_run
 
 from dp2o_core.config import recorded_config
+from dp2o_core.errors import UsageError
 from dp2o_core.pipeline import Pipeline, RunOptions
 from dp2o_core.specs import Spec
 from dp2o_core.store import RunStore
@@ -37,11 +39,18 @@ def sample(
     shared_noise: SharedNoise = None,
     on_bad_image: OnBadImage = "error",
     redo: Redo = False,
+    shard: ShardOption = None,
 ) -> None:
     """Sample M candidates per LR input of RUN (runs the data stage first when --data is given).
 
-    Without --config it starts from the backbone and settings the run recorded.
+    Without --config it starts from the backbone and settings the run recorded. With --shard K/N
+    it is one of N jobs that sample the run together (prepare its data once first).
     """
+    if shard is not None and data is not None:
+        raise UsageError(
+            f"--data cannot be given with --shard: prepare the run's data once (dp2o prepare {run} --data "
+            "SPEC), then start the shard jobs without --data"
+        )
     base = recorded_config(RunStore(run)) if config_file is None else None
     config = load_run_config(
         config_file, base=base, run=run, backbone=backbone, data=data, degradation=degradation, seed=seed,
@@ -49,8 +58,8 @@ def sample(
     )  # fmt: skip
     if data is None and config_file is None:
         config = config.model_copy(update={"data": Spec(None)})  # the run's data stage, as it is
-    options = RunOptions(on_bad_image=on_bad_image, owns=("sample",), redo=redo)
-    context = open_run(ctx, run, config, options)
+    options = RunOptions(on_bad_image=on_bad_image, owns=("sample",), redo=redo, completes=("sample",))
+    context = open_run(ctx, run, config, options, shard=shard)
     # with --data the data stage runs first; without it the run's data stage must exist
     stages = ("data", "sample") if config.data.name is not None else ("sample",)
     results = Pipeline.method().select(*stages).run(context, announce=False)
@@ -59,6 +68,7 @@ def sample(
         sampled = results["sample"].result if results["sample"] is not None else 0
         console.print(
             f"sample: {status.state} — {status.groups_done}/{status.groups_total} groups "
-            f"({sampled} sampled now), {config.sample.num_candidates} candidates each, in {run}",
+            f"({sampled} sampled now{f' by shard {shard}' if shard else ''}), "
+            f"{config.sample.num_candidates} candidates each, in {run}",
             markup=False,
         )

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from dp2o_core.errors import UsageError
 from dp2o_core.store import STAGES, RunStore, StageStatus
+from dp2o_core.store.runstore import ShardProgress
 from dp2o_core.training.checkpoints import steps_progress
 
 STATE_STYLE = {"done": "green", "partial": "yellow", "stale": "red", "damaged": "bold red", "missing": "dim"}
@@ -50,11 +51,20 @@ def status(
         for bad in round_store.verify_files(stage)
     ]
     statuses = round_statuses(run)
+    shards = {
+        (number, stage): progress
+        for number, round_store in rounds.items()
+        for stage in STAGES
+        if (progress := round_store.shard_progress(stage)) is not None
+    }
     if as_json:
-        record: dict = {"run": str(run), "stages": [s.as_record() for s in statuses[1]]}
+        record: dict = {
+            "run": str(run),
+            "stages": [_stage_record(s, shards.get((1, s.stage))) for s in statuses[1]],
+        }
         if several:
             record["rounds"] = [
-                {"round": number, "stages": [s.as_record() for s in found]}
+                {"round": number, "stages": [_stage_record(s, shards.get((number, s.stage))) for s in found]}
                 for number, found in statuses.items()
                 if number > 1
             ]
@@ -66,6 +76,10 @@ def status(
         print_json(record)
         return
     console.print(_status_table(run, rounds, statuses))
+    for (number, stage), progress in shards.items():
+        label = _label(stage, number) if several else stage
+        for line in _shard_lines(progress):
+            console.print(f"{label}: {escape(line)}")
     if verify:
         for stage, group, file, problem in problems[:20]:
             console.print(f"[red]damaged[/] {stage}: {escape(f'{file} (group {group!r}) {problem}')}")
@@ -75,6 +89,28 @@ def status(
             if problems
             else "verify: every file the stages wrote is there"
         )
+
+
+def _stage_record(status: StageStatus, shards: list[ShardProgress] | None) -> dict:
+    """A stage's JSON record, with its shards' progress where shard jobs fill it."""
+    record = status.as_record()
+    if shards is not None:
+        record["shards"] = [p.as_record() for p in shards]
+    return record
+
+
+def _shard_lines(progress: list[ShardProgress]) -> list[str]:
+    """What ``dp2o status`` says of a stage that shard jobs fill: a summary, then each shard
+    that is not finished (running or missing)."""
+    left = [p for p in progress if not p.finished]
+    if not left:
+        return [f"{len(progress)} shard jobs — all finished"]
+    running = sum(p.holder is not None for p in left)
+    summary = (
+        f"{len(progress)} shard jobs — {len(progress) - len(left)} finished, {running} running, "
+        f"{len(left) - running} missing (not finished, no job running)"
+    )
+    return [summary, *(p.describe() for p in left)]
 
 
 def _status_table(run: Path, rounds: dict[int, RunStore], statuses: dict[int, list[StageStatus]]) -> Table:

@@ -87,3 +87,26 @@ def write_text_atomic(path: Path | str, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def create_text_exclusive(path: Path | str, text: str) -> bool:
+    """Write ``text`` to ``path`` only if no file is there: complete or not at all, and of two
+    writers racing (jobs on two hosts sharing a file system) exactly one wins. Returns whether
+    this call created it. A hard link of a finished temporary file is the atomic create-if-
+    absent that network file systems also honour (``O_EXCL`` is not reliable on old NFS)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fchmod(handle.fileno(), 0o666 & ~process_umask())
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp_name, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp_name)

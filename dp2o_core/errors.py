@@ -1,8 +1,10 @@
 """Exceptions that carry a message a person can act on.
 
 The CLI prints ``Error: <message>`` for every :class:`Dp2oError` and exits with its
-``exit_code`` — 2 for usage errors (a wrong option, an unknown name), 1 for failures —
-without a traceback. Library users catch them like any exception.
+``exit_code`` — 2 for usage errors (a wrong option, an unknown name), 75 for work that
+cannot start *yet* (a shard job whose input other shard jobs are still making; 75 is
+``EX_TEMPFAIL``, "try again later"), 1 for failures — without a traceback. Library users
+catch them like any exception.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ class UsageError(Dp2oError):
     """The user asked for something that cannot work as given; the CLI exits with status 2."""
 
     exit_code = 2
+
+
+class NotYetError(Dp2oError):
+    """What this command needs is being made by other jobs and is not finished yet: running it
+    again later will work (exit status 75, ``EX_TEMPFAIL``, so a job script can wait and retry)."""
+
+    exit_code = 75
 
 
 class UnknownNameError(UsageError):

@@ -107,7 +107,7 @@ def test_two_processes_give_the_same_tables_as_one(plugin_env, tmp_path):
         assert process.returncode == 0, err
     one, two = RunStore(tmp_path / "single"), RunStore(tmp_path / "double")
     assert two.status("data").state == "done"
-    assert {c.process for c in two.commits("data")} == {0, 1}
+    assert {c.writer for c in two.commits("data")} == {"p000", "p001"}
     rows_one = sorted(one.read_table("data", "groups").to_pylist(), key=lambda r: r["group_id"])
     rows_two = sorted(two.read_table("data", "groups").to_pylist(), key=lambda r: r["group_id"])
     assert rows_one == rows_two

@@ -83,7 +83,7 @@ def test_two_processes_share_the_groups_without_overlap(tmp_path):
     store = RunStore(run)
     assert store.status("data").state == "done"
     commits = store.commits("data")
-    by_process = {p: {g for c in commits if c.process == p for g in c.groups} for p in (0, 1)}
+    by_process = {p: {g for c in commits if c.writer == f"p{p:03d}" for g in c.groups} for p in (0, 1)}
     assert by_process[0] and by_process[1]
     assert not by_process[0] & by_process[1]
     assert by_process[0] | by_process[1] == {f"img/{i:04d}" for i in range(25)}

@@ -51,6 +51,9 @@ class RunOptions:
     owns: tuple[str, ...] = ()
     #: a changed setting may discard finished sampling or scoring (:mod:`dp2o_core.pipeline.guard`)
     redo: bool = False
+    #: stages this command may finish in one job after shard jobs left them partial (``dp2o sample``:
+    #: ``sample``); any other command names the unfinished shards (:mod:`dp2o_core.pipeline.shards`)
+    completes: tuple[str, ...] = ()
 
 
 @dataclass

@@ -84,7 +84,7 @@ def discarded_work(stages: Sequence[Stage], ctx: RunContext) -> list[Discard]:
             own = (
                 "it has not run yet"
                 if record is None
-                else _own_change(store, stage, ctx, stage_config(stage, ctx), record)
+                else own_change(store, stage, ctx, stage_config(stage, ctx), record)
             )
             if not own:
                 continue
@@ -100,7 +100,7 @@ def discarded_work(stages: Sequence[Stage], ctx: RunContext) -> list[Discard]:
     return discards
 
 
-def _own_change(
+def own_change(
     store: RunStore, stage: Stage, ctx: RunContext, config: Mapping[str, Any], record: Mapping[str, Any]
 ) -> str | None:
     """Why ``stage`` (which has a record, and whose upstream stages do not change) will get

@@ -8,6 +8,7 @@ from dp2o_core.config import SETTINGS_SECTIONS, record_run_config
 from dp2o_core.errors import Dp2oError
 from dp2o_core.pipeline.context import RunContext, StageRun, _ignore
 from dp2o_core.pipeline.guard import refuse_discarding
+from dp2o_core.pipeline.shards import check_shard_job, refuse_finishing_shards
 from dp2o_core.pipeline.stage import Stage
 from dp2o_core.preflight import Check, ensure
 from dp2o_core.specs import Resolved
@@ -95,9 +96,14 @@ class Pipeline:
     def ensure_ready(self, ctx: RunContext, force: Sequence[str] = ()) -> None:
         """Raise :class:`~dp2o_core.preflight.NotReadyError` listing every missing requirement,
         then :class:`~dp2o_core.pipeline.guard.FinishedWorkError` when running would discard
-        finished sampling or scoring without ``--redo``."""
+        finished sampling or scoring without ``--redo``; a shard job instead stops when the run
+        differs from its settings, and another command when it would finish shard jobs' work
+        as a side effect (:mod:`dp2o_core.pipeline.shards`)."""
+        check_shard_job(self.stages, ctx)
+        refuse_finishing_shards(self.stages, ctx)
         ensure(self.preflight(ctx, force))
-        refuse_discarding(self.stages, ctx)
+        if ctx.process.shard is None:
+            refuse_discarding(self.stages, ctx)
 
     def run(
         self,
@@ -142,7 +148,10 @@ class Pipeline:
             say(stage.name, "current — skipped")
             return None
         say(stage.name, reason or describe_status(status))
-        with timed(ctx.store, stage.name, stage.unit, ctx.process.is_main) as facts:
+        # a shard job's time is not the stage's: it is left out of the run's timings
+        with timed(
+            ctx.store, stage.name, stage.unit, ctx.process.is_main and ctx.process.shard is None
+        ) as facts:
             outcome = stage.run(ctx, config)
             facts["units"] = outcome.units
         if outcome.note and announce and ctx.process.is_main:

@@ -34,7 +34,8 @@ class Commit:
     """One committed batch of groups and the part file of each table."""
 
     path: Path
-    process: int
+    #: the folder of the process that wrote it (``p001``, or ``s003-008.p000`` for a shard job)
+    writer: str
     sequence: int
     groups: tuple[str, ...]
     tables: dict[str, str]
@@ -62,7 +63,7 @@ def read_commit(path: Path) -> tuple[Commit | None, str]:
         sizes = data.get("bytes")
         commit = Commit(
             path=path,
-            process=int(path.parent.parent.name[1:]),
+            writer=path.parent.parent.name,
             sequence=commit_sequence(path),
             groups=tuple(str(g) for g in data["groups"]),
             tables={str(k): str(v) for k, v in data["tables"].items()},
@@ -106,7 +107,7 @@ def parts_problem(commit: Commit) -> str:
 
 
 def set_aside(commit_records: Sequence[Path], folder: Path) -> None:
-    """Move commit records and their part files to ``folder/<time>/p<k>/<nnnn>/``."""
+    """Move commit records and their part files to ``folder/<time>/<writer>/<nnnn>/``."""
     if not commit_records:
         return
     aside = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}"

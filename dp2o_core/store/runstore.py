@@ -7,8 +7,9 @@ groups is renamed into place. Readers use committed parts only, so a process kil
 any moment leaves nothing half-written that is later read as complete; a rerun finds
 which groups are committed and does only the rest.
 
-Each process writes under its own ``parts/p<index>/`` folder (no two writers on one
-file); readers see the union. A stage records a fingerprint of its configuration and of
+Each process writes under its own ``parts/<writer>/`` folder — ``p<index>``, or
+``s<K>-<N>.p<index>`` in shard job K of N — (no two writers on one file); readers see the
+union. A stage records a fingerprint of its configuration and of
 the stages it reads (``stage.json``); it is ``done`` once process 0 has seen every
 process finish and every group committed (``complete.json``), ``partial`` before,
 ``stale`` when its configuration or an upstream stage changed, ``missing`` when never run.
@@ -19,6 +20,11 @@ stage recorded as finished; a file a stage wrote for a group that is found missi
 unreadable when read (:meth:`RunStore.load_group_file`) damages that group's commit. The
 damaged commit no longer counts, so a rerun of the stage redoes exactly its groups; its
 files are moved to ``<stage>/damaged/`` when the stage is next opened for writing.
+
+A stage filled by shard jobs (``--shard K/N``, :class:`~dp2o_core.store.sharding.Shard`)
+records the split in ``<stage>/shards.json`` (N and the sorted group ids); it is ``done`` once
+every group is committed, whichever job commits the last one, and :meth:`RunStore.shard_progress`
+says how far each shard is and which job runs it.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dp2o_core.atomic import atomic_path, write_text_atomic
+from dp2o_core.atomic import atomic_path, create_text_exclusive, write_text_atomic
 from dp2o_core.errors import Dp2oError, UsageError, short_reason
 from dp2o_core.store.commits import (
     Commit,
@@ -47,9 +53,9 @@ from dp2o_core.store.commits import (
     set_aside,
 )
 from dp2o_core.store.fingerprint import fingerprint
-from dp2o_core.store.lock import StageLock
+from dp2o_core.store.lock import StageLock, probe_holder
 from dp2o_core.store.schemas import arrow_schema, to_arrow
-from dp2o_core.store.sharding import ProcessInfo
+from dp2o_core.store.sharding import ProcessInfo, Shard
 
 #: Every stage and the stages whose output it reads, in pipeline order.
 STAGES: dict[str, tuple[str, ...]] = {
@@ -69,6 +75,10 @@ KNOWN_STAGES: dict[str, tuple[str, ...]] = {**OPTIONAL_STAGES, **STAGES}
 
 State = Literal["missing", "partial", "done", "stale", "damaged"]
 PARTS_PER_FOLDER = 1000
+#: The record of a stage filled by shard jobs (see the module docstring).
+SHARDS_FILE = "shards.json"
+#: A shard job's stage lock: ``locks/<stage>.s<K>-<N>.p000.lock``.
+_SHARD_LOCK = re.compile(r"(?P<stage>[a-z]+)\.s(?P<k>\d+)-(?P<n>\d+)\.p000\.lock")
 
 
 @dataclass
@@ -100,6 +110,41 @@ class StageStatus:
         }
 
 
+@dataclass(frozen=True)
+class ShardProgress:
+    """How far one shard of a stage filled by shard jobs is, and who runs it now."""
+
+    shard: Shard
+    done: int
+    total: int
+    #: the job working on it now (``pid 12 on host n7 since …``), None when none is
+    holder: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+    def describe(self) -> str:
+        """``shard 3/8: 120 of 3750 groups left, running (pid …)`` and the like."""
+        if self.finished:
+            return f"shard {self.shard}: finished ({self.total} groups)"
+        left = f"shard {self.shard}: {self.total - self.done} of {self.total} groups left"
+        return f"{left}, running ({self.holder})" if self.holder else f"{left}, no job running"
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "shard": str(self.shard),
+            "groups_done": self.done,
+            "groups_total": self.total,
+            "finished": self.finished,
+            "running": self.holder,
+        }
+
+
+class ShardMismatchError(UsageError):
+    """A shard job's settings, inputs or split differ from those the stage was started with."""
+
+
 class RunStore:
     """A run directory. ``RunStore(path).status("sample")``, ``.read_table("data", "groups")``."""
 
@@ -108,13 +153,35 @@ class RunStore:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"{self.root} is a file, not a run directory; name a folder (new or existing)")
 
-    def writer_lock(self) -> StageLock:
+    def writer_lock(self, shared: bool = False) -> StageLock:
         """The run's writer lock (``locks/run.lock``): a command that changes the run holds it, in
         its process 0, from before it loads anything until it exits, so a second command on the
         same run stops at once with the holder's host and pid instead of redoing or deleting a
-        stage the first one reads. (Per-stage, per-process locks keep the processes of one
-        ``accelerate launch`` apart on top of it.)"""
-        return StageLock(self.root / "locks" / "run.lock", f"run {self.root}")
+        stage the first one reads. (Per-stage, per-writer locks keep the processes of one
+        ``accelerate launch`` apart on top of it.) Shard jobs hold it ``shared``: they fill one
+        run together, and a command that needs the run to itself is refused while any runs."""
+        return StageLock(
+            self.root / "locks" / "run.lock", f"run {self.root}", shared=shared, holders=self.running_shards
+        )
+
+    def stage_lock(self, stage: str, process: ProcessInfo) -> StageLock:
+        """The lock of one writer of ``stage`` (``locks/<stage>.<writer>.lock``), held while it
+        writes: two jobs given the same shard (or two processes the same index) never write
+        one folder; the second stops with the first one's host and pid."""
+        what = f"stage {stage!r} of run {self.root}"
+        if process.shard is not None:
+            what = f"shard {process.shard} of {what}"
+        return StageLock(self.root / "locks" / f"{stage}.{process.writer}.lock", what)
+
+    def running_shards(self) -> list[str]:
+        """The shard jobs working on this run now: ``sample shard 3/8 (pid … on host …)``."""
+        running = []
+        for path in sorted((self.root / "locks").glob("*.s*-*.p000.lock")):
+            match = _SHARD_LOCK.fullmatch(path.name)
+            holder = probe_holder(path) if match else None
+            if match and holder:
+                running.append(f"{match['stage']} shard {int(match['k'])}/{int(match['n'])} ({holder})")
+        return running
 
     # -- paths ------------------------------------------------------------------------
     def stage_dir(self, stage: str) -> Path:
@@ -161,7 +228,7 @@ class RunStore:
     def _scan(self, stage: str) -> tuple[list[Commit], list[DamagedCommit]]:
         found, damaged = [], []
         marks = self._damage_marks(stage)
-        for path in (self.stage_dir(stage) / "parts").glob("p*/*/part-*.commit.json"):
+        for path in (self.stage_dir(stage) / "parts").glob("*/*/part-*.commit.json"):
             commit, problem = read_commit(path)
             if commit is None:
                 if path.exists():  # not moved away meanwhile
@@ -173,7 +240,7 @@ class RunStore:
                 damaged.append(DamagedCommit(path, problem))
             else:
                 found.append(commit)
-        return sorted(found, key=lambda c: (c.process, c.sequence)), sorted(damaged, key=lambda d: d.path)
+        return sorted(found, key=lambda c: (c.writer, c.sequence)), sorted(damaged, key=lambda d: d.path)
 
     def _damage_marks(self, stage: str) -> dict[str, str]:
         """Groups found damaged when read (group id → what was wrong)."""
@@ -374,6 +441,8 @@ class RunStore:
             return status
         complete = _read_json(self.stage_dir(stage) / "complete.json")
         finished = complete is not None and complete.get("fingerprint") == record["fingerprint"]
+        if not finished and not damaged:
+            finished = self._shards_cover(stage, record["fingerprint"], commits)
         if damaged:
             status.state = "damaged"
             status.reason = (
@@ -395,6 +464,55 @@ class RunStore:
         elif finished:
             status.state = "done"
         return status
+
+    def _shards_cover(self, stage: str, fingerprint: str, commits: Sequence[Commit]) -> bool:
+        """Whether shard jobs filled ``stage`` for ``fingerprint``: every group of its split is
+        committed (the job that committed the last one may have died before saying so)."""
+        record = self.shard_record(stage)
+        if record is None or record.get("fingerprint") != fingerprint:
+            return False
+        committed = {g for commit in commits for g in commit.groups}
+        return committed.issuperset(record.get("groups", ()))
+
+    def shard_record(self, stage: str) -> dict[str, Any] | None:
+        """``<stage>/shards.json`` (count, fingerprint, sorted group ids) of a stage that shard
+        jobs fill, else None."""
+        return _read_json(self.stage_dir(stage) / SHARDS_FILE)
+
+    def shard_progress(self, stage: str) -> list[ShardProgress] | None:
+        """Each shard's committed and total groups and the job running it (None: ``stage`` is
+        not filled by shard jobs). Probes each shard's lock, so it says who runs now."""
+        record = self.shard_record(stage)
+        if record is None:
+            return None
+        ordered = sorted(record.get("groups", ()))
+        done = self.done_groups(stage)
+        progress = []
+        for index in range(int(record["count"])):
+            shard = Shard(index, int(record["count"]))
+            owned = shard.owns(ordered)
+            holder = probe_holder(self.stage_lock(stage, ProcessInfo(shard=shard)).path)
+            progress.append(ShardProgress(shard, sum(g in done for g in owned), len(owned), holder))
+        return progress
+
+    def unfinished_shards(self, stage: str) -> str:
+        """The shards of ``stage`` with groups left, for a message ('' when none or not sharded)."""
+        progress = self.shard_progress(stage) or []
+        left = [p for p in progress if not p.finished]
+        if not left:
+            return ""
+        command = f"dp2o {_COMMAND.get(stage, stage)} {self.root}"
+        idle = [p for p in left if p.holder is None]
+        then = (
+            f" Restart the idle ones ({command} --shard {idle[0].shard}, …), or finish the rest in one job "
+            f"with {command}."
+            if idle
+            else " Wait for them to finish."
+        )
+        shown = "; ".join(p.describe() for p in left[:8]) + (
+            f"; and {len(left) - 8} more" if len(left) > 8 else ""
+        )
+        return f"{len(left)} of its {len(progress)} shards have groups left: {shown}.{then}"
 
     def statuses(self) -> list[StageStatus]:
         """The status of every stage, in pipeline order (an optional stage only where it ran)."""
@@ -495,9 +613,11 @@ class RunStore:
         for upstream in KNOWN_STAGES[stage]:
             status = self.status(upstream)
             if status.state != "done":
+                shards = self.unfinished_shards(upstream) if status.state == "partial" else ""
                 raise Dp2oError(
                     f"stage {stage!r} reads stage {upstream!r} of run {self.root}, which is "
-                    f"{status.state}{f' ({status.reason})' if status.reason else ''}. Run {upstream!r} first."
+                    f"{status.state}{f' ({status.reason})' if status.reason else ''}. "
+                    + (shards or f"Run {upstream!r} first.")
                 )
             inputs[upstream] = str(status.fingerprint)
         return inputs
@@ -543,6 +663,79 @@ class RunStore:
             )
         return expected
 
+    def begin_shard(
+        self,
+        stage: str,
+        config: Mapping[str, Any],
+        group_ids: Sequence[str],
+        shard: Shard,
+        *,
+        imported: bool = False,
+        group_signatures: Mapping[str, str] | None = None,
+    ) -> str:
+        """:meth:`begin` for shard job ``shard``: record the stage if no job has yet, and the
+        split in ``shards.json``; returns the fingerprint.
+
+        A shard job never clears anything — other jobs may be writing the stage — so a stage
+        recorded with another fingerprint (other settings, a redone upstream stage) raises
+        :class:`ShardMismatchError`, and so does a split into another N while a job of that
+        split runs. Jobs that start together race to create ``stage.json``; the first one's
+        record stands (an exclusive create) and the others compare against it.
+        """
+        expected = self.expected_fingerprint(stage, config, imported, group_signatures)
+        if self.record(stage) is None:
+            record = {
+                "stage": stage,
+                "fingerprint": expected,
+                "reuse": self._reuse_key(stage, config, imported),
+                "inputs": {} if imported else self._upstream_fingerprints(stage),
+                "imported": imported,
+                "config": dict(config),
+                "groups_total": len(group_ids),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+            create_text_exclusive(
+                self.stage_dir(stage) / "stage.json", json.dumps(record, indent=2, default=str) + "\n"
+            )
+        found = (self.record(stage) or {}).get("fingerprint")
+        if found != expected:
+            raise ShardMismatchError(
+                f"shard {shard}: stage {stage!r} of run {self.root} was recorded with other settings or "
+                "inputs than this job's (another job started it differently, or an earlier stage was redone "
+                "since). Give every shard job the same settings; nothing was written."
+            )
+        self._record_split(stage, expected, group_ids, shard)
+        return expected
+
+    def _record_split(self, stage: str, fingerprint: str, group_ids: Sequence[str], shard: Shard) -> None:
+        """Write ``shards.json`` for a split into ``shard.count`` (kept when it says so already)."""
+        ordered = sorted(group_ids)
+        record = self.shard_record(stage)
+        if (
+            record is not None
+            and record.get("count") == shard.count
+            and record.get("fingerprint") == fingerprint
+        ):
+            if record.get("groups") == ordered:
+                return
+        if record is not None and record.get("count") != shard.count:
+            others = [
+                job
+                for job in self.running_shards()
+                if job.startswith(f"{stage} shard ")
+                and not job.endswith(f"/{shard.count}", 0, job.index(" ("))
+            ]
+            if others:
+                raise ShardMismatchError(
+                    f"shard {shard}: stage {stage!r} of run {self.root} is being filled by shard jobs split "
+                    f"into {record.get('count')}, not {shard.count}: {'; '.join(others)}. Give every job the "
+                    "same N (groups already done stay done when the split changes once no job runs)."
+                )
+        write_text_atomic(
+            self.stage_dir(stage) / SHARDS_FILE,
+            json.dumps({"count": shard.count, "fingerprint": fingerprint, "groups": ordered}) + "\n",
+        )
+
     def _keep_unchanged_groups(self, stage: str, signatures: Mapping[str, str]) -> None:
         """Set aside every commit holding a group whose signature changed (or is gone), and
         the stage's completion: the rest of its work stays committed."""
@@ -555,7 +748,8 @@ class RunStore:
         set_aside([*changed, *(d.path for d in damaged)], self.stage_dir(stage) / "outdated")
         directory = self.stage_dir(stage)
         (directory / "complete.json").unlink(missing_ok=True)
-        for marker in (directory / "processes").glob("p*.json"):
+        (directory / SHARDS_FILE).unlink(missing_ok=True)
+        for marker in (directory / "processes").glob("*.json"):
             marker.unlink(missing_ok=True)
 
     def complete(self, stage: str, fingerprint: str, **facts: Any) -> None:
@@ -640,10 +834,7 @@ class StageWriter:
         self.todo: list[str] = []
         self.share_total = 0
         self.fingerprint = ""
-        self._lock = StageLock(
-            store.root / "locks" / f"{stage}.p{process.index:03d}.lock",
-            f"stage {stage!r} of run {store.root}",
-        )
+        self._lock = store.stage_lock(stage, process)
         self._buffer: list[tuple[str, dict[str, list[dict[str, Any]]]]] = []
         self._sequence = 0
         self.committed_groups = 0
@@ -662,12 +853,12 @@ class StageWriter:
                     lambda: (self.store.record(self.stage) or {}).get("fingerprint") == self.fingerprint,
                     "process 0 to prepare the stage",
                 )
-            marker = self._marker_path(self.process.index)
+            marker = self._marker_path(self.process)
             marker.unlink(missing_ok=True)
             done = self.store.done_groups(self.stage)
             self.share_total = len(self.process.share(self.group_ids))
             self.todo = self.process.share(self.group_ids, done)
-            own_folder = self.directory / "parts" / f"p{self.process.index:03d}"
+            own_folder = self.directory / "parts" / self.process.writer
             # damaged commits too: their sequence numbers are never reused
             own = [commit_sequence(p) for p in own_folder.glob("*/part-*.commit.json")]
             self._sequence = max(own, default=-1) + 1
@@ -681,7 +872,7 @@ class StageWriter:
             self.flush()
             if exc_type is None:
                 write_text_atomic(
-                    self._marker_path(self.process.index),
+                    self._marker_path(self.process),
                     json.dumps(
                         {
                             "index": self.process.index,
@@ -696,29 +887,65 @@ class StageWriter:
             self._lock.__exit__(None, None, None)
 
     def _prepare(self) -> None:
-        self.store.begin(
-            self.stage,
-            self.config,
-            groups_total=len(self.group_ids),
-            imported=self.imported,
-            group_signatures=self.group_signatures,
-        )
+        shard = self.process.shard
+        if shard is None:
+            self.store.begin(
+                self.stage,
+                self.config,
+                groups_total=len(self.group_ids),
+                imported=self.imported,
+                group_signatures=self.group_signatures,
+            )
+        else:
+            self.store.begin_shard(
+                self.stage,
+                self.config,
+                self.group_ids,
+                shard,
+                imported=self.imported,
+                group_signatures=self.group_signatures,
+            )
         self._set_damaged_aside()
 
     def _set_damaged_aside(self) -> None:
         """Move damaged commits (record and part files) to ``<stage>/damaged/``; their groups
-        are redone. Only files of commits that are already damaged are moved."""
+        are redone. Only files of commits that are already damaged are moved — in a shard job,
+        only those holding its own groups (other jobs may be redoing theirs)."""
         damaged = self.store.damaged_commits(self.stage)
-        if not damaged:
-            return
-        set_aside([d.path for d in damaged], self.directory / "damaged")
+        mine = self._shard_groups()
+        if mine is not None:
+            damaged = [d for d in damaged if self._holds_own_groups(d.path, mine)]
+        if damaged:
+            set_aside([d.path for d in damaged], self.directory / "damaged")
         for mark in (self.directory / "damaged").glob("group-*.json"):
-            mark.unlink(missing_ok=True)
+            if mine is None or (_read_json(mark) or {}).get("group") in mine:
+                mark.unlink(missing_ok=True)
+
+    def _shard_groups(self) -> set[str] | None:
+        """The groups of this job's shard (None when this is no shard job)."""
+        shard = self.process.shard
+        return None if shard is None else set(shard.owns(sorted(self.group_ids)))
+
+    def _holds_own_groups(self, record: Path, mine: set[str]) -> bool:
+        """Whether a damaged commit holds a group of this shard (one whose record is unreadable:
+        whether this shard's job wrote it)."""
+        commit, _ = read_commit(record)
+        if commit is None:
+            return self.process.shard is not None and record.parent.parent.name.startswith(
+                self.process.shard.tag
+            )
+        return any(g in mine for g in commit.groups)
 
     def _finish(self) -> None:
+        """Process 0: wait for this job's processes; then mark the stage done when every group
+        is committed. In a shard job other shards may still be missing: the stage stays partial
+        (the job finishing the last of them marks it, or :meth:`RunStore.status` finds it so)."""
+        count, shard = self.process.count, self.process.shard
+        writers = [ProcessInfo(index, count, shard) for index in range(count)]
+
         def all_finished() -> bool:
-            for index in range(self.process.count):
-                marker = _read_json(self._marker_path(index))
+            for writer in writers:
+                marker = _read_json(self._marker_path(writer))
                 if (
                     not marker
                     or marker.get("fingerprint") != self.fingerprint
@@ -729,6 +956,14 @@ class StageWriter:
 
         self._wait_for(all_finished, f"all {self.process.count} processes to finish their share")
         missing = set(self.group_ids) - self.store.done_groups(self.stage)
+        if missing and self.process.shard is not None:
+            own = missing & (self._shard_groups() or set())
+            if own:
+                raise Dp2oError(
+                    f"shard {shard} of stage {self.stage!r}: its processes finished but {len(own)} of its "
+                    f"groups are not committed (e.g. {sorted(own)[0]!r}); run the shard job again"
+                )
+            return
         if missing:
             raise Dp2oError(
                 f"stage {self.stage!r}: every process finished but {len(missing)} groups are not committed "
@@ -745,8 +980,9 @@ class StageWriter:
                 )
             time.sleep(0.2)
 
-    def _marker_path(self, index: int) -> Path:
-        return self.directory / "processes" / f"p{index:03d}.json"
+    def _marker_path(self, process: ProcessInfo) -> Path:
+        """Where ``process`` (of this job) says it finished its share."""
+        return self.directory / "processes" / f"{process.writer}.json"
 
     # -- rows ----------------------------------------------------------------------------
     def add_group(self, group_id: str, **tables: Iterable[Mapping[str, Any]]) -> None:
@@ -781,12 +1017,7 @@ class StageWriter:
         """Write each table's part file, then the commit record naming them and ``groups``."""
         import pyarrow.parquet as pq
 
-        folder = (
-            self.directory
-            / "parts"
-            / f"p{self.process.index:03d}"
-            / f"{self._sequence // PARTS_PER_FOLDER:04d}"
-        )
+        folder = self.directory / "parts" / self.process.writer / f"{self._sequence // PARTS_PER_FOLDER:04d}"
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"part-{self._sequence:07d}"
         files, counts, sizes = {}, {}, {}
