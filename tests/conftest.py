@@ -72,3 +72,30 @@ def run_dp2o(*args: str, env: dict[str, str], cwd: Path | None = None) -> Comple
     script = Path(sys.executable).with_name("dp2o")
     done = subprocess.run([str(script), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
     return Completed(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SD 2 model folder in the hub layout (written once per test session; read only)."""
+    from tiny_models import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture
+def sampled_run(dp2o_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A run whose data stage holds three 128-px photographs and whose sample stage holds six
+    distorted copies of each (no model needed), offline, with a cache of its own."""
+    from candidates import write_candidates
+    from images import write_photos
+
+    from dp2o_core.store import RunStore
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("DP2O_CACHE", str(tmp_path / "dp2o-cache"))
+    folder = tmp_path / "imgs"
+    write_photos(folder, ("astronaut", "chelsea", "coffee"), size=128)
+    run = tmp_path / "run"
+    assert dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=128").exit_code == 0
+    write_candidates(RunStore(run))
+    return run

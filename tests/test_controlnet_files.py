@@ -9,16 +9,11 @@ import pytest
 import torch
 from images import write_photos
 from safetensors.torch import save_file
-from tiny_models import save_tiny_flux, save_tiny_sd
+from tiny_models import save_tiny_flux
 
 from dp2o_core.errors import Dp2oError
 from dp2o_core.registry import PluginManager
 from dp2o_core.specs import resolve_spec
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory):
-    return save_tiny_sd(tmp_path_factory.mktemp("sd"))
 
 
 @pytest.fixture(scope="module")

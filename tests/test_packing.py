@@ -3,18 +3,11 @@ sample stage packs groups, and get the images they got one input at a time."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from PIL import Image
-from tiny_models import save_tiny_sd
 
 from dp2o_core.registry import PluginManager
 from dp2o_core.specs import resolve_spec
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory):
-    return save_tiny_sd(tmp_path_factory.mktemp("sd"))
 
 
 class CountingBackbone:

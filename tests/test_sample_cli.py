@@ -6,16 +6,10 @@ import pytest
 import torch
 from images import write_photos
 from safetensors.torch import load_file
-from tiny_models import save_tiny_sd
 
 from dp2o_core.imageio import read_image
 from dp2o_core.stages.sample import candidate_seeds, load_prompt_files
 from dp2o_core.store import RunStore
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory):
-    return save_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
 
 
 @pytest.fixture

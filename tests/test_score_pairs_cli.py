@@ -15,17 +15,10 @@ from dp2o_core.store import RunStore
 
 
 @pytest.fixture
-def scored_run(dp2o_cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("DP2O_CACHE", str(tmp_path / "dp2o-cache"))
-    folder = tmp_path / "imgs"
-    write_photos(folder, ("astronaut", "chelsea", "coffee"), size=128)
-    run = tmp_path / "run"
-    assert dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=128").exit_code == 0
-    write_candidates(RunStore(run))
-    result = dp2o_cli("score", str(run), "--reward", "hybrid-offline")
+def scored_run(dp2o_cli, sampled_run):
+    result = dp2o_cli("score", str(sampled_run), "--reward", "hybrid-offline")
     assert result.exit_code == 0, result.stderr
-    return run
+    return sampled_run
 
 
 def test_score_writes_one_column_per_metric_and_resumes(dp2o_cli, scored_run):

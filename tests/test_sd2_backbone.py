@@ -13,11 +13,6 @@ from dp2o_core.errors import Dp2oError
 from dp2o_core.specs import resolve_spec
 
 
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory):
-    return save_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
-
-
 def backbone(manager, folder, extra=""):
     return resolve_spec(manager, "backbone", f"sd2:model={folder},steps=4,device=cpu{extra}").build()
 

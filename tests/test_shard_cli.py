@@ -12,21 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from candidates import write_candidates
 from images import write_photos
 from safetensors.torch import load_file
-from tiny_models import save_tiny_sd
 
 from dp2o_core.imageio import read_image
 from dp2o_core.store import ProcessInfo, RunStore
 from dp2o_core.store.sharding import Shard
 
 CANDIDATE_COLUMNS = ("group_id", "candidate", "seed", "image", "latent_shard", "latent_index")
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory):
-    return save_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
 
 
 @pytest.fixture
@@ -120,18 +113,6 @@ def test_a_missing_shard_is_named_everywhere_and_nothing_is_written_by_a_refused
 
     last = dp2o_cli("sample", str(run), *sampling(tiny_sd), "--shard", "2/3")
     assert last.exit_code == 0 and "sample: done — 6/6 groups (2 sampled now by shard 2/3)" in last.stdout
-
-
-@pytest.fixture
-def sampled_run(dp2o_cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("DP2O_CACHE", str(tmp_path / "dp2o-cache"))
-    folder = tmp_path / "imgs"
-    write_photos(folder, ("astronaut", "chelsea", "coffee"), size=128)
-    run = tmp_path / "run"
-    assert dp2o_cli("prepare", str(run), "--data", f"hr:path={folder},crop=128").exit_code == 0
-    write_candidates(RunStore(run))
-    return run
 
 
 def test_score_shard_jobs_fill_the_scores_and_pairs_wait_for_every_shard(dp2o_cli, sampled_run, tmp_path):

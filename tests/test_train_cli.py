@@ -14,17 +14,12 @@ import pytest
 import torch
 from images import write_photos
 from safetensors.torch import load_file
-from tiny_models import save_tiny_flux, save_tiny_sd
+from tiny_models import save_tiny_flux
 
 from dp2o_core.store import RunStore
 
 TESTS = Path(__file__).resolve().parent
 STAGES = ("data", "sample", "score", "pairs", "train")
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory):
-    return save_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
 
 
 @pytest.fixture(scope="module")
