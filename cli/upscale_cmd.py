@@ -32,8 +32,8 @@ from dp2o_core.imageio import (
 from dp2o_core.memory import refuse_too_large
 from dp2o_core.preflight import component_checks, ensure
 
-#: Inputs above this many pixels get a warning before they are upscaled: memory and time
-#: grow with the output's pixel count (16× the input's at scale 4).
+#: Inputs above this many pixels get a warning before they are upscaled by a backbone that does
+#: not tile: memory and time grow with the output's pixel count (16× the input's at scale 4).
 LARGE_INPUT_PIXELS = 1024 * 1024
 
 
@@ -167,11 +167,13 @@ def upscale_jobs(model, jobs: Sequence[UpscaleJob], seeds: list[int], on_bad_ima
             advance(len(seeds))
             continue
         height, width = lr.shape[-2:]
-        if height * width > LARGE_INPUT_PIXELS:
+        window = model.sampling_window(height * model.scale, width * model.scale)
+        tiled = window != (height * model.scale, width * model.scale)
+        if height * width > LARGE_INPUT_PIXELS and not tiled:
             error_console.print(
                 f"[yellow]warning[/]: {escape(str(job.source))} is {width}×{height} px; upscaling it "
-                "needs memory and time in proportion to the output's pixel count. "
-                "Crop or tile it if it runs out."
+                "needs memory and time in proportion to the output's pixel count, and this backbone "
+                "does not tile. Crop it if it runs out."
             )
         if pending and (len(pending) == per_call or pending[0][1].shape != lr.shape):
             flush()

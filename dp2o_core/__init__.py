@@ -30,7 +30,7 @@ if TYPE_CHECKING:
         SampleResult,
         Weighting,
     )
-    from dp2o_core.options import PluginOptions, runtime_option, training_option
+    from dp2o_core.options import PluginOptions, TiledSamplingOptions, runtime_option, training_option
 
     __version__: str
 
@@ -54,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "SampleResult": "dp2o_core.interfaces",
     "Weighting": "dp2o_core.interfaces",
     "PluginOptions": "dp2o_core.options",
+    "TiledSamplingOptions": "dp2o_core.options",
     "runtime_option": "dp2o_core.options",
     "training_option": "dp2o_core.options",
 }
@@ -86,6 +87,7 @@ __all__ = [
     "PluginOptions",
     "RewardModel",
     "SampleResult",
+    "TiledSamplingOptions",
     "Weighting",
     "__version__",
     "hookimpl",

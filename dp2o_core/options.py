@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: Role of an option that changes speed, memory or the machine, never a result.
 RUNTIME = "runtime"
@@ -50,6 +50,32 @@ class PluginOptions(BaseModel):
     #: the embedded default), a layer that gives one option of a group drops the others
     #: that earlier layers gave; one spec giving two of them is still an error.
     alternatives: ClassVar[tuple[tuple[str, ...], ...]] = ()
+
+
+class TiledSamplingOptions(PluginOptions):
+    """``tile`` and ``overlap``: what a backbone that denoises large images in overlapping tiles
+    (:mod:`dp2o_core.tiling`) takes. A subclass sets its own default ``tile`` — the size its
+    model was trained at. Both are in output pixels; both change the images of outputs larger
+    than one tile, so they are part of the sample stage's fingerprint."""
+
+    tile: int = Field(
+        512,
+        ge=0,
+        description="Side of the square output tiles an image larger than one is denoised in (output "
+        "pixels; 0: never tile). An image that fits one tile is denoised whole, as without tiling.",
+    )
+    overlap: int = Field(
+        64, ge=0, description="Output pixels neighbouring tiles share (their outputs are blended there)."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_within_tile(self) -> TiledSamplingOptions:
+        if self.tile and self.overlap * 2 > self.tile:
+            raise ValueError(
+                f"overlap={self.overlap} is more than half of tile={self.tile}: give a smaller overlap "
+                f"(at most {self.tile // 2}) or a larger tile"
+            )
+        return self
 
 
 def runtime_option(default: Any, **field_arguments: Any) -> Any:

@@ -116,7 +116,8 @@ def test_the_sampling_memory_estimate_grows_with_the_output_and_the_chunk():
     from dp2o_core.registry import PluginManager
     from dp2o_core.specs import resolve_spec
 
-    model = resolve_spec(PluginManager(), "backbone", "tiny-sr:chunk_size=4").build()
+    # untiled (tile=0): the whole output's activations (test_tiling.py covers tiled estimates)
+    model = resolve_spec(PluginManager(), "backbone", "tiny-sr:chunk_size=4,tile=0").build()
     one = model.sampling_memory(100, 100, 1)
     assert model.sampling_memory(200, 100, 1) == 2 * one
     # candidates beyond one chunk add only their finished images, not activations

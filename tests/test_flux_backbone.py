@@ -164,3 +164,55 @@ def test_library_deprecation_notices_do_not_reach_the_user(dp2o_cli, tiny_flux, 
     assert done.exit_code == 0, done.stderr
     assert not [w for w in recwarn if "FluxPosEmbed" in str(w.message)]
     assert "FluxPosEmbed" not in done.stderr
+
+
+def test_a_hub_style_controlnet_folder_of_five_blocks_samples_like_the_stock_pipeline_at_its_scale(
+    dp2o_plugin_manager, tiny_flux, lr, tmp_path
+):
+    """jasperai's FLUX upscaler is a diffusers ControlNet folder of 5 double-stream blocks, run at
+    controlnet_conditioning_scale 0.6: such a folder loads from its config, and the scale
+    reaches every ControlNet call."""
+    from diffusers import FluxControlNetModel, FluxTransformer2DModel
+
+    transformer = FluxTransformer2DModel.from_pretrained(tiny_flux, subfolder="transformer")
+    controlnet = FluxControlNetModel.from_transformer(
+        transformer,
+        num_layers=5,
+        num_single_layers=0,
+        attention_head_dim=transformer.config.attention_head_dim,
+        num_attention_heads=transformer.config.num_attention_heads,
+    )
+    torch.manual_seed(3)
+    for parameter in controlnet.controlnet_blocks.parameters():  # zero at birth: give them a say
+        torch.nn.init.normal_(parameter, std=0.5)
+    controlnet.save_pretrained(tmp_path / "upscaler")
+
+    spec = f",color_fix=none,chunk_size=2,controlnet={tmp_path / 'upscaler'}"
+    scaled = backbone(dp2o_plugin_manager, tiny_flux, f"{spec},conditioning_scale=0.6")
+    assert len(scaled.controlnet.transformer_blocks) == 5
+    ours = scaled.sample(lr, [[4, 5]])
+    pipe = stock_pipeline(scaled)
+    for index, seed in enumerate((4, 5)):
+        stock = pipe(
+            prompt="",
+            control_image=scaled.upsample(lr) * 2 - 1,
+            num_inference_steps=3,
+            guidance_scale=2.5,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pt",
+            height=64,
+            width=64,
+            max_sequence_length=8,
+            controlnet_conditioning_scale=0.6,
+        ).images[0]
+        assert (stock - ours.images[0, index]).abs().max() < 1e-4
+    unscaled = backbone(dp2o_plugin_manager, tiny_flux, spec)
+    assert (unscaled.sample(lr, [[4, 5]]).images - ours.images).abs().max() > 1e-3  # the scale matters
+    # and training predicts with it too
+    x0 = scaled.encode(ours.images[0])
+    timesteps = scaled.sample_timesteps(2, generator=torch.Generator().manual_seed(0))
+    x_t, _ = scaled.noisy(x0, torch.randn_like(x0), timesteps)
+    condition = {**scaled.encode_condition(lr.expand(2, -1, -1, -1)), **scaled.encode_prompts(["", ""])}
+    with torch.no_grad():
+        difference = scaled.predict(x_t, timesteps, condition) - unscaled.predict(x_t, timesteps, condition)
+    assert difference.abs().max() > 1e-4

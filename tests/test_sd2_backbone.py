@@ -200,3 +200,33 @@ def test_small_groups_share_a_batch_and_keep_their_own_candidates(dp2o_plugin_ma
         assert torch.allclose(together.images[index], alone.images[0], atol=1e-5)
         assert torch.allclose(together.latents[index], alone.latents[0], atol=1e-5)
     assert batches == [4, 2, 2]
+
+
+def test_conditioning_scale_reaches_sampling_as_in_the_stock_pipeline(dp2o_plugin_manager, tiny_sd, lr):
+    model = backbone(dp2o_plugin_manager, tiny_sd, ",color_fix=none,chunk_size=2,conditioning_scale=0.6")
+    torch.manual_seed(5)
+    for parameter in [
+        *model.controlnet.controlnet_down_blocks.parameters(),
+        *model.controlnet.controlnet_mid_block.parameters(),
+    ]:
+        torch.nn.init.normal_(parameter, std=0.3)  # a new ControlNet's outputs start at zero
+    ours = model.sample(lr[:1], [[3, 4]]).images[0]
+    pipe = stock_pipeline(model)
+
+    def stock(seed: int, scale: float):
+        return pipe(
+            prompt="",
+            negative_prompt=model.options.negative_prompt,
+            image=model.upsample(lr[:1]),
+            num_inference_steps=4,
+            guidance_scale=3.5,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pt",
+            height=64,
+            width=64,
+            controlnet_conditioning_scale=scale,
+        ).images[0]
+
+    for index, seed in enumerate((3, 4)):
+        assert (stock(seed, 0.6) - ours[index]).abs().max() < 1e-4
+    assert (stock(3, 1.0) - ours[0]).abs().max() > 1e-3  # the scale matters

@@ -86,6 +86,10 @@ class Backbone(Implementation):
     #: (activations and decoded images, beyond the loaded weights): what :meth:`sampling_memory`
     #: multiplies out. A conservative guess; a backbone sets its own measured figure.
     sampling_bytes_per_pixel: ClassVar[int] = 16 * 1024
+    #: What sampling holds at the whole output's size, tiled or not, in bytes per output pixel of
+    #: one candidate in a batch: its latents and noise, the blended model output, the scheduler's
+    #: step, the decoded image and the colour fix (what tiling does not shrink).
+    sampling_full_bytes_per_pixel: ClassVar[int] = 128
 
     # -- sampling -----------------------------------------------------------------
     @abstractmethod
@@ -102,11 +106,24 @@ class Backbone(Implementation):
         candidates of one ``height``×``width`` LR image: checked before an input is decoded, so an
         image too large for the device is refused with its name instead of exhausting memory.
         The default counts one batch of ``options.chunk_size`` candidates (all of them for a
-        backbone without that option) at :attr:`sampling_bytes_per_pixel`, and every finished
-        candidate as float32 RGB."""
+        backbone without that option) at :attr:`sampling_bytes_per_pixel` over the part of the
+        output the model sees at once (:meth:`sampling_window`: a tile, for a backbone that
+        tiles) and at :attr:`sampling_full_bytes_per_pixel` over the whole output, and every
+        finished candidate as float32 RGB."""
         chunk = getattr(getattr(self, "options", None), "chunk_size", None) or count
         pixels = height * width * self.scale**2
-        return pixels * (min(count, int(chunk)) * self.sampling_bytes_per_pixel + count * 12)
+        window = self.sampling_window(height * self.scale, width * self.scale)
+        seen = window[0] * window[1]  # the pixels the model's activations span at once
+        batch = min(count, int(chunk))
+        held = pixels * (batch * self.sampling_full_bytes_per_pixel + count * 12)
+        return seen * batch * self.sampling_bytes_per_pixel + held
+
+    def sampling_window(self, height: int, width: int) -> tuple[int, int]:
+        """The largest part of a ``height`` × ``width`` output the model sees at once: all of
+        it, or at most a ``tile`` × ``tile`` square for a backbone whose options tile large
+        images (:class:`~dp2o_core.options.TiledSamplingOptions`)."""
+        tile = int(getattr(getattr(self, "options", None), "tile", 0) or 0)
+        return (min(height, tile), min(width, tile)) if tile else (height, width)
 
     @property
     def sampling_device(self) -> str:

@@ -24,22 +24,30 @@ from dp2o_plugins.backbones.loading import (
 )
 from pydantic import Field
 
-from dp2o_core import Backbone, PluginOptions, SampleResult, runtime_option, training_option
+from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option, training_option
 from dp2o_core.errors import Dp2oError
 from dp2o_core.imageio import upsample_pillow
+from dp2o_core.tiling import Window, plan_windows
 
 #: The ``controlnet`` value that asks for a ControlNet made from the base model.
 NEW_CONTROLNET = "new"
 
 
-class ControlNetOptions(PluginOptions):
-    """Options every ControlNet SR backbone has."""
+class ControlNetOptions(TiledSamplingOptions):
+    """Options every ControlNet SR backbone has (``tile`` and ``overlap`` among them: 512 and 64
+    output pixels, the size the released models were trained at)."""
 
     controlnet: str | None = Field(
         None,
         description="The SR ControlNet: a model.safetensors state dict (the released DP²O-SR files), a "
         "diffusers folder or hub id, or 'new' — made from the base model, it ignores the LR image "
         "until trained, so sampling with it needs this explicit choice.",
+    )
+    conditioning_scale: float = Field(
+        1.0,
+        ge=0,
+        description="Strength of the ControlNet's residuals (diffusers' controlnet_conditioning_scale), in "
+        "sampling and training alike: 1 for the DP²O-SR models, 0.6 in jasperai's FLUX upscaler example.",
     )
     prompt: str = Field("", description="Prompt for every image that has no prompt of its own.")
     color_fix: Literal["adain", "wavelet", "none"] = Field(
@@ -192,6 +200,39 @@ class ControlNetBackbone(Backbone):
             return images
         return F.pad(images, (0, right, 0, bottom), mode="replicate")
 
+    def windows(self, height: int, width: int) -> list[Window]:
+        """The latent tiles a ``height`` × ``width`` latent is denoised in (one: all of it, when
+        the output fits the ``tile`` option); on the grid :attr:`size_multiple` sets."""
+        latent_grid = self.size_multiple // self.vae_scale
+        tile = self.options.tile // self.size_multiple * latent_grid
+        overlap = -(-self.options.overlap // self.size_multiple) * latent_grid
+        return plan_windows(height, width, tile, overlap, multiple=latent_grid)
+
+    def is_tiled(self, control) -> bool:
+        """Whether an image of ``control``'s size (the padded control image) is denoised in tiles."""
+        return len(self.windows(control.shape[-2] // self.vae_scale, control.shape[-1] // self.vae_scale)) > 1
+
+    @contextlib.contextmanager
+    def vae_tiling(self, on: bool):
+        """diffusers' own VAE tiling for the block (the VAE encodes and decodes an image larger
+        than one tile tile by tile, blending the seams), when ``on``: for images that are
+        denoised in tiles, whose whole-image VAE pass would need the memory tiling saves."""
+        vae = self.vae
+        if not on or vae.use_tiling:
+            yield
+            return
+        # the VAE's tiles are the denoising tiles (its default, config.sample_size, may be far
+        # smaller: every tile normalises on its own statistics, so fewer tiles keep it closer)
+        sizes = (vae.tile_sample_min_size, vae.tile_latent_min_size)
+        vae.tile_sample_min_size = max(self.options.tile, sizes[0])
+        vae.tile_latent_min_size = vae.tile_sample_min_size // self.vae_scale
+        vae.enable_tiling()
+        try:
+            yield
+        finally:
+            vae.disable_tiling()
+            vae.tile_sample_min_size, vae.tile_latent_min_size = sizes
+
     def upsample(self, lr):
         """The control image, made as the DP²O-SR authors' scripts make it — the LR as 8-bit RGB
         enlarged ×scale by Pillow's bicubic — in [0, 1], padded to the size grid."""
@@ -227,7 +268,7 @@ class ControlNetBackbone(Backbone):
             unpadded = control[..., :height, :width]
             group = color_fix(torch.cat(parts[index]).float(), unpadded, self.options.color_fix)
             images.append(group.cpu())
-            with torch.no_grad():
+            with torch.no_grad(), self.vae_tiling(self.is_tiled(control)):
                 latents.append(self.encode(group).float().cpu())
         return SampleResult(
             images=torch.stack(images), seeds=[list(s) for s in seeds], latents=torch.stack(latents)

@@ -22,6 +22,7 @@ from dp2o_plugins.backbones.loading import load_component
 from pydantic import Field, model_validator
 
 from dp2o_core import runtime_option, training_option
+from dp2o_core.tiling import blend_tiles
 
 
 class FluxControlNetOptions(ControlNetOptions):
@@ -197,7 +198,7 @@ class FluxControlNetBackbone(ControlNetBackbone):
             device=self.device,
             dtype=self.vae.dtype,
         )
-        with torch.no_grad():
+        with torch.no_grad(), self.vae_tiling(self.is_tiled(control)):
             posterior = self.vae.encode(image).latent_dist
         return {"posterior": posterior, "height": height, "width": width, **self.cached_prompt(prompt)}
 
@@ -221,8 +222,9 @@ class FluxControlNetBackbone(ControlNetBackbone):
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)
         steps = self.options.steps
         sc = scheduler.config
+        windows = self.windows(height // self.vae_scale, width // self.vae_scale)
         mu = calculate_shift(
-            latents.shape[1],
+            max(w.height * w.width for w in windows) // 4,  # the tokens the model sees at once
             sc.get("base_image_seq_len", 256),
             sc.get("max_image_seq_len", 4096),
             sc.get("base_shift", 0.5),
@@ -236,17 +238,51 @@ class FluxControlNetBackbone(ControlNetBackbone):
         text_ids = torch.zeros(embeds.shape[1], 3, device=self.device, dtype=embeds.dtype)
         for t in timesteps:
             timestep = t.expand(n).to(latents.dtype) / 1000
-            latents = scheduler.step(
-                self._velocity(
+            if len(windows) == 1:
+                velocity = self._velocity(
                     latents, timestep, control, image_ids, embeds, pooled, text_ids, self.controlnet
-                ),
-                t,
-                latents,
-                return_dict=False,
-            )[0]
+                )
+            else:
+                velocity = self._tiled_velocity(
+                    windows, latents, timestep, control, (height, width), embeds, pooled, text_ids
+                )
+            latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
         latents = self.pipe._unpack_latents(latents, height, width, self.vae_scale)
-        decoded = self.vae.decode(latents / config.scaling_factor + config.shift_factor, return_dict=False)[0]
+        with self.vae_tiling(len(windows) > 1):
+            decoded = self.vae.decode(
+                latents / config.scaling_factor + config.shift_factor, return_dict=False
+            )[0]
         return (decoded.float() / 2 + 0.5).clamp(0, 1)
+
+    def _tiled_velocity(self, windows, latents, timestep, control, size, embeds, pooled, text_ids):
+        """The velocity of packed ``latents``, the model run on each (unpacked) latent tile with
+        its part of the control latents and token positions of its own, blended
+        (:func:`~dp2o_core.tiling.blend_tiles`), packed again."""
+        n, channels = latents.shape[0], latents.shape[-1] // 4
+        spatial = self.pipe._unpack_latents(latents, *size, self.vae_scale)
+        spatial_control = self.pipe._unpack_latents(control, *size, self.vae_scale)
+
+        def pack(x):
+            return self.pipe._pack_latents(x, n, channels, x.shape[-2], x.shape[-1])
+
+        def velocity_of(window):
+            ids = self.pipe._prepare_latent_image_ids(
+                n, window.height // 2, window.width // 2, self.device, latents.dtype
+            )
+            packed = self._velocity(
+                pack(window.of(spatial).contiguous()),
+                timestep,
+                pack(window.of(spatial_control).contiguous()),
+                ids,
+                embeds,
+                pooled,
+                text_ids,
+                self.controlnet,
+            )
+            pixels = (window.height * self.vae_scale, window.width * self.vae_scale)
+            return self.pipe._unpack_latents(packed, *pixels, self.vae_scale)
+
+        return pack(blend_tiles(velocity_of, spatial, windows))
 
     def _velocity(self, latents, timestep, control, image_ids, embeds, pooled, text_ids, controlnet):
         """ControlNet + transformer on packed latents (one call of the pipeline's loop body)."""
@@ -263,7 +299,7 @@ class FluxControlNetBackbone(ControlNetBackbone):
             hidden_states=latents,
             controlnet_cond=control,
             controlnet_mode=None,
-            conditioning_scale=1.0,
+            conditioning_scale=self.options.conditioning_scale,
             timestep=timestep,
             guidance=guidance(controlnet.config),
             pooled_projections=pooled,

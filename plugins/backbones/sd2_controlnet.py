@@ -30,6 +30,7 @@ from pydantic import Field
 
 from dp2o_core import training_option
 from dp2o_core.errors import Dp2oError
+from dp2o_core.tiling import blend_tiles
 
 NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
 
@@ -144,30 +145,37 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
         latents = latents * scheduler.init_noise_sigma
         prompt_embeds = torch.cat([negative.expand(n, -1, -1), positive])
         guidance = self.options.guidance_scale
-        # the control images' embeddings for the unconditional and the conditional half
-        with _cached_condition(self.controlnet, batch_rows([*prepared, *prepared], lambda p: p[2])):
+        # the control images' embeddings (at latent size) for the unconditional and the conditional half
+        embedding = batch_rows([*prepared, *prepared], lambda p: p[2])
+        windows = self.windows(height, width)
+        with _cached_condition(self.controlnet) as use_embedding:
             for t in scheduler.timesteps:
                 model_input = scheduler.scale_model_input(torch.cat([latents] * 2), t)
-                down, mid = self.controlnet(
-                    model_input,
-                    t,
-                    encoder_hidden_states=prompt_embeds,
-                    controlnet_cond=control,
-                    conditioning_scale=1.0,
-                    return_dict=False,
-                )
-                noise = self.unet(
-                    model_input,
-                    t,
-                    encoder_hidden_states=prompt_embeds,
-                    down_block_additional_residuals=down,
-                    mid_block_additional_residual=mid,
-                    return_dict=False,
-                )[0]
-                uncond, cond = noise.chunk(2)
+
+                def noise_of(window, model_input=model_input, t=t):
+                    use_embedding(window.of(embedding))
+                    down, mid = self.controlnet(
+                        window.of(model_input),
+                        t,
+                        encoder_hidden_states=prompt_embeds,
+                        controlnet_cond=control,  # unused: its embedding is the one given above
+                        conditioning_scale=self.options.conditioning_scale,
+                        return_dict=False,
+                    )
+                    return self.unet(
+                        window.of(model_input),
+                        t,
+                        encoder_hidden_states=prompt_embeds,
+                        down_block_additional_residuals=down,
+                        mid_block_additional_residual=mid,
+                        return_dict=False,
+                    )[0]
+
+                uncond, cond = blend_tiles(noise_of, model_input, windows).chunk(2)
                 noise = uncond + guidance * (cond - uncond)
                 latents = scheduler.step(noise, t, latents, generator=generators, return_dict=False)[0]
-        decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+        with self.vae_tiling(len(windows) > 1):
+            decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
         return (decoded.float() / 2 + 0.5).clamp(0, 1)
 
     # -- training ----------------------------------------------------------------------------
@@ -213,7 +221,7 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
                 timesteps,
                 encoder_hidden_states=embeds,
                 controlnet_cond=control,
-                conditioning_scale=1.0,
+                conditioning_scale=self.options.conditioning_scale,
                 return_dict=False,
             )
             return self.unet(
@@ -254,13 +262,15 @@ def _unet_cross_attention_width(model: str) -> int | None:
 
 
 @contextlib.contextmanager
-def _cached_condition(controlnet, embedding):
+def _cached_condition(controlnet):
     """Make the ControlNet reuse precomputed embeddings of the control images (one row per
-    model input) at every step."""
+    model input) at every step: yields ``use(embedding)``, which sets the embedding its next
+    calls get (the whole image's, or a tile's part of it)."""
     module = controlnet.controlnet_cond_embedding
     original = module.forward
-    module.forward = lambda _cond: embedding
+    current: list[Any] = [None]
+    module.forward = lambda _cond: current[0]
     try:
-        yield
+        yield lambda embedding: current.__setitem__(0, embedding)
     finally:
         module.forward = original

@@ -23,12 +23,14 @@ from dp2o_plugins.backbones.tiny_sr.network import (
 )
 from pydantic import Field
 
-from dp2o_core import Backbone, PluginOptions, SampleResult, runtime_option, training_option
+from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option, training_option
 from dp2o_core.imageio import upsample_bicubic
+from dp2o_core.tiling import blend_tiles, plan_windows
 
 
-class TinySrOptions(PluginOptions):
-    """Which weights, and how candidates are sampled."""
+class TinySrOptions(TiledSamplingOptions):
+    """Which weights, how candidates are sampled, and the tiles of large images (``tile``,
+    ``overlap``; default 512 and 64 output pixels)."""
 
     weights: Path | None = Field(
         None, description="Model folder (unet/, scheduler/, tiny_sr.json); none: the bundled pretrained one."
@@ -133,13 +135,29 @@ class TinySrBackbone(Backbone):
         noise = randn_tensor(u.shape, generator=generators, device=self.device, dtype=u.dtype)
         alpha, sigma = alpha_sigma(self.scheduler, first, u)
         x = alpha * u + sigma * noise
+        windows = self.windows(*x.shape[-2:])
         for t in sampler.timesteps:
             timesteps = t.expand(x.shape[0]).to(self.device)
-            velocity = image_velocity(
-                self.unet, self.scheduler, x, timesteps, upsampled, self.settings.scaling_factor
-            )
-            x = sampler.step(velocity, t, x, eta=self.options.eta, generator=generators, return_dict=False)[0]
+
+            def velocity(window, x=x, timesteps=timesteps):
+                return image_velocity(
+                    self.unet,
+                    self.scheduler,
+                    window.of(x),
+                    timesteps,
+                    window.of(upsampled),
+                    self.settings.scaling_factor,
+                )
+
+            v = blend_tiles(velocity, x, windows)
+            x = sampler.step(v, t, x, eta=self.options.eta, generator=generators, return_dict=False)[0]
         return self.decode(x)
+
+    def windows(self, height: int, width: int) -> list:
+        """The tiles an output of ``height`` × ``width`` pixels is denoised in (one: all of it,
+        when it fits the ``tile`` option). The UNet halves its input twice: tiles start and end
+        on a grid of 4 pixels."""
+        return plan_windows(height, width, self.options.tile, self.options.overlap, multiple=4)
 
     def decode(self, x0):
         """Model space → images in [0, 1]."""
