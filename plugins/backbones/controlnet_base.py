@@ -22,6 +22,8 @@ from dp2o_plugins.backbones.loading import (
     load_state_dict_file,
     resolve_device,
 )
+from dp2o_plugins.backbones.prompts import CachedPrompts
+from dp2o_plugins.backbones.vae_tiles import vae_tiles
 from pydantic import Field
 
 from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option, training_option
@@ -72,7 +74,7 @@ class ControlNetOptions(TiledSamplingOptions):
     )
 
 
-class ControlNetBackbone(Backbone):
+class ControlNetBackbone(CachedPrompts, Backbone):
     """Shared machinery; not registered itself."""
 
     #: Attribute name of the base network LoRA may adapt ('unet' or 'transformer').
@@ -212,26 +214,9 @@ class ControlNetBackbone(Backbone):
         """Whether an image of ``control``'s size (the padded control image) is denoised in tiles."""
         return len(self.windows(control.shape[-2] // self.vae_scale, control.shape[-1] // self.vae_scale)) > 1
 
-    @contextlib.contextmanager
     def vae_tiling(self, on: bool):
-        """diffusers' own VAE tiling for the block (the VAE encodes and decodes an image larger
-        than one tile tile by tile, blending the seams), when ``on``: for images that are
-        denoised in tiles, whose whole-image VAE pass would need the memory tiling saves."""
-        vae = self.vae
-        if not on or vae.use_tiling:
-            yield
-            return
-        # the VAE's tiles are the denoising tiles (its default, config.sample_size, may be far
-        # smaller: every tile normalises on its own statistics, so fewer tiles keep it closer)
-        sizes = (vae.tile_sample_min_size, vae.tile_latent_min_size)
-        vae.tile_sample_min_size = max(self.options.tile, sizes[0])
-        vae.tile_latent_min_size = vae.tile_sample_min_size // self.vae_scale
-        vae.enable_tiling()
-        try:
-            yield
-        finally:
-            vae.disable_tiling()
-            vae.tile_sample_min_size, vae.tile_latent_min_size = sizes
+        """diffusers' VAE tiling for the block, when ``on`` (:func:`vae_tiles`)."""
+        return vae_tiles(self.vae, on, self.options.tile, self.vae_scale)
 
     def upsample(self, lr):
         """The control image, made as the DP²O-SR authors' scripts make it — the LR as 8-bit RGB
@@ -286,32 +271,6 @@ class ControlNetBackbone(Backbone):
         """Images in [0, 1] for one chunk of candidates: ``prepared[i]`` (the work shared by
         candidate i's group) and ``generators[i]`` for candidate i."""
         raise NotImplementedError
-
-    def cached_prompt(self, text: str) -> dict[str, Any]:
-        """Embeddings of one prompt text, computed on first use."""
-        if text not in self._prompt_cache:
-            self._prompt_cache[text] = self._encode_prompt(text)
-        return self._prompt_cache[text]
-
-    def _encode_prompt(self, text: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def prompt_cache(self):
-        """Every prompt embedded so far (text → embeddings)."""
-        return dict(self._prompt_cache)
-
-    def load_prompt_cache(self, cache) -> None:
-        """Take embeddings computed earlier, moved to this backbone's device and dtype."""
-        for text, tensors in cache.items():
-            self._prompt_cache[text] = {k: v.to(self.device, self.dtype) for k, v in tensors.items()}
-
-    def encode_prompts(self, prompts: Sequence[str]):
-        """Prompt embeddings, concatenated over ``prompts`` (cached per distinct text); an
-        empty prompt means the ``prompt`` option, as in sampling."""
-        import torch
-
-        cached = [self.cached_prompt(p or self.options.prompt) for p in prompts]
-        return {key: torch.cat([c[key] for c in cached]) for key in cached[0]}
 
     # -- training ---------------------------------------------------------------------------
     def _load_lora(self) -> None:
@@ -424,10 +383,6 @@ class ControlNetBackbone(Backbone):
             module.to(self.device, self.dtype).eval().requires_grad_(False)
         if self.options.lora is not None:
             self._load_lora()
-
-    def release_text_encoders(self) -> None:
-        """Drop text encoders once every prompt is cached (training does not need them)."""
-        self._text = None
 
     def release_image_encoder(self) -> None:
         """Drop the VAE encoder (its decoder stays, so the model still samples)."""

@@ -26,10 +26,11 @@ from dp2o_plugins.backbones.controlnet_files import (
     is_sd_controlnet,
 )
 from dp2o_plugins.backbones.loading import load_component
+from dp2o_plugins.backbones.prompts import ClipPrompts
+from dp2o_plugins.backbones.targets import noisy_and_target
 from pydantic import Field
 
 from dp2o_core import training_option
-from dp2o_core.errors import Dp2oError
 from dp2o_core.tiling import blend_tiles
 
 NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
@@ -52,7 +53,7 @@ class Sd2ControlNetOptions(ControlNetOptions):
     )
 
 
-class Sd2ControlNetBackbone(ControlNetBackbone):
+class Sd2ControlNetBackbone(ClipPrompts, ControlNetBackbone):
     """C-SD2: Stable Diffusion 2 + SR ControlNet, DDPM 50 steps, CFG 3.5, AdaIN colour fix."""
 
     name = "sd2-controlnet"
@@ -92,30 +93,6 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
         self._freeze(self.unet, self.vae, self.controlnet)
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self._text = None  # (tokenizer, text encoder) once attached
-
-    # -- prompts ---------------------------------------------------------------------------
-    def _encode_prompt(self, text: str) -> dict[str, Any]:
-        import torch
-
-        tokenizer, encoder = self._text_encoder()
-        tokens = tokenizer(
-            [text],
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        with torch.no_grad():
-            return {"prompt_embeds": encoder(tokens.input_ids.to(self.device))[0].to(self.dtype)}
-
-    def _text_encoder(self):
-        if self._text is None:
-            from transformers import CLIPTextModel, CLIPTokenizer
-
-            tokenizer = load_component(CLIPTokenizer, self.options.model, "tokenizer")
-            encoder = load_component(CLIPTextModel, self.options.model, "text_encoder").to(self.device).eval()
-            self._text = (tokenizer, encoder)
-        return self._text
 
     # -- sampling --------------------------------------------------------------------------
     def _prepare_group(self, control, prompt: str):
@@ -198,17 +175,7 @@ class Sd2ControlNetBackbone(ControlNetBackbone):
 
     def noisy(self, x0, noise, timesteps):
         """x_t and the target the model predicts (its scheduler's prediction_type)."""
-        x_t = self.scheduler.add_noise(x0, noise, timesteps)
-        kind = self.scheduler.config.prediction_type
-        if kind == "epsilon":
-            return x_t, noise
-        if kind == "v_prediction":
-            return x_t, self.scheduler.get_velocity(x0, noise, timesteps)
-        if kind == "sample":
-            return x_t, x0
-        raise Dp2oError(
-            f"unsupported prediction_type {kind!r} in the scheduler config of {self.options.model}"
-        )
+        return noisy_and_target(self.scheduler, x0, noise, timesteps, self.options.model)
 
     def predict(self, x_t, timesteps, condition: Mapping[str, Any], *, reference: bool = False):
         """ControlNet + UNet prediction of the policy, or of the frozen reference."""
