@@ -225,3 +225,47 @@ def save_tiny_flux(
     t5.save_pretrained(folder / "text_encoder_2")
     T5Tokenizer(vocab=pieces).save_pretrained(folder / "tokenizer_2")
     return folder
+
+
+def save_tiny_upscaler(folder: Path) -> Path:
+    """A tiny ``StableDiffusionUpscalePipeline`` folder (unet/ with 7 input channels and class
+    labels for the noise level, a three-block VAE — ×4 — with the upscaler's scaling factor,
+    a v-prediction DDIM scheduler, the low_res_scheduler, CLIP text encoder and tokenizer),
+    saved by the pipeline itself so its model_index.json is the real one."""
+    import torch
+    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=7,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=16,
+        num_class_embeds=1000,
+    )
+    vae = tiny_vae(
+        block_out_channels=(16, 16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        scaling_factor=0.08333,
+    )
+    schedule = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02)
+    scheduler = DDIMScheduler(
+        **schedule, prediction_type="v_prediction", clip_sample=False, set_alpha_to_one=False, steps_offset=1
+    )
+    pipeline = StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=tiny_clip_text_encoder(32, 1),
+        tokenizer=tiny_clip_tokenizer(),
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(**schedule),
+        scheduler=scheduler,
+    )
+    pipeline.save_pretrained(folder)
+    return folder

@@ -2,6 +2,7 @@
 
 from dp2o_plugins.backbones.flux_controlnet import FluxControlNetBackbone
 from dp2o_plugins.backbones.sd2_controlnet import Sd2ControlNetBackbone
+from dp2o_plugins.backbones.sd_upscaler import SdUpscalerBackbone
 from dp2o_plugins.backbones.tiny_sr import TinySrBackbone
 
 from dp2o_core import hookimpl
@@ -9,8 +10,9 @@ from dp2o_core import hookimpl
 
 @hookimpl
 def register_backbones(register):
-    """Register ``tiny-sr`` (the bundled default), ``sd2-controlnet`` (alias ``sd2``) and
-    ``flux-controlnet`` (alias ``flux``)."""
+    """Register ``tiny-sr`` (the bundled default), ``sd2-controlnet`` (alias ``sd2``),
+    ``flux-controlnet`` (alias ``flux``) and ``sd-upscaler`` (alias ``sd-x4``)."""
     register(TinySrBackbone)
     register(Sd2ControlNetBackbone, aliases=("sd2",))
     register(FluxControlNetBackbone, aliases=("flux",))
+    register(SdUpscalerBackbone, aliases=("sd-x4",))

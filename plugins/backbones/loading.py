@@ -214,7 +214,7 @@ def file_check(who: str, option: str, value: str | None) -> list:
 def _local_part(folder: Path, part: str) -> bool:
     if not folder.is_dir():
         return False
-    if part.startswith(("scheduler", "tokenizer")):
+    if part.endswith("scheduler") or part.startswith("tokenizer"):  # low_res_scheduler too: configs only
         return any(folder.iterdir())
     return (folder / "config.json").is_file() and any((folder / w).is_file() for w in _WEIGHT_FILES)
 
