@@ -269,3 +269,36 @@ def save_tiny_upscaler(folder: Path) -> Path:
     )
     pipeline.save_pretrained(folder)
     return folder
+
+
+def save_tiny_ldm_sr(folder: Path) -> Path:
+    """A tiny ``LDMSuperResolutionPipeline`` folder: a UNet2DModel reading 3 latent + 3 LR
+    channels, a three-block VQ autoencoder (×4), a DDIM scheduler; saved by the pipeline."""
+    import torch
+    from diffusers import DDIMScheduler, LDMSuperResolutionPipeline, UNet2DModel, VQModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=16,
+        in_channels=6,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=16,
+    )
+    vqvae = VQModel(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 16, 32),
+        layers_per_block=1,
+        latent_channels=3,
+        num_vq_embeddings=64,
+        norm_num_groups=8,
+    )
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
+    LDMSuperResolutionPipeline(vqvae=vqvae, unet=unet, scheduler=scheduler).save_pretrained(folder)
+    return folder

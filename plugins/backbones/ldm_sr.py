@@ -1,0 +1,187 @@
+"""``ldm-sr``: latent-diffusion super-resolution, diffusers' ``LDMSuperResolutionPipeline`` models
+(``CompVis/ldm-super-resolution-4x-openimages`` and the like), as a backbone.
+
+No text: the UNet denoises latents of the LR image's size with the LR itself (in [−1, 1]) as
+more input channels, and the VQ autoencoder decodes the latents ×4 (quantising them first).
+Sampling runs the pipeline's computation — its scheduler (DDIM), 100 steps, η — for a whole
+chunk of candidates in one batch, each candidate's generator drawing its initial latents as
+the pipeline's does for one seed, so candidate m equals the pipeline called with seed m. (The
+pipeline draws DDIM's per-step noise at η > 0 from torch's global generator; here each
+candidate's own generator draws it, so candidates stay reproducible per seed at any η.)
+
+Training: x₀ is the VQ encoder's latents of a candidate (before quantisation), the condition
+is the LR image, the target follows the scheduler's ``prediction_type`` (ε for the released
+model); the whole UNet is trained against a frozen copy; ``save`` writes a pipeline folder
+``LDMSuperResolutionPipeline.from_pretrained`` loads.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dp2o_plugins.backbones.loading import load_component, resolve_device
+from dp2o_plugins.backbones.targets import noisy_and_target
+from pydantic import Field
+
+from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option
+from dp2o_core.tiling import blend_tiles, plan_windows
+
+#: The parts of an LDMSuperResolutionPipeline folder the backbone loads.
+MODEL_PARTS = ("unet", "vqvae", "scheduler")
+
+
+class LdmSrOptions(TiledSamplingOptions):
+    """Where the weights come from and how candidates are sampled."""
+
+    model: str = Field(
+        "CompVis/ldm-super-resolution-4x-openimages",
+        description="Hub id or local folder of an LDMSuperResolutionPipeline model "
+        "(unet/, vqvae/, scheduler/).",
+    )
+    steps: int = Field(100, ge=1, description="Denoising steps (the pipeline's default: 100).")
+    eta: float = Field(
+        0.0, ge=0, le=1, description="DDIM η (0: deterministic steps; 1: fresh noise each step)."
+    )
+    chunk_size: int = runtime_option(8, ge=1, description="Candidates denoised together in one batch.")
+    device: str = runtime_option("auto", description="Torch device ('auto' picks cuda when available).")
+    gradient_checkpointing: bool = runtime_option(False, description="Recompute activations in backward.")
+
+
+class LdmSrBackbone(Backbone):
+    """Latent-diffusion SR: LR-sized latents with the LR concatenated, a VQ decoder ×4, no text."""
+
+    name = "ldm-sr"
+    Options = LdmSrOptions
+
+    @classmethod
+    def readiness(cls, options: Any) -> list:
+        """Every part of the pipeline folder, looked up."""
+        from dp2o_plugins.backbones.loading import model_checks
+
+        return model_checks(f"backbone {cls.name}", options.model, MODEL_PARTS)
+
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        from diffusers import DDIMScheduler, UNet2DModel, VQModel
+
+        o = self.options
+        self.device = resolve_device(o.device)
+        self.unet = load_component(UNet2DModel, o.model, "unet").to(self.device).eval().requires_grad_(False)
+        self.vqvae = load_component(VQModel, o.model, "vqvae").to(self.device).eval().requires_grad_(False)
+        self.scheduler = load_component(DDIMScheduler, o.model, "scheduler")
+        self.scale = 2 ** (len(self.vqvae.config.block_out_channels) - 1)
+        self._reference: Any = None
+
+    # -- sampling ------------------------------------------------------------------------------
+    def sample(
+        self, lr, seeds: Sequence[Sequence[int]], prompts: Sequence[str] | None = None
+    ) -> SampleResult:
+        """M candidates per LR image, ``chunk_size`` at a time, one generator per candidate
+        (prompts are ignored: the model reads no text)."""
+        import torch
+
+        images = []
+        for index in range(lr.shape[0]):
+            image = lr[index : index + 1].to(self.device) * 2 - 1
+            parts = []
+            for start in range(0, len(seeds[index]), self.options.chunk_size):
+                chunk = [int(s) for s in seeds[index][start : start + self.options.chunk_size]]
+                generators = [torch.Generator(self.device).manual_seed(seed) for seed in chunk]
+                with torch.no_grad():
+                    parts.append(self._denoise(image, generators).cpu())
+            images.append(torch.cat(parts))
+        stacked = torch.stack(images)
+        with torch.no_grad():
+            latents = torch.stack([self.encode(group).float().cpu() for group in stacked])
+        return SampleResult(images=stacked, seeds=[list(s) for s in seeds], latents=latents)
+
+    def _denoise(self, image, generators: list):
+        """The pipeline's loop for one chunk of candidates of one LR image (in [−1, 1])."""
+        import torch
+        from diffusers import DDIMScheduler
+        from diffusers.utils.torch_utils import randn_tensor
+
+        n = len(generators)
+        scheduler = DDIMScheduler.from_config(self.scheduler.config)
+        scheduler.set_timesteps(self.options.steps, device=self.device)
+        shape = (n, self.unet.config.in_channels // 2, *image.shape[-2:])
+        latents = randn_tensor(shape, generator=generators, device=self.device) * scheduler.init_noise_sigma
+        condition = image.expand(n, -1, -1, -1)
+        windows = self.windows(*latents.shape[-2:])
+        for t in scheduler.timesteps:
+            model_input = scheduler.scale_model_input(torch.cat([latents, condition], dim=1), t)
+
+            def noise_of(window, model_input=model_input, t=t):
+                return self.unet(window.of(model_input), t).sample
+
+            noise = blend_tiles(noise_of, latents, windows)
+            latents = scheduler.step(
+                noise, t, latents, eta=self.options.eta, generator=generators
+            ).prev_sample
+        decoded = self.vqvae.decode(latents).sample
+        return (decoded.clamp(-1, 1) / 2 + 0.5).float()
+
+    def windows(self, height: int, width: int) -> list:
+        """The latent tiles (latents are the LR's size): one, all of it, when the output fits the
+        ``tile`` option; on the UNet's grid."""
+        grid = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        tile = self.options.tile // self.scale // grid * grid
+        return plan_windows(height, width, tile, -(-self.options.overlap // self.scale), multiple=grid)
+
+    # -- training ------------------------------------------------------------------------------
+    def encode(self, images):
+        """Images in [0, 1] → the VQ encoder's latents (before quantisation), ¼ of their size."""
+        return self.vqvae.encode(images.to(self.device) * 2 - 1).latents
+
+    def encode_condition(self, lr) -> Mapping[str, Any]:
+        """The LR image in [−1, 1]."""
+        return {"lr": lr.to(self.device) * 2 - 1}
+
+    def sample_timesteps(self, n: int, generator=None):
+        """Uniform over the training steps of the model's schedule."""
+        import torch
+
+        top = self.scheduler.config.num_train_timesteps
+        return torch.randint(0, top, (n,), generator=generator).to(self.device)
+
+    def noisy(self, x0, noise, timesteps):
+        """x_t and the target the model predicts (its scheduler's prediction_type)."""
+        return noisy_and_target(self.scheduler, x0, noise, timesteps, self.options.model)
+
+    def predict(self, x_t, timesteps, condition: Mapping[str, Any], *, reference: bool = False):
+        """The policy's (or frozen reference's) UNet output on x_t and the LR."""
+        import torch
+
+        unet = self._reference if reference and self._reference is not None else self.unet
+        return unet(torch.cat([x_t, condition["lr"].to(x_t.dtype)], dim=1), timesteps).sample
+
+    def prepare_training(self) -> None:
+        """Keep a frozen copy of the UNet as the reference; train the UNet."""
+        if self._reference is None:
+            self._reference = copy.deepcopy(self.unet).requires_grad_(False).eval()
+        self.unet.requires_grad_(True).train()
+        if self.options.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+
+    def trainable_parameters(self) -> Iterable[Any]:
+        """Every UNet parameter once training is prepared."""
+        return [p for p in self.unet.parameters() if p.requires_grad]
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """A complete ``LDMSuperResolutionPipeline`` folder with the trained UNet."""
+        from diffusers import LDMSuperResolutionPipeline
+
+        pipeline = LDMSuperResolutionPipeline(vqvae=self.vqvae, unet=self.unet, scheduler=self.scheduler)
+        pipeline.save_pretrained(Path(directory), safe_serialization=True)
+
+    def tuned_options(self, directory: Path) -> dict[str, str]:
+        """``model=DIR``: the saved folder is a whole pipeline."""
+        return {"model": str(directory)}
+
+    def describe(self) -> Mapping[str, Any]:
+        """Model source and prediction type, recorded with a run."""
+        return {"model": self.options.model, "prediction_type": self.scheduler.config.prediction_type}
