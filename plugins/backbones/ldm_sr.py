@@ -17,20 +17,17 @@ model); the whole UNet is trained against a frozen copy; ``save`` writes a pipel
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from dp2o_plugins.backbones.loading import load_component, resolve_device
 from dp2o_plugins.backbones.targets import noisy_and_target
+from dp2o_plugins.backbones.whole_unet import PipelineFolderModel, WholeUnetTraining
 from pydantic import Field
 
 from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option
 from dp2o_core.tiling import blend_tiles, plan_windows
-
-#: The parts of an LDMSuperResolutionPipeline folder the backbone loads.
-MODEL_PARTS = ("unet", "vqvae", "scheduler")
 
 
 class LdmSrOptions(TiledSamplingOptions):
@@ -50,18 +47,12 @@ class LdmSrOptions(TiledSamplingOptions):
     gradient_checkpointing: bool = runtime_option(False, description="Recompute activations in backward.")
 
 
-class LdmSrBackbone(Backbone):
+class LdmSrBackbone(WholeUnetTraining, PipelineFolderModel, Backbone):
     """Latent-diffusion SR: LR-sized latents with the LR concatenated, a VQ decoder ×4, no text."""
 
     name = "ldm-sr"
     Options = LdmSrOptions
-
-    @classmethod
-    def readiness(cls, options: Any) -> list:
-        """Every part of the pipeline folder, looked up."""
-        from dp2o_plugins.backbones.loading import model_checks
-
-        return model_checks(f"backbone {cls.name}", options.model, MODEL_PARTS)
+    model_parts = ("unet", "vqvae", "scheduler")
 
     def __init__(self, options=None) -> None:
         super().__init__(options)
@@ -73,7 +64,6 @@ class LdmSrBackbone(Backbone):
         self.vqvae = load_component(VQModel, o.model, "vqvae").to(self.device).eval().requires_grad_(False)
         self.scheduler = load_component(DDIMScheduler, o.model, "scheduler")
         self.scale = 2 ** (len(self.vqvae.config.block_out_channels) - 1)
-        self._reference: Any = None
 
     # -- sampling ------------------------------------------------------------------------------
     def sample(
@@ -155,20 +145,8 @@ class LdmSrBackbone(Backbone):
         """The policy's (or frozen reference's) UNet output on x_t and the LR."""
         import torch
 
-        unet = self._reference if reference and self._reference is not None else self.unet
+        unet = self.policy_or_reference(reference)
         return unet(torch.cat([x_t, condition["lr"].to(x_t.dtype)], dim=1), timesteps).sample
-
-    def prepare_training(self) -> None:
-        """Keep a frozen copy of the UNet as the reference; train the UNet."""
-        if self._reference is None:
-            self._reference = copy.deepcopy(self.unet).requires_grad_(False).eval()
-        self.unet.requires_grad_(True).train()
-        if self.options.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-
-    def trainable_parameters(self) -> Iterable[Any]:
-        """Every UNet parameter once training is prepared."""
-        return [p for p in self.unet.parameters() if p.requires_grad]
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -177,11 +155,3 @@ class LdmSrBackbone(Backbone):
 
         pipeline = LDMSuperResolutionPipeline(vqvae=self.vqvae, unet=self.unet, scheduler=self.scheduler)
         pipeline.save_pretrained(Path(directory), safe_serialization=True)
-
-    def tuned_options(self, directory: Path) -> dict[str, str]:
-        """``model=DIR``: the saved folder is a whole pipeline."""
-        return {"model": str(directory)}
-
-    def describe(self) -> Mapping[str, Any]:
-        """Model source and prediction type, recorded with a run."""
-        return {"model": self.options.model, "prediction_type": self.scheduler.config.prediction_type}

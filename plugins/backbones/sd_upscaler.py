@@ -20,8 +20,7 @@ the reference is a frozen copy. ``save`` writes a complete pipeline folder that
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,13 +28,12 @@ from dp2o_plugins.backbones.loading import load_component, resolve_device
 from dp2o_plugins.backbones.prompts import ClipPrompts
 from dp2o_plugins.backbones.targets import noisy_and_target
 from dp2o_plugins.backbones.vae_tiles import vae_tiles
+from dp2o_plugins.backbones.whole_unet import PipelineFolderModel, WholeUnetTraining
 from pydantic import Field
 
 from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option, training_option
 from dp2o_core.tiling import blend_tiles, plan_windows
 
-#: The parts of a StableDiffusionUpscalePipeline folder the backbone loads.
-MODEL_PARTS = ("unet", "vae", "scheduler", "low_res_scheduler", "tokenizer", "text_encoder")
 #: The seed of the noise added to the LR image in training's cached condition.
 CONDITION_SEED = 0
 
@@ -63,18 +61,12 @@ class SdUpscalerOptions(TiledSamplingOptions):
     gradient_checkpointing: bool = runtime_option(False, description="Recompute activations in backward.")
 
 
-class SdUpscalerBackbone(ClipPrompts, Backbone):
+class SdUpscalerBackbone(ClipPrompts, WholeUnetTraining, PipelineFolderModel, Backbone):
     """Stable Diffusion ×4 upscaler: LR-sized latents, the noised LR concatenated, v-prediction."""
 
     name = "sd-upscaler"
     Options = SdUpscalerOptions
-
-    @classmethod
-    def readiness(cls, options: Any) -> list:
-        """Every part of the pipeline folder (``low_res_scheduler/`` among them), looked up."""
-        from dp2o_plugins.backbones.loading import model_checks
-
-        return model_checks(f"backbone {cls.name}", options.model, MODEL_PARTS)
+    model_parts = ("unet", "vae", "scheduler", "low_res_scheduler", "tokenizer", "text_encoder")
 
     def __init__(self, options=None) -> None:
         super().__init__(options)
@@ -93,7 +85,6 @@ class SdUpscalerBackbone(ClipPrompts, Backbone):
         self.unet.to(self.device, self.dtype).eval().requires_grad_(False)
         self.vae.to(self.device, torch.float32).eval().requires_grad_(False)  # decoded in float32
         self.scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self._reference: Any = None
 
     # -- sampling ------------------------------------------------------------------------------
     def sample(
@@ -218,7 +209,7 @@ class SdUpscalerBackbone(ClipPrompts, Backbone):
         """The policy's (or frozen reference's) UNet output on x_t and the noised LR."""
         import torch
 
-        unet = self._reference if reference and self._reference is not None else self.unet
+        unet = self.policy_or_reference(reference)
         model_input = torch.cat([x_t, condition["noised_lr"].to(x_t.dtype)], dim=1).to(self.dtype)
         return unet(
             model_input,
@@ -227,20 +218,6 @@ class SdUpscalerBackbone(ClipPrompts, Backbone):
             class_labels=condition["noise_level"].long(),
             return_dict=False,
         )[0]
-
-    def prepare_training(self) -> None:
-        """Keep a frozen copy of the UNet as the reference; train the UNet in float32."""
-        import torch
-
-        if self._reference is None:
-            self._reference = copy.deepcopy(self.unet).requires_grad_(False).eval()
-        self.unet.to(torch.float32).requires_grad_(True).train()
-        if self.options.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-
-    def trainable_parameters(self) -> Iterable[Any]:
-        """Every UNet parameter once training is prepared."""
-        return [p for p in self.unet.parameters() if p.requires_grad]
 
     def release_image_encoder(self) -> None:
         """Drop the VAE encoder (its decoder stays, so the model still samples)."""
@@ -266,11 +243,3 @@ class SdUpscalerBackbone(ClipPrompts, Backbone):
             scheduler=self.scheduler,
         )
         pipeline.save_pretrained(Path(directory), safe_serialization=True)
-
-    def tuned_options(self, directory: Path) -> dict[str, str]:
-        """``model=DIR``: the saved folder is a whole pipeline."""
-        return {"model": str(directory)}
-
-    def describe(self) -> Mapping[str, Any]:
-        """Model source and prediction type, recorded with a run."""
-        return {"model": self.options.model, "prediction_type": self.scheduler.config.prediction_type}

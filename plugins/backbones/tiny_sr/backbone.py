@@ -9,7 +9,7 @@ ancestral noise at every step) so that candidates of one input differ visibly wi
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from dp2o_plugins.backbones.tiny_sr.network import (
     load_settings,
     save_model,
 )
+from dp2o_plugins.backbones.whole_unet import WholeUnetTraining
 from pydantic import Field
 
 from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option, training_option
@@ -60,7 +61,7 @@ class TinySrOptions(TiledSamplingOptions):
     )
 
 
-class TinySrBackbone(Backbone):
+class TinySrBackbone(WholeUnetTraining, Backbone):
     """A 1.6 M-parameter SR3-style pixel-space UNet (v-prediction on the residual), ×4."""
 
     name = "tiny-sr"
@@ -186,28 +187,10 @@ class TinySrBackbone(Backbone):
 
     def predict(self, x_t, timesteps, condition: Mapping[str, Any], *, reference: bool = False):
         """The policy's (or frozen reference's) image-space velocity."""
-        unet = self._reference if reference and self._reference is not None else self.unet
+        unet = self.policy_or_reference(reference)
         return image_velocity(
             unet, self.scheduler, x_t, timesteps, condition["upsampled"], self.settings.scaling_factor
         )
-
-    def prepare_training(self) -> None:
-        """Keep a frozen copy as the reference; make the UNet trainable."""
-        if self._reference is None:
-            self._reference = copy.deepcopy(self.unet).requires_grad_(False).eval()
-        self.unet.requires_grad_(True).train()
-        if self.options.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-
-    def prepare_pretraining(self) -> None:
-        """Make the UNet trainable (pretraining keeps no reference)."""
-        self.unet.requires_grad_(True).train()
-        if self.options.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-
-    def trainable_parameters(self) -> Iterable[Any]:
-        """Every UNet parameter once training is prepared."""
-        return [p for p in self.unet.parameters() if p.requires_grad]
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
