@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dp2o_plugins.backbones.loading import load_component, resolve_device
-from dp2o_plugins.backbones.targets import noisy_and_target
+from dp2o_plugins.backbones.targets import SchedulerTraining
 from dp2o_plugins.backbones.whole_unet import PipelineFolderModel, WholeUnetTraining
 from pydantic import Field
 
@@ -47,7 +47,7 @@ class LdmSrOptions(TiledSamplingOptions):
     gradient_checkpointing: bool = runtime_option(False, description="Recompute activations in backward.")
 
 
-class LdmSrBackbone(WholeUnetTraining, PipelineFolderModel, Backbone):
+class LdmSrBackbone(SchedulerTraining, WholeUnetTraining, PipelineFolderModel, Backbone):
     """Latent-diffusion SR: LR-sized latents with the LR concatenated, a VQ decoder ×4, no text."""
 
     name = "ldm-sr"
@@ -129,17 +129,6 @@ class LdmSrBackbone(WholeUnetTraining, PipelineFolderModel, Backbone):
     def encode_condition(self, lr) -> Mapping[str, Any]:
         """The LR image in [−1, 1]."""
         return {"lr": lr.to(self.device) * 2 - 1}
-
-    def sample_timesteps(self, n: int, generator=None):
-        """Uniform over the training steps of the model's schedule."""
-        import torch
-
-        top = self.scheduler.config.num_train_timesteps
-        return torch.randint(0, top, (n,), generator=generator).to(self.device)
-
-    def noisy(self, x0, noise, timesteps):
-        """x_t and the target the model predicts (its scheduler's prediction_type)."""
-        return noisy_and_target(self.scheduler, x0, noise, timesteps, self.options.model)
 
     def predict(self, x_t, timesteps, condition: Mapping[str, Any], *, reference: bool = False):
         """The policy's (or frozen reference's) UNet output on x_t and the LR."""

@@ -27,7 +27,7 @@ from dp2o_plugins.backbones.controlnet_files import (
 )
 from dp2o_plugins.backbones.loading import load_component
 from dp2o_plugins.backbones.prompts import ClipPrompts
-from dp2o_plugins.backbones.targets import noisy_and_target
+from dp2o_plugins.backbones.targets import SchedulerTraining
 from pydantic import Field
 
 from dp2o_core import training_option
@@ -53,7 +53,7 @@ class Sd2ControlNetOptions(ControlNetOptions):
     )
 
 
-class Sd2ControlNetBackbone(ClipPrompts, ControlNetBackbone):
+class Sd2ControlNetBackbone(ClipPrompts, SchedulerTraining, ControlNetBackbone):
     """C-SD2: Stable Diffusion 2 + SR ControlNet, DDPM 50 steps, CFG 3.5, AdaIN colour fix."""
 
     name = "sd2-controlnet"
@@ -164,18 +164,6 @@ class Sd2ControlNetBackbone(ClipPrompts, ControlNetBackbone):
     def encode_condition(self, lr) -> Mapping[str, Any]:
         """The control image (upsampled LR); prompt embeddings come from encode_prompts."""
         return {"control": self.upsample(lr).to(self.device, self.dtype)}
-
-    def sample_timesteps(self, n: int, generator=None):
-        """Uniform over the DDPM training steps."""
-        import torch
-
-        return torch.randint(0, self.scheduler.config.num_train_timesteps, (n,), generator=generator).to(
-            self.device
-        )
-
-    def noisy(self, x0, noise, timesteps):
-        """x_t and the target the model predicts (its scheduler's prediction_type)."""
-        return noisy_and_target(self.scheduler, x0, noise, timesteps, self.options.model)
 
     def predict(self, x_t, timesteps, condition: Mapping[str, Any], *, reference: bool = False):
         """ControlNet + UNet prediction of the policy, or of the frozen reference."""

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from dp2o_plugins.backbones.loading import load_component, resolve_device
 from dp2o_plugins.backbones.prompts import ClipPrompts
-from dp2o_plugins.backbones.targets import noisy_and_target
+from dp2o_plugins.backbones.targets import SchedulerTraining
 from dp2o_plugins.backbones.vae_tiles import vae_tiles
 from dp2o_plugins.backbones.whole_unet import PipelineFolderModel, WholeUnetTraining
 from pydantic import Field
@@ -61,7 +61,7 @@ class SdUpscalerOptions(TiledSamplingOptions):
     gradient_checkpointing: bool = runtime_option(False, description="Recompute activations in backward.")
 
 
-class SdUpscalerBackbone(ClipPrompts, WholeUnetTraining, PipelineFolderModel, Backbone):
+class SdUpscalerBackbone(ClipPrompts, SchedulerTraining, WholeUnetTraining, PipelineFolderModel, Backbone):
     """Stable Diffusion ×4 upscaler: LR-sized latents, the noised LR concatenated, v-prediction."""
 
     name = "sd-upscaler"
@@ -193,17 +193,6 @@ class SdUpscalerBackbone(ClipPrompts, WholeUnetTraining, PipelineFolderModel, Ba
             "noised_lr": self.low_res_scheduler.add_noise(image, noise, level),
             "noise_level": level.float(),
         }
-
-    def sample_timesteps(self, n: int, generator=None):
-        """Uniform over the training steps of the model's schedule."""
-        import torch
-
-        top = self.scheduler.config.num_train_timesteps
-        return torch.randint(0, top, (n,), generator=generator).to(self.device)
-
-    def noisy(self, x0, noise, timesteps):
-        """x_t and the target the model predicts (its scheduler's prediction_type)."""
-        return noisy_and_target(self.scheduler, x0, noise, timesteps, self.options.model)
 
     def predict(self, x_t, timesteps, condition: Mapping[str, Any], *, reference: bool = False):
         """The policy's (or frozen reference's) UNet output on x_t and the noised LR."""

@@ -1,4 +1,5 @@
-"""The training target of a diffusers noise scheduler's ``prediction_type``."""
+"""Training on a diffusers noise scheduler: its target for its ``prediction_type``, and
+timesteps drawn uniformly over its training steps."""
 
 from __future__ import annotations
 
@@ -19,3 +20,23 @@ def noisy_and_target(scheduler: Any, x0: Any, noise: Any, timesteps: Any, source
     if kind == "sample":
         return x_t, x0
     raise Dp2oError(f"unsupported prediction_type {kind!r} in the scheduler config of {source}")
+
+
+class SchedulerTraining:
+    """Mixin for a backbone trained on ``self.scheduler``'s forward process: timesteps uniform
+    over its training steps, x_t and the target from :func:`noisy_and_target`."""
+
+    scheduler: Any
+    options: Any
+    device: Any
+
+    def sample_timesteps(self, n: int, generator=None):
+        """Uniform over the training steps of the model's schedule."""
+        import torch
+
+        top = self.scheduler.config.num_train_timesteps
+        return torch.randint(0, top, (n,), generator=generator).to(self.device)
+
+    def noisy(self, x0, noise, timesteps):
+        """x_t and the target the model predicts (its scheduler's prediction_type)."""
+        return noisy_and_target(self.scheduler, x0, noise, timesteps, self.options.model)
