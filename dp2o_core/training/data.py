@@ -181,8 +181,9 @@ class TrainingData:
             index = np.array([self.order[p] for p in positions], dtype=np.int64)
             groups = self.pairs.group[index]
             group_ids = [self.pairs.group_ids[g] for g in groups.tolist()]
-            winners = self._x0_batch(groups, self.pairs.winner[index], buffers, "winner")
-            losers = self._x0_batch(groups, self.pairs.loser[index], buffers, "loser")
+            winners, losers = self._x0_pairs(
+                groups, self.pairs.winner[index], self.pairs.loser[index], buffers
+            )
             condition = self._conditions(group_ids, buffers)
             prompts = [self._prompts[self._groups.prompt(g)] for g in group_ids]
         condition |= {key: torch.cat([e[key] for e in prompts]) for key in prompts[0]}
@@ -254,6 +255,41 @@ class TrainingData:
     def _io(self) -> ThreadPoolExecutor:
         """Threads that read a batch's condition files side by side."""
         return ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="dp2o-read")
+
+    def _x0_pairs(
+        self, groups: Any, winners: Any, losers: Any, buffers: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x₀ of the pairs' winners and of their losers. When every candidate has a stored
+        latent in its group's one latent file (the usual case), each pair's two rows are read
+        from that file, opened once, and the pairs side by side on the read threads (opening
+        and reading release the GIL); otherwise side by side, candidate by candidate
+        (:meth:`_x0_batch`)."""
+        candidates = self._candidates
+        rows_w = candidates.rows(groups, winners, self.pairs.group_ids)
+        rows_l = candidates.rows(groups, losers, self.pairs.group_ids)
+        shards_w, shards_l = candidates.shard[rows_w], candidates.shard[rows_l]
+        if not self.cache or not ((shards_w >= 0).all() and (shards_w == shards_l).all()):
+            return (
+                self._x0_batch(groups, winners, buffers, "winner"),
+                self._x0_batch(groups, losers, buffers, "loser"),
+            )
+        group_ids = [self.pairs.group_ids[g] for g in groups.tolist()]
+        entry = self._latent_file(group_ids[0], int(rows_w[0])).entries["latents"]
+        shape = (len(rows_w), *entry.shape[1:])
+        out_w, out_l = (
+            _buffer(buffers, "winner", shape, entry.dtype),
+            _buffer(buffers, "loser", shape, entry.dtype),
+        )
+        index_w, index_l = candidates.latent_index[rows_w].tolist(), candidates.latent_index[rows_l].tolist()
+
+        def read_pair(at: int) -> None:
+            shard = candidates.shard_path(int(rows_w[at]))
+            with self.store.load_group_file("sample", group_ids[at], str(shard), TensorFile) as file:
+                file.read_rows("latents", int(index_w[at]), out_w[at : at + 1])
+                file.read_rows("latents", int(index_l[at]), out_l[at : at + 1])
+
+        list(self._io.map(read_pair, range(len(rows_w))))
+        return out_w.float(), out_l.float()
 
     def _x0_batch(
         self, groups: Any, candidates: Any, buffers: dict[str, torch.Tensor], side: str
