@@ -162,6 +162,19 @@ def tensor_to_array(image: torch.Tensor) -> np.ndarray:
     return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``images`` (…×H×W) padded at the bottom and right, by repeating the edge pixels, to sides
+    that are multiples of ``multiple`` (the same tensor when they already are): what a network
+    whose input must fit its downsampling grid gets, its output cropped back afterwards."""
+    import torch.nn.functional as F
+
+    height, width = images.shape[-2:]
+    bottom, right = -height % multiple, -width % multiple
+    if not (bottom or right):
+        return images
+    return F.pad(images, (0, right, 0, bottom), mode="replicate")
+
+
 def upsample_bicubic(lr: torch.Tensor, scale: int) -> torch.Tensor:
     """LR images (N×3×h×w in [0, 1]) bicubic-upsampled ×scale by torch and clamped to [0, 1]:
     tiny-sr's conditioning and the plain-upsampling baseline (the ControlNet backbones use

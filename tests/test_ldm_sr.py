@@ -114,3 +114,16 @@ def test_the_whole_method_runs_on_it_and_a_folder_missing_its_vqvae_is_refused(
         "--backbone", f"ldm-sr:model={broken},device=cpu",
     )  # fmt: skip
     assert refused.exit_code == 2 and "vqvae/" in refused.stderr and not (tmp_path / "x4.png").exists()
+
+
+def test_an_lr_of_odd_sides_gives_exactly_four_times_its_size_and_trains(ldm):
+    model = build(ldm)
+    lr = torch.rand(1, 3, 17, 13, generator=torch.Generator().manual_seed(6))
+    result = model.sample(lr, [[1, 2]])
+    assert result.images.shape == (1, 2, 3, 68, 52) and result.latents.shape == (1, 2, 3, 17, 13)
+    model.prepare_training()
+    x0 = result.latents[0]
+    timesteps = model.sample_timesteps(2, generator=torch.Generator().manual_seed(0))
+    x_t, target = model.noisy(x0, torch.randn_like(x0), timesteps)
+    prediction = model.predict(x_t, timesteps, model.encode_condition(lr.expand(2, -1, -1, -1)))
+    assert prediction.shape == target.shape

@@ -28,7 +28,7 @@ from pydantic import Field
 
 from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option, training_option
 from dp2o_core.errors import Dp2oError
-from dp2o_core.imageio import upsample_pillow
+from dp2o_core.imageio import pad_to_multiple, upsample_pillow
 from dp2o_core.tiling import Window, plan_windows
 
 #: The ``controlnet`` value that asks for a ControlNet made from the base model.
@@ -193,14 +193,7 @@ class ControlNetBackbone(CachedPrompts, Backbone):
         are multiples of :attr:`size_multiple` (unchanged when they already are). Sampling
         crops its outputs back, so any input size gives exactly ``scale`` × its size; encoding
         pads the same way, so training sees the geometry sampling used."""
-        import torch.nn.functional as F
-
-        multiple = self.size_multiple
-        height, width = images.shape[-2:]
-        bottom, right = -height % multiple, -width % multiple
-        if not (bottom or right):
-            return images
-        return F.pad(images, (0, right, 0, bottom), mode="replicate")
+        return pad_to_multiple(images, self.size_multiple)
 
     def windows(self, height: int, width: int) -> list[Window]:
         """The latent tiles a ``height`` × ``width`` latent is denoised in (one: all of it, when

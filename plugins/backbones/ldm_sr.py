@@ -27,6 +27,7 @@ from dp2o_plugins.backbones.whole_unet import PipelineFolderModel, WholeUnetTrai
 from pydantic import Field
 
 from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option
+from dp2o_core.imageio import pad_to_multiple
 from dp2o_core.tiling import blend_tiles, plan_windows
 
 
@@ -74,14 +75,15 @@ class LdmSrBackbone(SchedulerTraining, WholeUnetTraining, PipelineFolderModel, B
         import torch
 
         images = []
+        height, width = lr.shape[-2] * self.scale, lr.shape[-1] * self.scale
         for index in range(lr.shape[0]):
-            image = lr[index : index + 1].to(self.device) * 2 - 1
+            image = pad_to_multiple(lr[index : index + 1].to(self.device), self.grid) * 2 - 1
             parts = []
             for start in range(0, len(seeds[index]), self.options.chunk_size):
                 chunk = [int(s) for s in seeds[index][start : start + self.options.chunk_size]]
                 generators = [torch.Generator(self.device).manual_seed(seed) for seed in chunk]
                 with torch.no_grad():
-                    parts.append(self._denoise(image, generators).cpu())
+                    parts.append(self._denoise(image, generators)[..., :height, :width].cpu())
             images.append(torch.cat(parts))
         stacked = torch.stack(images)
         with torch.no_grad():
@@ -114,12 +116,18 @@ class LdmSrBackbone(SchedulerTraining, WholeUnetTraining, PipelineFolderModel, B
         decoded = self.vqvae.decode(latents).sample
         return (decoded.clamp(-1, 1) / 2 + 0.5).float()
 
+    @property
+    def grid(self) -> int:
+        """What the UNet's input sides must be multiples of (it halves them at each level but the
+        last): an LR of other sides is padded to it and the output cropped back, so any input
+        gives exactly ``scale`` × its size."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
     def windows(self, height: int, width: int) -> list:
         """The latent tiles (latents are the LR's size): one, all of it, when the output fits the
         ``tile`` option; on the UNet's grid."""
-        grid = 2 ** (len(self.unet.config.block_out_channels) - 1)
-        tile = self.options.tile // self.scale // grid * grid
-        return plan_windows(height, width, tile, -(-self.options.overlap // self.scale), multiple=grid)
+        tile = self.options.tile // self.scale // self.grid * self.grid
+        return plan_windows(height, width, tile, -(-self.options.overlap // self.scale), multiple=self.grid)
 
     # -- training ------------------------------------------------------------------------------
     def encode(self, images):
@@ -135,7 +143,8 @@ class LdmSrBackbone(SchedulerTraining, WholeUnetTraining, PipelineFolderModel, B
         import torch
 
         unet = self.policy_or_reference(reference)
-        return unet(torch.cat([x_t, condition["lr"].to(x_t.dtype)], dim=1), timesteps).sample
+        model_input = pad_to_multiple(torch.cat([x_t, condition["lr"].to(x_t.dtype)], dim=1), self.grid)
+        return unet(model_input, timesteps).sample[..., : x_t.shape[-2], : x_t.shape[-1]]
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
