@@ -19,23 +19,35 @@ from pathlib import Path
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is synced and renamed to ``path``."""
     path = Path(path)
+    with _temporary_beside(path) as tmp:
+        yield tmp
+        _finish(tmp)
+        os.replace(tmp, path)
+
+
+@contextmanager
+def _temporary_beside(path: Path) -> Iterator[Path]:
+    """An empty temporary file in ``path``'s folder (made if needed), removed when the block
+    ends unless the block moved it to its final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            # after the write: some writers (safetensors) replace the file with an 0600 one
-            os.fchmod(fd, 0o666 & ~process_umask())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
+
+
+def _finish(tmp: Path) -> None:
+    """Give a written temporary file the umask's mode and sync it to disk."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        # after the write: some writers (safetensors) replace the file with an 0600 one
+        os.fchmod(fd, 0o666 & ~process_umask())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def writable_problem(path: Path | str) -> str | None:
@@ -95,18 +107,11 @@ def create_text_exclusive(path: Path | str, text: str) -> bool:
     this call created it. A hard link of a finished temporary file is the atomic create-if-
     absent that network file systems also honour (``O_EXCL`` is not reliable on old NFS)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o666 & ~process_umask())
-            os.fsync(handle.fileno())
+    with _temporary_beside(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        _finish(tmp)
         try:
-            os.link(tmp_name, path)
+            os.link(tmp, path)
         except FileExistsError:
             return False
         return True
-    finally:
-        os.unlink(tmp_name)

@@ -141,6 +141,18 @@ class ShardProgress:
         }
 
 
+@dataclass(frozen=True)
+class RunningShard:
+    """A shard job working on a run now: its stage, its shard and who it is."""
+
+    stage: str
+    shard: Shard
+    holder: str
+
+    def __str__(self) -> str:
+        return f"{self.stage} shard {self.shard} ({self.holder})"
+
+
 class ShardMismatchError(UsageError):
     """A shard job's settings, inputs or split differ from those the stage was started with."""
 
@@ -161,7 +173,10 @@ class RunStore:
         ``accelerate launch`` apart on top of it.) Shard jobs hold it ``shared``: they fill one
         run together, and a command that needs the run to itself is refused while any runs."""
         return StageLock(
-            self.root / "locks" / "run.lock", f"run {self.root}", shared=shared, holders=self.running_shards
+            self.root / "locks" / "run.lock",
+            f"run {self.root}",
+            shared=shared,
+            holders=lambda: [str(job) for job in self.running_shards()],
         )
 
     def stage_lock(self, stage: str, process: ProcessInfo) -> StageLock:
@@ -173,14 +188,14 @@ class RunStore:
             what = f"shard {process.shard} of {what}"
         return StageLock(self.root / "locks" / f"{stage}.{process.writer}.lock", what)
 
-    def running_shards(self) -> list[str]:
-        """The shard jobs working on this run now: ``sample shard 3/8 (pid … on host …)``."""
+    def running_shards(self) -> list[RunningShard]:
+        """The shard jobs working on this run now (their stage locks are held)."""
         running = []
         for path in sorted((self.root / "locks").glob("*.s*-*.p000.lock")):
             match = _SHARD_LOCK.fullmatch(path.name)
             holder = probe_holder(path) if match else None
             if match and holder:
-                running.append(f"{match['stage']} shard {int(match['k'])}/{int(match['n'])} ({holder})")
+                running.append(RunningShard(match["stage"], Shard(int(match["k"]), int(match["n"])), holder))
         return running
 
     # -- paths ------------------------------------------------------------------------
@@ -648,20 +663,27 @@ class RunStore:
             else:
                 self.clear(stage)
         if status.state in ("stale", "missing"):
-            record = {
-                "stage": stage,
-                "fingerprint": expected,
-                "reuse": reuse,
-                "inputs": {} if imported else self._upstream_fingerprints(stage),
-                "imported": imported,
-                "config": dict(config),
-                "groups_total": groups_total,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
             write_text_atomic(
-                self.stage_dir(stage) / "stage.json", json.dumps(record, indent=2, default=str) + "\n"
+                self.stage_dir(stage) / "stage.json",
+                self._stage_record(stage, config, expected, imported, groups_total),
             )
         return expected
+
+    def _stage_record(
+        self, stage: str, config: Mapping[str, Any], expected: str, imported: bool, groups_total: int | None
+    ) -> str:
+        """The text of ``stage.json`` for a stage begun with ``config`` (fingerprint ``expected``)."""
+        record = {
+            "stage": stage,
+            "fingerprint": expected,
+            "reuse": self._reuse_key(stage, config, imported),
+            "inputs": {} if imported else self._upstream_fingerprints(stage),
+            "imported": imported,
+            "config": dict(config),
+            "groups_total": groups_total,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        return json.dumps(record, indent=2, default=str) + "\n"
 
     def begin_shard(
         self,
@@ -684,18 +706,9 @@ class RunStore:
         """
         expected = self.expected_fingerprint(stage, config, imported, group_signatures)
         if self.record(stage) is None:
-            record = {
-                "stage": stage,
-                "fingerprint": expected,
-                "reuse": self._reuse_key(stage, config, imported),
-                "inputs": {} if imported else self._upstream_fingerprints(stage),
-                "imported": imported,
-                "config": dict(config),
-                "groups_total": len(group_ids),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
             create_text_exclusive(
-                self.stage_dir(stage) / "stage.json", json.dumps(record, indent=2, default=str) + "\n"
+                self.stage_dir(stage) / "stage.json",
+                self._stage_record(stage, config, expected, imported, len(group_ids)),
             )
         found = (self.record(stage) or {}).get("fingerprint")
         if found != expected:
@@ -709,32 +722,20 @@ class RunStore:
 
     def _record_split(self, stage: str, fingerprint: str, group_ids: Sequence[str], shard: Shard) -> None:
         """Write ``shards.json`` for a split into ``shard.count`` (kept when it says so already)."""
-        ordered = sorted(group_ids)
+        wanted = {"count": shard.count, "fingerprint": fingerprint, "groups": sorted(group_ids)}
         record = self.shard_record(stage)
-        if (
-            record is not None
-            and record.get("count") == shard.count
-            and record.get("fingerprint") == fingerprint
-        ):
-            if record.get("groups") == ordered:
-                return
+        if record == wanted:
+            return
         if record is not None and record.get("count") != shard.count:
-            others = [
-                job
-                for job in self.running_shards()
-                if job.startswith(f"{stage} shard ")
-                and not job.endswith(f"/{shard.count}", 0, job.index(" ("))
-            ]
+            running = self.running_shards()
+            others = [str(j) for j in running if j.stage == stage and j.shard.count != shard.count]
             if others:
                 raise ShardMismatchError(
                     f"shard {shard}: stage {stage!r} of run {self.root} is being filled by shard jobs split "
                     f"into {record.get('count')}, not {shard.count}: {'; '.join(others)}. Give every job the "
                     "same N (groups already done stay done when the split changes once no job runs)."
                 )
-        write_text_atomic(
-            self.stage_dir(stage) / SHARDS_FILE,
-            json.dumps({"count": shard.count, "fingerprint": fingerprint, "groups": ordered}) + "\n",
-        )
+        write_text_atomic(self.stage_dir(stage) / SHARDS_FILE, json.dumps(wanted) + "\n")
 
     def _keep_unchanged_groups(self, stage: str, signatures: Mapping[str, str]) -> None:
         """Set aside every commit holding a group whose signature changed (or is gone), and
@@ -931,9 +932,8 @@ class StageWriter:
         whether this shard's job wrote it)."""
         commit, _ = read_commit(record)
         if commit is None:
-            return self.process.shard is not None and record.parent.parent.name.startswith(
-                self.process.shard.tag
-            )
+            shard = self.process.shard
+            return shard is not None and record.parent.parent.name.startswith(shard.tag)
         return any(g in mine for g in commit.groups)
 
     def _finish(self) -> None:
