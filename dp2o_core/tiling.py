@@ -9,7 +9,8 @@ light at its edges — at every step, so seams never form: every step sees a mod
 that is smooth across tile borders, and the noise each candidate draws (its generator's
 initial latent and per-step noise) is that of the whole image, exactly as untiled.
 
-:func:`plan_windows` places the tiles, :func:`blend_tiles` runs a model on each and blends.
+:func:`plan_windows` places the tiles (:func:`plan_model_windows` from a backbone's options in
+output pixels), :func:`blend_tiles` runs a model on each and blends.
 A backbone's ``tile`` and ``overlap`` options (in output pixels) choose the tile size; an
 image that fits one tile is denoised exactly as before (one window, no blending).
 """
@@ -57,6 +58,17 @@ def plan_windows(height: int, width: int, tile: int, overlap: int, multiple: int
         for top in rows
         for left in columns
     ]
+
+
+def plan_model_windows(
+    height: int, width: int, tile: int, overlap: int, *, pixels_per_unit: int = 1, grid: int = 1
+) -> list[Window]:
+    """:func:`plan_windows` over a model's input (latents, or pixels for a pixel-space model) of
+    ``height`` × ``width`` units, each ``pixels_per_unit`` output pixels across, for ``tile`` and
+    ``overlap`` given in output pixels (a backbone's options): the tile is whole ``grid`` steps
+    (what the network's downsampling needs), the overlap rounded up to them."""
+    step = pixels_per_unit * grid
+    return plan_windows(height, width, tile // step * grid, -(-overlap // step) * grid, multiple=grid)
 
 
 def _starts(size: int, tile: int, overlap: int, multiple: int) -> list[int]:

@@ -29,7 +29,7 @@ from pydantic import Field
 from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option, training_option
 from dp2o_core.errors import Dp2oError
 from dp2o_core.imageio import pad_to_multiple, upsample_pillow
-from dp2o_core.tiling import Window, plan_windows
+from dp2o_core.tiling import Window, plan_model_windows
 
 #: The ``controlnet`` value that asks for a ControlNet made from the base model.
 NEW_CONTROLNET = "new"
@@ -198,10 +198,9 @@ class ControlNetBackbone(CachedPrompts, Backbone):
     def windows(self, height: int, width: int) -> list[Window]:
         """The latent tiles a ``height`` × ``width`` latent is denoised in (one: all of it, when
         the output fits the ``tile`` option); on the grid :attr:`size_multiple` sets."""
-        latent_grid = self.size_multiple // self.vae_scale
-        tile = self.options.tile // self.size_multiple * latent_grid
-        overlap = -(-self.options.overlap // self.size_multiple) * latent_grid
-        return plan_windows(height, width, tile, overlap, multiple=latent_grid)
+        o = self.options
+        grid = self.size_multiple // self.vae_scale
+        return plan_model_windows(height, width, o.tile, o.overlap, pixels_per_unit=self.vae_scale, grid=grid)
 
     def is_tiled(self, control) -> bool:
         """Whether an image of ``control``'s size (the padded control image) is denoised in tiles."""

@@ -23,12 +23,12 @@ from typing import Any
 
 from dp2o_plugins.backbones.loading import load_component, resolve_device
 from dp2o_plugins.backbones.targets import SchedulerTraining
-from dp2o_plugins.backbones.whole_unet import PipelineFolderModel, WholeUnetTraining
+from dp2o_plugins.backbones.whole_unet import PipelineFolderModel, WholeUnetTraining, sample_in_chunks
 from pydantic import Field
 
 from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option
 from dp2o_core.imageio import pad_to_multiple
-from dp2o_core.tiling import blend_tiles, plan_windows
+from dp2o_core.tiling import blend_tiles, plan_model_windows
 
 
 class LdmSrOptions(TiledSamplingOptions):
@@ -74,18 +74,14 @@ class LdmSrBackbone(SchedulerTraining, WholeUnetTraining, PipelineFolderModel, B
         (prompts are ignored: the model reads no text)."""
         import torch
 
-        images = []
         height, width = lr.shape[-2] * self.scale, lr.shape[-1] * self.scale
-        for index in range(lr.shape[0]):
-            image = pad_to_multiple(lr[index : index + 1].to(self.device), self.grid) * 2 - 1
-            parts = []
-            for start in range(0, len(seeds[index]), self.options.chunk_size):
-                chunk = [int(s) for s in seeds[index][start : start + self.options.chunk_size]]
-                generators = [torch.Generator(self.device).manual_seed(seed) for seed in chunk]
-                with torch.no_grad():
-                    parts.append(self._denoise(image, generators)[..., :height, :width].cpu())
-            images.append(torch.cat(parts))
-        stacked = torch.stack(images)
+        stacked = sample_in_chunks(
+            seeds,
+            self.options.chunk_size,
+            self.device,
+            lambda b: pad_to_multiple(lr[b : b + 1].to(self.device), self.grid) * 2 - 1,
+            lambda image, generators: self._denoise(image, generators)[..., :height, :width],
+        )
         with torch.no_grad():
             latents = torch.stack([self.encode(group).float().cpu() for group in stacked])
         return SampleResult(images=stacked, seeds=[list(s) for s in seeds], latents=latents)
@@ -126,8 +122,10 @@ class LdmSrBackbone(SchedulerTraining, WholeUnetTraining, PipelineFolderModel, B
     def windows(self, height: int, width: int) -> list:
         """The latent tiles (latents are the LR's size): one, all of it, when the output fits the
         ``tile`` option; on the UNet's grid."""
-        tile = self.options.tile // self.scale // self.grid * self.grid
-        return plan_windows(height, width, tile, -(-self.options.overlap // self.scale), multiple=self.grid)
+        o = self.options
+        return plan_model_windows(
+            height, width, o.tile, o.overlap, pixels_per_unit=self.scale, grid=self.grid
+        )
 
     # -- training ------------------------------------------------------------------------------
     def encode(self, images):

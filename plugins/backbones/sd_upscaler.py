@@ -28,11 +28,11 @@ from dp2o_plugins.backbones.loading import load_component, resolve_device
 from dp2o_plugins.backbones.prompts import ClipPrompts
 from dp2o_plugins.backbones.targets import SchedulerTraining
 from dp2o_plugins.backbones.vae_tiles import vae_tiles
-from dp2o_plugins.backbones.whole_unet import PipelineFolderModel, WholeUnetTraining
+from dp2o_plugins.backbones.whole_unet import PipelineFolderModel, WholeUnetTraining, sample_in_chunks
 from pydantic import Field
 
 from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option, training_option
-from dp2o_core.tiling import blend_tiles, plan_windows
+from dp2o_core.tiling import blend_tiles, plan_model_windows
 
 #: The seed of the noise added to the LR image in training's cached condition.
 CONDITION_SEED = 0
@@ -93,25 +93,20 @@ class SdUpscalerBackbone(ClipPrompts, SchedulerTraining, WholeUnetTraining, Pipe
         """M candidates per LR image, ``chunk_size`` at a time, one generator per candidate."""
         import torch
 
-        images = []
-        for index in range(lr.shape[0]):
+        def prepare(index: int):
             text = prompts[index] if prompts and prompts[index] else self.options.prompt
-            image = lr[index : index + 1].to(self.device) * 2 - 1
-            parts = []
-            for start in range(0, len(seeds[index]), self.options.chunk_size):
-                chunk = [int(s) for s in seeds[index][start : start + self.options.chunk_size]]
-                generators = [torch.Generator(self.device).manual_seed(seed) for seed in chunk]
-                with torch.no_grad():
-                    parts.append(self._denoise(image, text, generators).cpu())
-            images.append(torch.cat(parts))
-        stacked = torch.stack(images)
-        with torch.no_grad():
-            latents = torch.cat([self.encode(group).float().cpu() for group in stacked])
-        return SampleResult(
-            images=stacked,
-            seeds=[list(s) for s in seeds],
-            latents=latents.view(*stacked.shape[:2], *latents.shape[1:]),
+            return lr[index : index + 1].to(self.device) * 2 - 1, text
+
+        stacked = sample_in_chunks(
+            seeds,
+            self.options.chunk_size,
+            self.device,
+            prepare,
+            lambda prepared, generators: self._denoise(prepared[0], prepared[1], generators),
         )
+        with torch.no_grad():
+            latents = torch.stack([self.encode(group).float().cpu() for group in stacked])
+        return SampleResult(images=stacked, seeds=[list(s) for s in seeds], latents=latents)
 
     def _denoise(self, image, text: str, generators: list):
         """The pipeline's loop for one chunk of candidates of one LR image (in [−1, 1])."""
@@ -168,10 +163,9 @@ class SdUpscalerBackbone(ClipPrompts, SchedulerTraining, WholeUnetTraining, Pipe
     def windows(self, height: int, width: int) -> list:
         """The latent tiles (latents are the LR's size) of a ``height`` × ``width`` latent: one,
         all of it, when the output fits the ``tile`` option; on the UNet's grid of 8."""
-        unet_grid = 2 ** (len(self.unet.config.block_out_channels) - 1)
-        tile = self.options.tile // self.scale // unet_grid * unet_grid
-        overlap = -(-self.options.overlap // self.scale)
-        return plan_windows(height, width, tile, overlap, multiple=unet_grid)
+        o = self.options
+        grid = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return plan_model_windows(height, width, o.tile, o.overlap, pixels_per_unit=self.scale, grid=grid)
 
     # -- training ------------------------------------------------------------------------------
     def encode(self, images):

@@ -1,13 +1,41 @@
 """What backbones share whose whole UNet is tuned and whose model is one diffusers pipeline
-folder (tiny-sr, sd-upscaler, ldm-sr): the frozen copy as the DPO reference, and the folder
-as both what is loaded and what a tuned model is saved as."""
+folder (tiny-sr, sd-upscaler, ldm-sr): candidates sampled a chunk at a time per input, the
+frozen copy as the DPO reference, and the folder as both what is loaded and what a tuned
+model is saved as."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
+
+
+def sample_in_chunks(
+    seeds: Sequence[Sequence[int]],
+    chunk_size: int,
+    device: Any,
+    prepare: Callable[[int], Any],
+    denoise: Callable[[Any, list], Any],
+) -> Any:
+    """The candidates of every input, B × M × 3 × H × W on the CPU: for input b, ``prepare(b)``
+    once (its condition), then its seeds ``chunk_size`` at a time, each candidate with a
+    generator seeded with its own seed — so a candidate is the same whichever chunk it lands
+    in — and ``denoise(prepared, generators)`` giving the chunk's images."""
+    import torch
+
+    images = []
+    for index, group in enumerate(seeds):
+        prepared = prepare(index)
+        parts = []
+        for start in range(0, len(group), chunk_size):
+            generators = [
+                torch.Generator(device).manual_seed(int(s)) for s in group[start : start + chunk_size]
+            ]
+            with torch.no_grad():
+                parts.append(denoise(prepared, generators).cpu())
+        images.append(torch.cat(parts))
+    return torch.stack(images)
 
 
 class WholeUnetTraining:

@@ -21,12 +21,12 @@ from dp2o_plugins.backbones.tiny_sr.network import (
     load_settings,
     save_model,
 )
-from dp2o_plugins.backbones.whole_unet import WholeUnetTraining
+from dp2o_plugins.backbones.whole_unet import WholeUnetTraining, sample_in_chunks
 from pydantic import Field
 
 from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option, training_option
 from dp2o_core.imageio import upsample_bicubic
-from dp2o_core.tiling import blend_tiles, plan_windows
+from dp2o_core.tiling import blend_tiles, plan_model_windows
 
 
 class TinySrOptions(TiledSamplingOptions):
@@ -109,19 +109,15 @@ class TinySrBackbone(WholeUnetTraining, Backbone):
         self, lr, seeds: Sequence[Sequence[int]], prompts: Sequence[str] | None = None
     ) -> SampleResult:
         """M candidates per LR image, ``chunk_size`` at a time, one generator per candidate."""
-        import torch
-
-        images = []
-        for index in range(lr.shape[0]):
-            upsampled = self.upsample(lr[index : index + 1]).to(self.device)
-            parts = []
-            for start in range(0, len(seeds[index]), self.options.chunk_size):
-                chunk = [int(s) for s in seeds[index][start : start + self.options.chunk_size]]
-                generators = [torch.Generator(self.device).manual_seed(seed) for seed in chunk]
-                with torch.no_grad():
-                    parts.append(self._denoise(upsampled.expand(len(chunk), -1, -1, -1), generators))
-            images.append(torch.cat(parts).cpu())
-        stacked = torch.stack(images)
+        stacked = sample_in_chunks(
+            seeds,
+            self.options.chunk_size,
+            self.device,
+            lambda b: self.upsample(lr[b : b + 1]).to(self.device),
+            lambda upsampled, generators: self._denoise(
+                upsampled.expand(len(generators), -1, -1, -1), generators
+            ),
+        )
         latents = self.encode(stacked.flatten(0, 1)).cpu().view_as(stacked)
         return SampleResult(images=stacked, seeds=[list(s) for s in seeds], latents=latents)
 
@@ -158,7 +154,7 @@ class TinySrBackbone(WholeUnetTraining, Backbone):
         """The tiles an output of ``height`` × ``width`` pixels is denoised in (one: all of it,
         when it fits the ``tile`` option). The UNet halves its input twice: tiles start and end
         on a grid of 4 pixels."""
-        return plan_windows(height, width, self.options.tile, self.options.overlap, multiple=4)
+        return plan_model_windows(height, width, self.options.tile, self.options.overlap, grid=4)
 
     def decode(self, x0):
         """Model space → images in [0, 1]."""
