@@ -23,15 +23,20 @@ from typing import Any
 
 from dp2o_plugins.backbones.loading import load_component, resolve_device
 from dp2o_plugins.backbones.targets import SchedulerTraining
-from dp2o_plugins.backbones.whole_unet import PipelineFolderModel, WholeUnetTraining, sample_in_chunks
+from dp2o_plugins.backbones.whole_unet import (
+    PipelineFolderModel,
+    PipelineFolderOptions,
+    WholeUnetTraining,
+    sample_in_chunks,
+)
 from pydantic import Field
 
-from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option
+from dp2o_core import Backbone, SampleResult
 from dp2o_core.imageio import pad_to_multiple
 from dp2o_core.tiling import blend_tiles, plan_model_windows
 
 
-class LdmSrOptions(TiledSamplingOptions):
+class LdmSrOptions(PipelineFolderOptions):
     """Where the weights come from and how candidates are sampled."""
 
     model: str = Field(
@@ -40,12 +45,6 @@ class LdmSrOptions(TiledSamplingOptions):
         "(unet/, vqvae/, scheduler/).",
     )
     steps: int = Field(100, ge=1, description="Denoising steps (the pipeline's default: 100).")
-    eta: float = Field(
-        0.0, ge=0, le=1, description="DDIM η (0: deterministic steps; 1: fresh noise each step)."
-    )
-    chunk_size: int = runtime_option(8, ge=1, description="Candidates denoised together in one batch.")
-    device: str = runtime_option("auto", description="Torch device ('auto' picks cuda when available).")
-    gradient_checkpointing: bool = runtime_option(False, description="Recompute activations in backward.")
 
 
 class LdmSrBackbone(SchedulerTraining, WholeUnetTraining, PipelineFolderModel, Backbone):

@@ -28,17 +28,22 @@ from dp2o_plugins.backbones.loading import load_component, resolve_device
 from dp2o_plugins.backbones.prompts import ClipPrompts
 from dp2o_plugins.backbones.targets import SchedulerTraining
 from dp2o_plugins.backbones.vae_tiles import vae_tiles
-from dp2o_plugins.backbones.whole_unet import PipelineFolderModel, WholeUnetTraining, sample_in_chunks
+from dp2o_plugins.backbones.whole_unet import (
+    PipelineFolderModel,
+    PipelineFolderOptions,
+    WholeUnetTraining,
+    sample_in_chunks,
+)
 from pydantic import Field
 
-from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option, training_option
+from dp2o_core import Backbone, SampleResult, training_option
 from dp2o_core.tiling import blend_tiles, plan_model_windows
 
 #: The seed of the noise added to the LR image in training's cached condition.
 CONDITION_SEED = 0
 
 
-class SdUpscalerOptions(TiledSamplingOptions):
+class SdUpscalerOptions(PipelineFolderOptions):
     """Where the weights come from and how candidates are sampled."""
 
     model: str = Field(
@@ -51,14 +56,10 @@ class SdUpscalerOptions(TiledSamplingOptions):
     noise_level: int = Field(
         20, ge=0, description="Noise added to the LR image, also the UNet's class label."
     )
-    eta: float = Field(0.0, ge=0, le=1, description="DDIM η (0: deterministic steps).")
     prompt: str = Field("", description="Prompt for every image that has no prompt of its own.")
     negative_prompt: str = Field("", description="Negative prompt for guidance.")
-    chunk_size: int = runtime_option(8, ge=1, description="Candidates denoised together in one batch.")
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="Precision of the UNet.")
-    device: str = runtime_option("auto", description="Torch device ('auto' picks cuda when available).")
     trainable: Literal["unet"] = training_option("unet", description="What preference tuning updates.")
-    gradient_checkpointing: bool = runtime_option(False, description="Recompute activations in backward.")
 
 
 class SdUpscalerBackbone(ClipPrompts, SchedulerTraining, WholeUnetTraining, PipelineFolderModel, Backbone):

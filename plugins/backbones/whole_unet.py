@@ -10,6 +10,22 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import Field
+
+from dp2o_core import TiledSamplingOptions, runtime_option
+
+
+class PipelineFolderOptions(TiledSamplingOptions):
+    """The options of a pipeline-folder backbone besides its model and schedule: DDIM's η, the
+    batch, the device, recomputation — and the tiles."""
+
+    eta: float = Field(
+        0.0, ge=0, le=1, description="DDIM η (0: deterministic steps; 1: fresh noise each step)."
+    )
+    chunk_size: int = runtime_option(8, ge=1, description="Candidates denoised together in one batch.")
+    device: str = runtime_option("auto", description="Torch device ('auto' picks cuda when available).")
+    gradient_checkpointing: bool = runtime_option(False, description="Recompute activations in backward.")
+
 
 def sample_in_chunks(
     seeds: Sequence[Sequence[int]],
