@@ -28,24 +28,28 @@ def lr():
     return torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 
 
+def stock_image(model, lr, seed: int, **extra):
+    """The stock FluxControlNetPipeline over ``model``'s modules, driven like ``model`` samples."""
+    return stock_pipeline(model)(
+        prompt="",
+        control_image=model.upsample(lr) * 2 - 1,  # a tensor reaches the VAE as it is
+        num_inference_steps=3,
+        guidance_scale=2.5,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+        height=64,
+        width=64,
+        max_sequence_length=8,
+        **extra,
+    ).images[0]
+
+
 def test_batched_sampling_matches_the_stock_flux_controlnet_pipeline(dp2o_plugin_manager, tiny_flux, lr):
     model = backbone(dp2o_plugin_manager, tiny_flux, ",color_fix=none,chunk_size=3")
     ours = model.sample(lr, [[1, 2, 3]])
     assert ours.images.shape == (1, 3, 3, 64, 64) and ours.latents.shape == (1, 3, 4, 8, 8)
-    pipe = stock_pipeline(model)
     for index, seed in enumerate((1, 2, 3)):
-        stock = pipe(
-            prompt="",
-            control_image=model.upsample(lr) * 2 - 1,  # a tensor reaches the VAE as it is
-            num_inference_steps=3,
-            guidance_scale=2.5,
-            generator=torch.Generator().manual_seed(seed),
-            output_type="pt",
-            height=64,
-            width=64,
-            max_sequence_length=8,
-        ).images[0]
-        assert (stock - ours.images[0, index]).abs().max() < 1e-4
+        assert (stock_image(model, lr, seed) - ours.images[0, index]).abs().max() < 1e-4
     assert not torch.allclose(ours.images[0, 0], ours.images[0, 1])
 
 
@@ -191,20 +195,8 @@ def test_a_hub_style_controlnet_folder_of_five_blocks_samples_like_the_stock_pip
     scaled = backbone(dp2o_plugin_manager, tiny_flux, f"{spec},conditioning_scale=0.6")
     assert len(scaled.controlnet.transformer_blocks) == 5
     ours = scaled.sample(lr, [[4, 5]])
-    pipe = stock_pipeline(scaled)
     for index, seed in enumerate((4, 5)):
-        stock = pipe(
-            prompt="",
-            control_image=scaled.upsample(lr) * 2 - 1,
-            num_inference_steps=3,
-            guidance_scale=2.5,
-            generator=torch.Generator().manual_seed(seed),
-            output_type="pt",
-            height=64,
-            width=64,
-            max_sequence_length=8,
-            controlnet_conditioning_scale=0.6,
-        ).images[0]
+        stock = stock_image(scaled, lr, seed, controlnet_conditioning_scale=0.6)
         assert (stock - ours.images[0, index]).abs().max() < 1e-4
     unscaled = backbone(dp2o_plugin_manager, tiny_flux, spec)
     assert (unscaled.sample(lr, [[4, 5]]).images - ours.images).abs().max() > 1e-3  # the scale matters

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from tiny_models import save_tiny_ldm_sr
+from whole_method import train_briefly
 
 from dp2o_core.registry import PluginManager
 from dp2o_core.specs import resolve_spec
@@ -93,18 +94,7 @@ def test_the_whole_method_runs_on_it_and_a_folder_missing_its_vqvae_is_refused(
 ):
     import shutil
 
-    from images import write_photos
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("DP2O_CACHE", str(tmp_path / "cache"))
-    write_photos(tmp_path / "hr", ("astronaut", "coffee", "chelsea"), size=96)
-    run = tmp_path / "run"
-    result = dp2o_cli(
-        "train", "--run", str(run), "--backbone", f"ldm-sr:model={ldm},steps=2,device=cpu",
-        "--data", f"hr:path={tmp_path / 'hr'},crop=96", "--reward", "hybrid-offline", "-m", "4",
-        "--max-steps", "2", "--batch-size", "4", "--micro-batch-size", "2",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
+    run = train_briefly(dp2o_cli, tmp_path, monkeypatch, f"ldm-sr:model={ldm},steps=2,device=cpu")
     assert (run / "train" / "final" / "model_index.json").is_file()
     broken = tmp_path / "broken"
     shutil.copytree(ldm, broken)

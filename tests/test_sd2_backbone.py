@@ -36,24 +36,28 @@ def test_sampling_shapes_range_and_seed_reproducibility(dp2o_plugin_manager, tin
     assert not torch.allclose(result.images[0, 0], result.images[0, 1])  # seeds differ
 
 
+def stock_image(model, lr, seed: int, **extra):
+    """The stock StableDiffusionControlNetPipeline over ``model``'s modules, driven like ``model``
+    samples (``lr``: one image)."""
+    return stock_pipeline(model)(
+        prompt="",
+        negative_prompt=model.options.negative_prompt,
+        image=model.upsample(lr),
+        num_inference_steps=4,
+        guidance_scale=3.5,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+        height=64,
+        width=64,
+        **extra,
+    ).images[0]
+
+
 def test_batched_sampling_matches_the_stock_diffusers_pipeline(dp2o_plugin_manager, tiny_sd, lr):
     model = backbone(dp2o_plugin_manager, tiny_sd, ",color_fix=none,chunk_size=3")
     ours = model.sample(lr[:1], [[7, 8, 9]]).images[0]
-    pipe = stock_pipeline(model)
-    control = model.upsample(lr[:1])
     for index, seed in enumerate((7, 8, 9)):
-        stock = pipe(
-            prompt="",
-            negative_prompt=model.options.negative_prompt,
-            image=control,
-            num_inference_steps=4,
-            guidance_scale=3.5,
-            generator=torch.Generator().manual_seed(seed),
-            output_type="pt",
-            height=64,
-            width=64,
-        ).images[0]
-        assert (stock - ours[index]).abs().max() < 1e-4
+        assert (stock_image(model, lr[:1], seed) - ours[index]).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
@@ -211,22 +215,9 @@ def test_conditioning_scale_reaches_sampling_as_in_the_stock_pipeline(dp2o_plugi
     ]:
         torch.nn.init.normal_(parameter, std=0.3)  # a new ControlNet's outputs start at zero
     ours = model.sample(lr[:1], [[3, 4]]).images[0]
-    pipe = stock_pipeline(model)
-
-    def stock(seed: int, scale: float):
-        return pipe(
-            prompt="",
-            negative_prompt=model.options.negative_prompt,
-            image=model.upsample(lr[:1]),
-            num_inference_steps=4,
-            guidance_scale=3.5,
-            generator=torch.Generator().manual_seed(seed),
-            output_type="pt",
-            height=64,
-            width=64,
-            controlnet_conditioning_scale=scale,
-        ).images[0]
-
     for index, seed in enumerate((3, 4)):
-        assert (stock(seed, 0.6) - ours[index]).abs().max() < 1e-4
-    assert (stock(3, 1.0) - ours[0]).abs().max() > 1e-3  # the scale matters
+        assert (
+            stock_image(model, lr[:1], seed, controlnet_conditioning_scale=0.6) - ours[index]
+        ).abs().max() < 1e-4
+    # the scale matters
+    assert (stock_image(model, lr[:1], 3, controlnet_conditioning_scale=1.0) - ours[0]).abs().max() > 1e-3

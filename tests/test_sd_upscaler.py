@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 from tiny_models import save_tiny_upscaler
+from whole_method import train_briefly
 
 from dp2o_core.registry import PluginManager
 from dp2o_core.specs import resolve_spec
@@ -135,18 +136,7 @@ def test_a_folder_without_its_low_res_scheduler_is_refused_before_loading(dp2o_c
 def test_the_whole_method_runs_on_the_upscaler_and_its_tuned_folder_upscales(
     dp2o_cli, upscaler, tmp_path, monkeypatch
 ):
-    from images import write_photos
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("DP2O_CACHE", str(tmp_path / "cache"))
-    write_photos(tmp_path / "hr", ("astronaut", "coffee", "chelsea"), size=96)
-    run = tmp_path / "run"
-    result = dp2o_cli(
-        "train", "--run", str(run), "--backbone", f"sd-upscaler:model={upscaler},steps=2,device=cpu",
-        "--data", f"hr:path={tmp_path / 'hr'},crop=96", "--reward", "hybrid-offline", "-m", "4",
-        "--max-steps", "2", "--batch-size", "4", "--micro-batch-size", "2",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
+    run = train_briefly(dp2o_cli, tmp_path, monkeypatch, f"sd-upscaler:model={upscaler},steps=2,device=cpu")
     tuned = run / "train" / "final"
     assert (tuned / "model_index.json").is_file() and (tuned / "low_res_scheduler").is_dir()
     upscaled = dp2o_cli(
