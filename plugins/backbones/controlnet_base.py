@@ -22,6 +22,7 @@ from dp2o_plugins.backbones.loading import (
     load_state_dict_file,
     resolve_device,
 )
+from dp2o_plugins.backbones.lora import attach_lora, load_lora, lora_off, save_lora, train_only_lora
 from dp2o_plugins.backbones.prompts import CachedPrompts
 from dp2o_plugins.backbones.vae_tiles import vae_tiles
 from pydantic import Field
@@ -267,30 +268,11 @@ class ControlNetBackbone(CachedPrompts, Backbone):
     # -- training ---------------------------------------------------------------------------
     def _load_lora(self) -> None:
         """Apply saved LoRA weights (option ``lora``) to the part ``trainable`` names."""
-        from peft.utils import set_peft_model_state_dict
-
         if not self.options.trainable.startswith("lora-"):
             raise Dp2oError(
                 f"option lora={self.options.lora} needs trainable=lora-… naming the part it adapts"
             )
-        self._add_lora_adapter()
-        result = set_peft_model_state_dict(self._lora_target(), load_state_dict_file(Path(self.options.lora)))
-        unexpected = getattr(result, "unexpected_keys", None) or []
-        if unexpected:
-            raise Dp2oError(f"{self.options.lora} does not fit this model's adapters (e.g. {unexpected[0]})")
-
-    def _add_lora_adapter(self) -> None:
-        from peft import LoraConfig
-
-        if getattr(self._lora_target(), "peft_config", None):
-            return
-        config = LoraConfig(
-            r=self.options.lora_rank,
-            lora_alpha=self.options.lora_rank,
-            init_lora_weights="gaussian",
-            target_modules=["to_k", "to_q", "to_v", "to_out.0"],
-        )
-        self._lora_target().add_adapter(config)
+        load_lora(self._lora_target(), self.options.lora, self.options.lora_rank)
         self._lora_target().to(self.device, self.dtype)
 
     def prepare_training(self) -> None:
@@ -304,12 +286,10 @@ class ControlNetBackbone(CachedPrompts, Backbone):
             self.controlnet.to(torch.float32).requires_grad_(True).train()
         else:
             target = self._lora_target()
-            self._add_lora_adapter()
-            for name, parameter in target.named_parameters():
-                if "lora_" in name:
-                    parameter.data = parameter.data.float()
-                parameter.requires_grad_("lora_" in name)
-            target.train()
+            if not getattr(target, "peft_config", None):
+                attach_lora(target, o.lora_rank)
+                target.to(self.device, self.dtype)
+            train_only_lora(target)
         if o.gradient_checkpointing:
             for module in (self.controlnet, self.base):
                 module.enable_gradient_checkpointing()
@@ -346,7 +326,7 @@ class ControlNetBackbone(CachedPrompts, Backbone):
             return (
                 self._reference if self._reference is not None else self.controlnet
             ), contextlib.nullcontext()
-        return self.controlnet, _adapters_off(self._lora_target())
+        return self.controlnet, lora_off(self._lora_target())
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -362,13 +342,7 @@ class ControlNetBackbone(CachedPrompts, Backbone):
             state = {k: v.detach().contiguous().cpu() for k, v in self.controlnet.state_dict().items()}
             save_file(state, str(directory / "model.safetensors"))
         else:
-            from peft.utils import get_peft_model_state_dict
-
-            state = get_peft_model_state_dict(self._lora_target())
-            save_file(
-                {k: v.detach().contiguous().cpu() for k, v in state.items()},
-                str(directory / "lora.safetensors"),
-            )
+            save_lora(self._lora_target(), directory / "lora.safetensors")
 
     def _freeze(self, *modules) -> None:
         for module in modules:
@@ -395,15 +369,6 @@ class ControlNetBackbone(CachedPrompts, Backbone):
         if self.options.trainable == "controlnet":
             return {"controlnet": str(directory)}
         return {"lora": str(Path(directory) / "lora.safetensors"), "trainable": self.options.trainable}
-
-
-@contextlib.contextmanager
-def _adapters_off(model):
-    model.disable_adapters()
-    try:
-        yield
-    finally:
-        model.enable_adapters()
 
 
 def _seeded(make):
