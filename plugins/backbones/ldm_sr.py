@@ -11,8 +11,9 @@ candidate's own generator draws it, so candidates stay reproducible per seed at 
 
 Training: x₀ is the VQ encoder's latents of a candidate (before quantisation), the condition
 is the LR image, the target follows the scheduler's ``prediction_type`` (ε for the released
-model); the whole UNet is trained against a frozen copy; ``save`` writes a pipeline folder
-``LDMSuperResolutionPipeline.from_pretrained`` loads.
+model); the whole UNet is trained against a frozen copy, or LoRA adapters on its attention
+(``trainable=lora-unet``); ``save`` writes a pipeline folder
+``LDMSuperResolutionPipeline.from_pretrained`` loads (or the adapters).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class LdmSrBackbone(SchedulerTraining, WholeUnetTraining, PipelineFolderModel, B
         self.vqvae = load_component(VQModel, o.model, "vqvae").to(self.device).eval().requires_grad_(False)
         self.scheduler = load_component(DDIMScheduler, o.model, "scheduler")
         self.scale = 2 ** (len(self.vqvae.config.block_out_channels) - 1)
+        self.load_adapters()
 
     # -- sampling ------------------------------------------------------------------------------
     def sample(
@@ -145,7 +147,10 @@ class LdmSrBackbone(SchedulerTraining, WholeUnetTraining, PipelineFolderModel, B
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        """A complete ``LDMSuperResolutionPipeline`` folder with the trained UNet."""
+        """A complete ``LDMSuperResolutionPipeline`` folder with the trained UNet (with LoRA:
+        ``lora.safetensors``, applied with ``lora=``)."""
+        if self.saved_adapters(directory):
+            return
         from diffusers import LDMSuperResolutionPipeline
 
         pipeline = LDMSuperResolutionPipeline(vqvae=self.vqvae, unet=self.unet, scheduler=self.scheduler)

@@ -83,14 +83,18 @@ def save_lora(module: Any, file: Path) -> None:
 def load_lora(module: Any, file: str | Path, rank: int) -> None:
     """Attach adapters to ``module`` and load their weights from ``file``: of the file's rank
     (``rank`` where the file does not tell one). A file made for another network (keys it has
-    no adapter for) is refused, naming a key."""
+    no adapter for, or of other shapes) is refused, naming a key."""
     from dp2o_plugins.backbones.loading import load_state_dict_file
     from peft.utils import set_peft_model_state_dict
 
     state = load_state_dict_file(Path(file))
     ranks = {value.shape[0] for key, value in state.items() if "lora_A" in key}
     attach_lora(module, ranks.pop() if len(ranks) == 1 else rank)
-    result = set_peft_model_state_dict(module, state)
+    try:
+        result = set_peft_model_state_dict(module, state)
+    except RuntimeError as error:  # an adapter of the same name and another shape
+        first = str(error).strip().splitlines()[-1].strip()
+        raise Dp2oError(f"{file} does not fit this model's adapters ({first})") from None
     unexpected = getattr(result, "unexpected_keys", None) or []
     if unexpected:
         raise Dp2oError(f"{file} does not fit this model's adapters (e.g. {unexpected[0]})")

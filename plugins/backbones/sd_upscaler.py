@@ -36,7 +36,7 @@ from dp2o_plugins.backbones.whole_unet import (
 )
 from pydantic import Field
 
-from dp2o_core import Backbone, SampleResult, training_option
+from dp2o_core import Backbone, SampleResult
 from dp2o_core.tiling import blend_tiles, plan_model_windows
 
 #: The seed of the noise added to the LR image in training's cached condition.
@@ -59,7 +59,6 @@ class SdUpscalerOptions(PipelineFolderOptions):
     prompt: str = Field("", description="Prompt for every image that has no prompt of its own.")
     negative_prompt: str = Field("", description="Negative prompt for guidance.")
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="Precision of the UNet.")
-    trainable: Literal["unet"] = training_option("unet", description="What preference tuning updates.")
 
 
 class SdUpscalerBackbone(ClipPrompts, SchedulerTraining, WholeUnetTraining, PipelineFolderModel, Backbone):
@@ -86,6 +85,7 @@ class SdUpscalerBackbone(ClipPrompts, SchedulerTraining, WholeUnetTraining, Pipe
         self.unet.to(self.device, self.dtype).eval().requires_grad_(False)
         self.vae.to(self.device, torch.float32).eval().requires_grad_(False)  # decoded in float32
         self.scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.load_adapters()
 
     # -- sampling ------------------------------------------------------------------------------
     def sample(
@@ -211,7 +211,10 @@ class SdUpscalerBackbone(ClipPrompts, SchedulerTraining, WholeUnetTraining, Pipe
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         """A complete ``StableDiffusionUpscalePipeline`` folder: the trained UNet with the
-        model's other parts (``from_pretrained`` loads it; ``model=DIR`` samples with it)."""
+        model's other parts (``from_pretrained`` loads it; ``model=DIR`` samples with it) — or,
+        when LoRA adapters were trained, only them (``lora.safetensors``)."""
+        if self.saved_adapters(directory):
+            return
         from diffusers import AutoencoderKL, StableDiffusionUpscalePipeline
 
         tokenizer, encoder = self._text_encoder()

@@ -1,18 +1,24 @@
-"""What backbones share whose whole UNet is tuned and whose model is one diffusers pipeline
-folder (tiny-sr, sd-upscaler, ldm-sr): candidates sampled a chunk at a time per input, the
-frozen copy as the DPO reference, and the folder as both what is loaded and what a tuned
-model is saved as."""
+"""What backbones share whose UNet is tuned and whose model is one diffusers pipeline folder
+(tiny-sr, sd-upscaler, ldm-sr): candidates sampled a chunk at a time per input, the whole UNet
+(with a frozen copy as the DPO reference) or LoRA adapters on its attention (the reference is
+the UNet with them switched off) as what training updates, and the folder as both what is
+loaded and what a tuned model is saved as."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
+from dp2o_plugins.backbones.lora import attach_lora, load_lora, lora_off, save_lora, train_only_lora
 from pydantic import Field
 
-from dp2o_core import TiledSamplingOptions, runtime_option
+from dp2o_core import TiledSamplingOptions, runtime_option, training_option
+from dp2o_core.errors import Dp2oError
+
+#: The ``trainable`` value that trains LoRA adapters on the UNet instead of the whole UNet.
+LORA_UNET = "lora-unet"
 
 
 class PipelineFolderOptions(TiledSamplingOptions):
@@ -25,6 +31,14 @@ class PipelineFolderOptions(TiledSamplingOptions):
     chunk_size: int = runtime_option(8, ge=1, description="Candidates denoised together in one batch.")
     device: str = runtime_option("auto", description="Torch device ('auto' picks cuda when available).")
     gradient_checkpointing: bool = runtime_option(False, description="Recompute activations in backward.")
+    trainable: Literal["unet", "lora-unet"] = training_option(
+        "unet",
+        description="What preference tuning updates: the whole UNet, or LoRA adapters on its attention.",
+    )
+    lora_rank: int = training_option(16, ge=1, description="Rank of the LoRA adapters (trainable=lora-unet).")
+    lora: str | None = Field(
+        None, description="lora.safetensors saved by dp2o (with trainable=lora-unet), applied to the UNet."
+    )
 
 
 def sample_in_chunks(
@@ -55,34 +69,78 @@ def sample_in_chunks(
 
 
 class WholeUnetTraining:
-    """Mixin: preference tuning updates every parameter of ``self.unet`` (kept in float32)
-    against a frozen copy made when training is prepared; pretraining keeps no copy."""
+    """Mixin: preference tuning updates ``self.unet`` — every parameter (kept in float32)
+    against a frozen copy made when training is prepared, or, with ``trainable=lora-unet``,
+    LoRA adapters whose reference is the UNet with them switched off (no copy). Pretraining
+    keeps no copy."""
 
     unet: Any
     options: Any
     _reference: Any = None
 
+    @property
+    def trains_lora(self) -> bool:
+        """Whether LoRA adapters, not the whole UNet, are what training updates."""
+        return getattr(self.options, "trainable", "unet") == LORA_UNET
+
+    def load_adapters(self) -> None:
+        """Apply the ``lora`` option's adapters to the UNet (call once the UNet is loaded)."""
+        lora = getattr(self.options, "lora", None)
+        if lora is None:
+            return
+        if not self.trains_lora:
+            raise Dp2oError(f"option lora={lora} needs trainable={LORA_UNET} (the part it adapts)")
+        load_lora(self.unet, lora, self.options.lora_rank)
+
     def policy_or_reference(self, reference: bool) -> Any:
-        """The UNet that predicts: the frozen copy for the reference (once there is one)."""
+        """The UNet that predicts: for the reference, the frozen copy (once there is one) or,
+        with LoRA, the UNet called with its adapters off."""
+        if reference and self.trains_lora:
+            return _WithoutAdapters(self.unet)
         return self._reference if reference and self._reference is not None else self.unet
 
     def prepare_training(self) -> None:
-        """Keep a frozen copy as the reference; make the UNet trainable."""
-        if self._reference is None:
+        """Keep a frozen copy as the reference (whole UNet); make what trains trainable."""
+        if self._reference is None and not self.trains_lora:
             self._reference = copy.deepcopy(self.unet).requires_grad_(False).eval()
         self.prepare_pretraining()
 
     def prepare_pretraining(self) -> None:
-        """Make the UNet trainable, in float32 whatever the model's dtype (no reference)."""
+        """Make the UNet — or its adapters — trainable, in float32 whatever the model's dtype
+        (no reference)."""
         import torch
 
-        self.unet.to(torch.float32).requires_grad_(True).train()
+        if self.trains_lora:
+            attach_lora(self.unet, self.options.lora_rank)
+            train_only_lora(self.unet)
+        else:
+            self.unet.to(torch.float32).requires_grad_(True).train()
         if getattr(self.options, "gradient_checkpointing", False):
             self.unet.enable_gradient_checkpointing()
 
     def trainable_parameters(self) -> Iterable[Any]:
-        """Every UNet parameter once training is prepared."""
+        """What training updates, once prepared: every UNet parameter, or the adapters'."""
         return [p for p in self.unet.parameters() if p.requires_grad]
+
+    def saved_adapters(self, directory: Path) -> bool:
+        """With LoRA, write ``lora.safetensors`` into ``directory`` and say so (the backbone's
+        ``save`` then writes nothing else); without, write nothing."""
+        if not self.trains_lora:
+            return False
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        save_lora(self.unet, Path(directory) / "lora.safetensors")
+        return True
+
+
+class _WithoutAdapters:
+    """A UNet called with its LoRA adapters switched off: the DPO reference without a copy."""
+
+    def __init__(self, unet: Any) -> None:
+        self.unet = unet
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with lora_off(self.unet):
+            return self.unet(*args, **kwargs)
 
 
 class PipelineFolderModel:
@@ -97,12 +155,16 @@ class PipelineFolderModel:
     @classmethod
     def readiness(cls, options: Any) -> list:
         """Every part of the pipeline folder, looked up (on disk, in the cache or on the hub)."""
-        from dp2o_plugins.backbones.loading import model_checks
+        from dp2o_plugins.backbones.loading import file_check, model_checks
 
-        return model_checks(f"backbone {cls.name}", options.model, cls.model_parts)
+        who = f"backbone {cls.name}"
+        return [*model_checks(who, options.model, cls.model_parts), *file_check(who, "lora", options.lora)]
 
     def tuned_options(self, directory: Path) -> dict[str, str]:
-        """``model=DIR``: the saved folder is a whole pipeline."""
+        """``model=DIR`` (the saved folder is a whole pipeline), or with LoRA the adapters on
+        the model trained from: ``lora=DIR/lora.safetensors``."""
+        if self.options.trainable == LORA_UNET:
+            return {"lora": str(Path(directory) / "lora.safetensors"), "trainable": LORA_UNET}
         return {"model": str(directory)}
 
     def describe(self) -> Mapping[str, Any]:
