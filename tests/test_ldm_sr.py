@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from tiny_models import save_tiny_ldm_sr
-from whole_method import train_briefly
+from whole_method import assert_killed_training_resumes_to_the_same_weights, train_briefly
 
 from dp2o_core.registry import PluginManager
 from dp2o_core.specs import resolve_spec
@@ -89,12 +89,14 @@ def test_a_large_output_is_tiled_and_one_that_fits_is_not(ldm):
     assert 10 * math.log10(1 / ((tiled - whole) ** 2).mean().item()) > 20
 
 
-def test_the_whole_method_runs_on_it_and_a_folder_missing_its_vqvae_is_refused(
+def test_the_whole_method_runs_resumes_when_killed_and_a_folder_missing_its_vqvae_is_refused(
     dp2o_cli, ldm, tmp_path, monkeypatch
 ):
     import shutil
 
-    run = train_briefly(dp2o_cli, tmp_path, monkeypatch, f"ldm-sr:model={ldm},steps=2,device=cpu")
+    backbone = f"ldm-sr:model={ldm},steps=2,device=cpu"
+    run = train_briefly(dp2o_cli, tmp_path, monkeypatch, backbone)
+    assert_killed_training_resumes_to_the_same_weights(dp2o_cli, tmp_path, backbone)
     assert (run / "train" / "final" / "model_index.json").is_file()
     broken = tmp_path / "broken"
     shutil.copytree(ldm, broken)

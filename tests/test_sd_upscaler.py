@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 from tiny_models import save_tiny_upscaler
-from whole_method import train_briefly
+from whole_method import assert_killed_training_resumes_to_the_same_weights, train_briefly
 
 from dp2o_core.registry import PluginManager
 from dp2o_core.specs import resolve_spec
@@ -133,10 +133,12 @@ def test_a_folder_without_its_low_res_scheduler_is_refused_before_loading(dp2o_c
     assert "sd-upscaler" in listed.stdout
 
 
-def test_the_whole_method_runs_on_the_upscaler_and_its_tuned_folder_upscales(
+def test_the_whole_method_runs_resumes_when_killed_and_its_tuned_folder_upscales(
     dp2o_cli, upscaler, tmp_path, monkeypatch
 ):
-    run = train_briefly(dp2o_cli, tmp_path, monkeypatch, f"sd-upscaler:model={upscaler},steps=2,device=cpu")
+    backbone = f"sd-upscaler:model={upscaler},steps=2,device=cpu"
+    run = train_briefly(dp2o_cli, tmp_path, monkeypatch, backbone)
+    assert_killed_training_resumes_to_the_same_weights(dp2o_cli, tmp_path, backbone)
     tuned = run / "train" / "final"
     assert (tuned / "model_index.json").is_file() and (tuned / "low_res_scheduler").is_dir()
     upscaled = dp2o_cli(
