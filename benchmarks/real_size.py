@@ -8,15 +8,23 @@ download) and loaded through the backbones' own ``from_pretrained`` paths:
 * FLUX: FLUX.1's real widths — 24 heads × 128 (3072 wide), T5-XXL's 4096-wide encoder,
   CLIP-L, the 16-channel VAE — at reduced depth: ``--flux-depth D,S[,C]`` double and single
   blocks in the transformer (default 2,4 of FLUX.1's 19,38) and C double blocks in the
-  ControlNet (default 4, what dp2o makes new), T5 with ``--t5-layers`` (2) of its 24 layers.
+  ControlNet (default 4, what dp2o makes new), T5 with ``--t5-layers`` (2) of its 24 layers;
+* sd-upscaler: Stable Diffusion's ×4 upscaler (``stable-diffusion-x4-upscaler``: a 7-channel
+  UNet of 473 M parameters with the noise level as class label, self-attention only at the
+  lowest resolution; its 3-level VAE, 55 M; the OpenCLIP ViT-H/14 text tower) — the whole UNet is
+  trained, so its reference is a copy of the UNet;
+* ldm-sr: latent-diffusion SR (``ldm-super-resolution-4x-openimages``: a 6-channel UNet2DModel
+  of 114 M parameters and a 3-level VQ autoencoder of 55 M with 8192 codes; no text).
 
-For one optimizer step of one pair (winner + loser) at ``--size`` px (512: 64×64 latents),
-gradient checkpointing on in both ways:
+For one optimizer step of one pair (winner + loser) at ``--size`` px (512: 64×64 latents for
+SD2 and FLUX; the ×4 models' latents are a quarter of the output, 128×128), gradient
+checkpointing on in both ways:
 
 * dp2o — ``Trainer`` on a run directory: cached candidate latents and prompt embeddings (no
   VAE, no text encoder in the step), winner and loser in one pass, frozen networks and the
-  reference ControlNet in bfloat16 (``dtype=bfloat16``; the trained ControlNet stays float32),
-  8-bit AdamW where bitsandbytes runs on the device (``optimizer=auto``);
+  reference network in bfloat16 (``dtype=bfloat16``; what is trained stays float32; ldm-sr has
+  no dtype option and runs in float32), 8-bit AdamW where bitsandbytes runs on the device
+  (``optimizer=auto``);
 * naive — float32 throughout, the VAE and text encoder(s) run every step, a deep copy of the
   whole pipeline as the reference, winner and loser in separate passes, torch AdamW.
 
@@ -26,9 +34,10 @@ allocated; CPU: peak resident set above the process's size before any model was 
 model state (weights, gradients, optimizer moments) and steps per second, with the ratios
 dp2o / naive (median over rounds, min–max). With ``--json`` the last line is one JSON object
 ``{"sd2": {"peak_memory_ratio", "model_state_ratio", "steps_per_s_ratio", "peak_gib", …},
-"flux": {…}}``.
+"flux": {…}, …}``.
 
-    python benchmarks/real_size.py [--only sd2|flux] [--size 512] [--rounds 1] [--steps 1] [--json]
+    python benchmarks/real_size.py [--only sd2|flux|sd-upscaler|ldm-sr] [--size 512] [--rounds 1]
+        [--steps 1] [--json]
 
 On a CPU a real-size step takes minutes and the naive SD2 way needs about 20 GiB of memory.
 """
@@ -118,6 +127,54 @@ CLIP_L_TEXT = {
 }
 T5_XXL = {"vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_heads": 64}
 T5_LAYERS = 2
+#: Stable Diffusion x4 upscaler (its original config: model_channels 256, channel_mult 1,2,2,4,
+#: attention at downsampling 2,4,8 with self-attention disabled but at the last, 8 heads, the
+#: noise level as one of 1000 classes), its 3-level VAE (×4, scale factor 0.08333).
+SD_UPSCALER_UNET = {
+    "sample_size": 128,
+    "in_channels": 7,
+    "out_channels": 4,
+    "block_out_channels": (256, 512, 512, 1024),
+    "layers_per_block": 2,
+    "down_block_types": ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 3,
+    "up_block_types": ("CrossAttnUpBlock2D",) * 3 + ("UpBlock2D",),
+    "only_cross_attention": (True, True, True, False),
+    "cross_attention_dim": 1024,
+    "attention_head_dim": 8,
+    "use_linear_projection": True,
+    "num_class_embeds": 1000,
+}
+X4_VAE = {
+    **SD_VAE,
+    "down_block_types": ("DownEncoderBlock2D",) * 3,
+    "up_block_types": ("UpDecoderBlock2D",) * 3,
+    "block_out_channels": (128, 256, 512),
+    "scaling_factor": 0.08333,
+}
+#: Latent-diffusion SR as its diffusers folder configures it (widths 160, 320, 320, 640;
+#: attention at the lowest resolution, 32 channels per head), its VQ-f4 autoencoder (8192
+#: codes of 3 channels).
+LDM_SR_UNET = {
+    "sample_size": 64,
+    "in_channels": 6,
+    "out_channels": 3,
+    "block_out_channels": (160, 320, 320, 640),
+    "layers_per_block": 2,
+    "down_block_types": ("DownBlock2D",) * 3 + ("AttnDownBlock2D",),
+    "up_block_types": ("AttnUpBlock2D",) + ("UpBlock2D",) * 3,
+    "attention_head_dim": 32,
+}
+LDM_VQ = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 3,
+    "up_block_types": ("UpDecoderBlock2D",) * 3,
+    "block_out_channels": (128, 256, 512),
+    "layers_per_block": 2,
+    "latent_channels": 3,
+    "num_vq_embeddings": 8192,
+    "vq_embed_dim": 3,
+}
 
 #: ``--tiny``: the same structure at a small width, so that a test can run every code path.
 TINY = {
@@ -127,7 +184,9 @@ TINY = {
         "attention_head_dim": 8,
         "norm_num_groups": 16,
     },
+    "unet2d": {"block_out_channels": (32, 64, 64, 64), "attention_head_dim": 8, "norm_num_groups": 16},
     "vae": {"block_out_channels": (16, 16, 32, 32), "layers_per_block": 1, "norm_num_groups": 8},
+    "vae3": {"block_out_channels": (16, 16, 32), "layers_per_block": 1, "norm_num_groups": 8},
     "text": {
         "vocab_size": 64,
         "hidden_size": 64,
@@ -210,6 +269,52 @@ def write_flux(
     return folder
 
 
+def write_sd_upscaler(folder: Path, tiny: bool = False) -> Path:
+    """The ×4 upscaler's UNet, VAE, text encoder, tokenizer and both schedulers, saved by
+    ``StableDiffusionUpscalePipeline`` (its layout and model_index.json)."""
+    from diffusers import AutoencoderKL, StableDiffusionUpscalePipeline, UNet2DConditionModel
+    from tiny_models import upscaler_schedulers
+
+    torch.manual_seed(0)
+    scheduler, low_res_scheduler = upscaler_schedulers()
+    StableDiffusionUpscalePipeline(
+        unet=UNet2DConditionModel(**{**SD_UPSCALER_UNET, **(TINY["unet"] if tiny else {})}),
+        vae=AutoencoderKL(**{**X4_VAE, **(TINY["vae3"] if tiny else {})}),
+        text_encoder=_clip_text(OPENCLIP_H_TEXT, tiny),
+        tokenizer=_tokenizer(),
+        scheduler=scheduler,
+        low_res_scheduler=low_res_scheduler,
+    ).save_pretrained(folder)
+    return folder
+
+
+def write_ldm_sr(folder: Path, tiny: bool = False) -> Path:
+    """Latent-diffusion SR's UNet, VQ autoencoder and DDIM scheduler (its 0.0015–0.0155
+    schedule), saved by ``LDMSuperResolutionPipeline``."""
+    from diffusers import DDIMScheduler, LDMSuperResolutionPipeline, UNet2DModel, VQModel
+
+    torch.manual_seed(0)
+    LDMSuperResolutionPipeline(
+        unet=UNet2DModel(**{**LDM_SR_UNET, **(TINY["unet2d"] if tiny else {})}),
+        vqvae=VQModel(**{**LDM_VQ, **(TINY["vae3"] if tiny else {})}),
+        scheduler=DDIMScheduler(
+            beta_start=0.0015, beta_end=0.0155, beta_schedule="scaled_linear", clip_sample=False
+        ),
+    ).save_pretrained(folder)
+    return folder
+
+
+#: backbone → what writes its model folder (FLUX: :func:`write_flux`, which takes its depth).
+WRITERS = {"sd2": write_sd2, "sd-upscaler": write_sd_upscaler, "ldm-sr": write_ldm_sr}
+#: backbone → the networks counted in the printed header.
+NETWORKS = {
+    "sd2": ("unet", "controlnet", "vae"),
+    "flux": ("transformer", "controlnet", "vae"),
+    "sd-upscaler": ("unet", "vae"),
+    "ldm-sr": ("unet", "vqvae"),
+}
+
+
 def flux_depth(text: str) -> tuple[int, int, int]:
     """``D,S`` or ``D,S,C``: transformer double and single blocks, ControlNet double blocks (4)."""
     values = [int(v) for v in text.split(",")]
@@ -217,8 +322,9 @@ def flux_depth(text: str) -> tuple[int, int, int]:
 
 
 def backbone_spec(kind: str, model: Path, device: str, dtype: str, **options: object) -> str:
-    """The backbone spec of a model written here (FLUX: its ControlNet folder, 512 text tokens)."""
-    spec = f"{kind}:model={model},device={device},dtype={dtype}"
+    """The backbone spec of a model written here (FLUX: its ControlNet folder, 512 text tokens;
+    ldm-sr: no dtype option, float32)."""
+    spec = f"{kind}:model={model},device={device}" + ("" if kind == "ldm-sr" else f",dtype={dtype}")
     if kind == "flux":
         spec += f",max_sequence_length=512,controlnet={model / 'controlnet'}"
     return spec + "".join(f",{key}={value}" for key, value in options.items())
@@ -236,8 +342,7 @@ def parameter_counts(kind: str, spec: str) -> dict[str, float]:
     """Millions of parameters of each network the backbone loads (for the printed header)."""
     backbone = resolve_spec(PluginManager(), "backbone", spec).build()
     counts = {
-        name: sum(p.numel() for p in getattr(backbone, name).parameters()) / 1e6
-        for name in ("unet" if kind == "sd2" else "transformer", "controlnet", "vae")
+        name: sum(p.numel() for p in getattr(backbone, name).parameters()) / 1e6 for name in NETWORKS[kind]
     }
     del backbone
     return counts
@@ -250,10 +355,10 @@ def benchmark(kind: str, folder: Path, args) -> dict:
     model = folder / "model"
     if model.exists():
         pass
-    elif kind == "sd2":
-        write_sd2(model, args.tiny)
-    else:
+    elif kind == "flux":
         write_flux(model, *flux_depth(args.flux_depth), tiny=args.tiny, t5_layers=args.t5_layers)
+    else:
+        WRITERS[kind](model, args.tiny)
     ours, naive = specs(kind, model, device)
     counts = parameter_counts(kind, naive)
     maker = resolve_spec(PluginManager(), "backbone", naive).build()
@@ -310,7 +415,7 @@ def printed_figures(header: str, figures: dict, **facts: object) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("sd2", "flux"), help="Benchmark one backbone.")
+    parser.add_argument("--only", choices=tuple(NETWORKS), help="Benchmark one backbone.")
     parser.add_argument("--size", type=int, default=512, help="HR size in pixels (512: 64×64 latents).")
     parser.add_argument("--rounds", type=int, default=1, help="Fresh-process runs of each way, alternating.")
     parser.add_argument("--steps", type=int, default=1, help="Timed optimizer steps per run.")
@@ -326,7 +431,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     results = {}
-    for kind in [args.only] if args.only else ["sd2", "flux"]:
+    for kind in [args.only] if args.only else list(NETWORKS):
         with tempfile.TemporaryDirectory(prefix=f"dp2o-real-{kind}-") as folder:
             results[kind] = benchmark(kind, Path(folder), args)
     if args.json:

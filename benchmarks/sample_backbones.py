@@ -1,17 +1,19 @@
 """Sampling candidates: dp2o's batched sampler vs the stock diffusers pipeline once per seed.
 
-For each backbone (SD2-style and FLUX-style, tiny-but-not-trivial random configs built in
-code, on the CPU) it samples M = 16 candidates for each of 4 LR inputs both ways, checks
-that the images agree, and prints images per second and the ratio: the two ways run
-interleaved (``--rounds`` rounds, each running both in an order that alternates), and the
+For each backbone (SD2-style, FLUX-style, the ×4 upscaler and latent-diffusion SR:
+tiny-but-not-trivial random configs built in code, on the CPU) it samples M = 16 candidates
+for each of 4 LR inputs both ways, checks that the images agree, and prints images per second
+and the ratio: the two ways run interleaved (``--rounds`` rounds, each running both in an order
+that alternates), and the
 ratio is the median over rounds of the per-round ratio with its spread (min–max). With M below
 ``--chunk``, it also times the groups' candidates packed into shared batches (one call for all
 inputs) against one call per group. Then it compares the
 weights held in memory for training: dp2o's policy + reference (a frozen copy of the
-ControlNet only) against a deep copy of the whole pipeline as the reference.
+ControlNet, or of the UNet for the whole-UNet backbones; no text encoder) against a deep copy
+of the whole pipeline as the reference.
 
     python benchmarks/sample_backbones.py [--steps 8] [--candidates 16] [--inputs 4] [--lr-size 32]
-        [--rounds 3]
+        [--rounds 3] [--only sd2|flux|sd-upscaler|ldm-sr]
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from interleave import Ratio, interleaved  # noqa: E402
-from tiny_models import save_tiny_flux, save_tiny_sd, stock_pipeline  # noqa: E402
+from tiny_models import (  # noqa: E402
+    save_tiny_flux,
+    save_tiny_ldm_sr,
+    save_tiny_sd,
+    save_tiny_upscaler,
+    stock_pipeline,
+)
 
 from dp2o_core.registry import PluginManager  # noqa: E402
 from dp2o_core.specs import resolve_spec  # noqa: E402
@@ -48,38 +56,61 @@ def weight_bytes(*modules) -> int:
 
 
 def run_stock(pipe, model, kind: str, lr, seeds, steps: int):
+    """The stock pipeline called once per seed, as the backbone's defaults drive it."""
     images = []
     for index in range(lr.shape[0]):
-        control = model.upsample(lr[index : index + 1])
-        size = control.shape[-1]
+        image = lr[index : index + 1]
         for seed in seeds[index]:
             generator = torch.Generator().manual_seed(seed)
-            if kind == "sd2":
-                out = pipe(
-                    prompt="",
-                    negative_prompt=model.options.negative_prompt,
-                    image=control,
-                    num_inference_steps=steps,
-                    guidance_scale=3.5,
-                    generator=generator,
-                    output_type="pt",
-                    height=size,
-                    width=size,
-                )
-            else:
-                out = pipe(
-                    prompt="",
-                    control_image=control * 2 - 1,  # a tensor reaches the VAE as it is
-                    num_inference_steps=steps,
-                    guidance_scale=2.5,
-                    generator=generator,
-                    output_type="pt",
-                    height=size,
-                    width=size,
-                    max_sequence_length=8,
-                )
-            images.append(out.images[0])
+            images.append(_stock_call(pipe, model, kind, image, generator, steps).images[0])
     return torch.stack(images)
+
+
+def _stock_call(pipe, model, kind: str, lr, generator, steps: int):
+    common = {"num_inference_steps": steps, "generator": generator, "output_type": "pt"}
+    if kind == "sd-upscaler":
+        return pipe(prompt="", image=lr, guidance_scale=model.options.guidance_scale, **common)
+    if kind == "ldm-sr":
+        return pipe(image=lr * 2 - 1, **common)
+    control = model.upsample(lr)
+    size = control.shape[-1]
+    if kind == "sd2":
+        return pipe(
+            prompt="", negative_prompt=model.options.negative_prompt, image=control, guidance_scale=3.5,
+            height=size, width=size, **common,
+        )  # fmt: skip
+    return pipe(
+        prompt="", control_image=control * 2 - 1,  # a tensor reaches the VAE as it is
+        guidance_scale=2.5, height=size, width=size, max_sequence_length=8, **common,
+    )  # fmt: skip
+
+
+def whole_pipeline(kind: str, model):
+    """The stock pipeline over the backbone's own modules (the ×4 models: loaded from its folder)."""
+    if kind == "sd-upscaler":
+        from diffusers import StableDiffusionUpscalePipeline
+
+        pipe = StableDiffusionUpscalePipeline.from_pretrained(model.options.model)
+    elif kind == "ldm-sr":
+        from diffusers import LDMSuperResolutionPipeline
+
+        pipe = LDMSuperResolutionPipeline.from_pretrained(model.options.model)
+    else:
+        return stock_pipeline(model)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def training_weight_bytes(model, pipe) -> tuple[int, int]:
+    """(dp2o's training weights: the networks it keeps and its reference copy, no text encoder;
+    the naive way's: every network of the pipeline — the policy — plus a deep copy of all of it)."""
+    model.prepare_training()
+    kept = [model.unet if hasattr(model, "unet") else model.base]
+    kept += [getattr(model, name) for name in ("controlnet", "vae", "vqvae") if hasattr(model, name)]
+    dp2o = weight_bytes(*{id(m): m for m in kept}.values(), model._reference)
+    networks = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+    copied = copy.deepcopy(networks)
+    return dp2o, weight_bytes(*networks, *copied)
 
 
 def main() -> None:
@@ -90,6 +121,7 @@ def main() -> None:
     parser.add_argument("--lr-size", type=int, default=32)
     parser.add_argument("--chunk", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of both ways")
+    parser.add_argument("--only", choices=("sd2", "flux", "sd-upscaler", "ldm-sr"), help="One backbone.")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     manager = PluginManager(entry_points=False)
@@ -111,14 +143,17 @@ def main() -> None:
                 lambda f: save_tiny_sd(f, channels=(64, 128, 256), layers=2, text_width=256, text_layers=6),
             ),
             ("flux", lambda f: save_tiny_flux(f, layers=6, single_layers=12)),
+            ("sd-upscaler", lambda f: save_tiny_upscaler(f, channels=(64, 128, 256), text_width=256)),
+            ("ldm-sr", lambda f: save_tiny_ldm_sr(f, channels=(64, 128, 256))),
         )
         for kind, save in builders:
+            if args.only and kind != args.only:
+                continue
             folder = save(Path(tmp) / kind)
-            extra = ",max_sequence_length=8" if kind == "flux" else ""
-            spec = f"{kind}:model={folder},steps={args.steps},device=cpu,color_fix=none"
-            spec += f",chunk_size={args.chunk}{extra}"
+            extra = {"flux": ",max_sequence_length=8,color_fix=none", "sd2": ",color_fix=none"}.get(kind, "")
+            spec = f"{kind}:model={folder},steps={args.steps},device=cpu,chunk_size={args.chunk}{extra}"
             model = resolve_spec(manager, "backbone", spec).build()
-            pipe = stock_pipeline(model)
+            pipe = whole_pipeline(kind, model)
             model.sample(lr[:1], [seeds[0][:2]])  # warm-up both
             run_stock(pipe, model, kind, lr[:1], [seeds[0][:1]], args.steps)
             times, results = interleaved(
@@ -157,20 +192,7 @@ def main() -> None:
                     f"{Ratio.of(times['per group'], times['packed'])} faster than one call per group",
                     flush=True,
                 )
-            base = model.base
-            text = [
-                m for m in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if m
-            ]
-            model.prepare_training()
-            dp2o_bytes = weight_bytes(base, model.vae, model.controlnet, model._reference)
-            naive_reference = copy.deepcopy(pipe)
-            naive_bytes = weight_bytes(
-                base,
-                model.vae,
-                model.controlnet,
-                *text,
-                *[m for m in naive_reference.components.values() if isinstance(m, torch.nn.Module)],
-            )
+            dp2o_bytes, naive_bytes = training_weight_bytes(model, pipe)
             print(
                 f"{kind:<5} training weights  dp2o {dp2o_bytes / 2**20:7.1f} MiB   deep-copied pipeline "
                 f"{naive_bytes / 2**20:7.1f} MiB   ratio {dp2o_bytes / naive_bytes:4.2f}×"

@@ -115,6 +115,8 @@ def modules_of(*objects) -> list[torch.nn.Module]:
                 found.append(value)
             elif isinstance(value, dict):
                 values.extend(v for v in value.values() if not isinstance(v, dict))
+            elif isinstance(value, tuple):  # e.g. (tokenizer, text encoder)
+                values.extend(value)
             elif hasattr(value, "components"):  # a diffusers pipeline
                 found.extend(v for v in value.components.values() if isinstance(v, torch.nn.Module))
     return found
@@ -178,16 +180,19 @@ def naive_steps(
     warmup: int = WARMUP_STEPS,
     checkpointing: bool = False,
 ) -> tuple[float, int, int]:
-    """Plain loop: encode images and prompts every step, full-pipeline reference, one pass each."""
+    """Plain loop: encode images and prompts every step, full-pipeline reference, one pass each.
+    What trains is the ControlNet where the backbone has one, else the UNet."""
     baseline = reset_peak()
     policy = resolve_spec(PluginManager(), "backbone", spec).build()
-    policy._encode_prompt("")  # load the text encoder(s): the naive loop runs them every step
+    encode_prompt = getattr(policy, "_encode_prompt", lambda text: {})  # ldm-sr reads no text
+    encode_prompt("")  # load the text encoder(s): the naive loop runs them every step
     reference = copy.deepcopy(policy)  # the whole pipeline: base model, ControlNet, VAE, text encoders
-    policy.controlnet.requires_grad_(True).train()
+    trained = getattr(policy, "controlnet", None) or policy.unet
+    trained.requires_grad_(True).train()
     if checkpointing:
-        policy.controlnet.enable_gradient_checkpointing()
-        policy.base.enable_gradient_checkpointing()
-    optimizer = torch.optim.AdamW(policy.controlnet.parameters(), lr=1e-5, weight_decay=0.01)
+        for network in {id(n): n for n in (trained, getattr(policy, "base", trained))}.values():
+            network.enable_gradient_checkpointing()
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=1e-5, weight_decay=0.01)
     data = TrainingData(run, policy, seed=0, cache=False)
     images = _candidate_images(run, data)
     lows = {g: data._read_lr(g) for g in data.group_ids}
@@ -200,7 +205,7 @@ def naive_steps(
             with torch.no_grad():
                 x0_w = policy.encode(images[pair.group_id, pair.winner]).float()
                 x0_l = policy.encode(images[pair.group_id, pair.loser]).float()
-                prompt = policy._encode_prompt("")
+                prompt = encode_prompt("")
                 condition = {**policy.encode_condition(lows[pair.group_id]), **prompt}
             t = policy.sample_timesteps(1, generator=generator)
             noise = torch.randn(x0_w.shape, generator=generator)
@@ -212,11 +217,11 @@ def naive_steps(
                         errors.append(per_sample_error(model.predict(x_t, t, condition), target))
             terms = dpo_loss(PairErrors(*errors[:2], *errors[2:]), torch.tensor([pair.weight]))
             (terms.loss / pairs).backward()
-        torch.nn.utils.clip_grad_norm_(policy.controlnet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
         optimizer.step()
         times.append(time.perf_counter())
     peak = peak_since(baseline)
-    state = model_state_bytes(modules_of(policy, reference), list(policy.controlnet.parameters()), optimizer)
+    state = model_state_bytes(modules_of(policy, reference), list(trained.parameters()), optimizer)
     return steps / (times[-1] - times[warmup - 1]), peak, state
 
 

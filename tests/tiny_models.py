@@ -227,24 +227,26 @@ def save_tiny_flux(
     return folder
 
 
-def save_tiny_upscaler(folder: Path) -> Path:
+def save_tiny_upscaler(folder: Path, channels: tuple[int, ...] = (32, 64), text_width: int = 32) -> Path:
     """A tiny ``StableDiffusionUpscalePipeline`` folder (unet/ with 7 input channels and class
     labels for the noise level, a three-block VAE — ×4 — with the upscaler's scaling factor,
     a v-prediction DDIM scheduler, the low_res_scheduler, CLIP text encoder and tokenizer),
-    saved by the pipeline itself so its model_index.json is the real one."""
+    saved by the pipeline itself so its model_index.json is the real one. ``channels``: the
+    UNet's widths (cross-attention in every block but the last)."""
     import torch
-    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionUpscalePipeline, UNet2DConditionModel
 
     torch.manual_seed(0)
+    down = ("CrossAttnDownBlock2D",) * (len(channels) - 1) + ("DownBlock2D",)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
+        block_out_channels=channels,
         layers_per_block=1,
         sample_size=16,
         in_channels=7,
         out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
+        down_block_types=down,
+        up_block_types=tuple(t.replace("Down", "Up") for t in reversed(down)),
+        cross_attention_dim=text_width,
         attention_head_dim=8,
         norm_num_groups=16,
         num_class_embeds=1000,
@@ -255,25 +257,35 @@ def save_tiny_upscaler(folder: Path) -> Path:
         up_block_types=("UpDecoderBlock2D",) * 3,
         scaling_factor=0.08333,
     )
-    schedule = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02)
-    scheduler = DDIMScheduler(
-        **schedule, prediction_type="v_prediction", clip_sample=False, set_alpha_to_one=False, steps_offset=1
-    )
+    scheduler, low_res_scheduler = upscaler_schedulers()
     pipeline = StableDiffusionUpscalePipeline(
         vae=vae,
-        text_encoder=tiny_clip_text_encoder(32, 1),
+        text_encoder=tiny_clip_text_encoder(text_width, 1),
         tokenizer=tiny_clip_tokenizer(),
         unet=unet,
-        low_res_scheduler=DDPMScheduler(**schedule),
+        low_res_scheduler=low_res_scheduler,
         scheduler=scheduler,
     )
     pipeline.save_pretrained(folder)
     return folder
 
 
-def save_tiny_ldm_sr(folder: Path) -> Path:
+def upscaler_schedulers():
+    """The ×4 upscaler's schedules: DDIM with v-prediction for the latents and DDPM for the LR's
+    noise, both over its 0.0001–0.02 scaled-linear betas."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    schedule = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02)
+    scheduler = DDIMScheduler(
+        **schedule, prediction_type="v_prediction", clip_sample=False, set_alpha_to_one=False, steps_offset=1
+    )
+    return scheduler, DDPMScheduler(**schedule)
+
+
+def save_tiny_ldm_sr(folder: Path, channels: tuple[int, ...] = (32, 64)) -> Path:
     """A tiny ``LDMSuperResolutionPipeline`` folder: a UNet2DModel reading 3 latent + 3 LR
-    channels, a three-block VQ autoencoder (×4), a DDIM scheduler; saved by the pipeline."""
+    channels (widths ``channels``, attention in the last block), a three-block VQ autoencoder
+    (×4), a DDIM scheduler; saved by the pipeline."""
     import torch
     from diffusers import DDIMScheduler, LDMSuperResolutionPipeline, UNet2DModel, VQModel
 
@@ -283,9 +295,9 @@ def save_tiny_ldm_sr(folder: Path) -> Path:
         in_channels=6,
         out_channels=3,
         layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=channels,
+        down_block_types=("DownBlock2D",) * (len(channels) - 1) + ("AttnDownBlock2D",),
+        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (len(channels) - 1),
         norm_num_groups=16,
     )
     vqvae = VQModel(
