@@ -235,6 +235,12 @@ class _FakeHub:
             ],
             "black-forest-labs/FLUX.1-dev": ["unet/config.json", "vae/config.json", "text_encoder/a"],
             "someone/a-text-model": ["config.json", "model.safetensors"],
+            "CompVis/ldm-super-resolution-4x-openimages": [
+                "unet/config.json",
+                "unet/diffusion_pytorch_model.bin",
+                "vqvae/config.json",
+                "scheduler/scheduler_config.json",
+            ],
         }
         if repo not in files:
             raise self._error(RepositoryNotFoundError)
@@ -265,3 +271,21 @@ def test_online_checks_ask_the_hub_whether_the_model_exists_and_can_be_downloade
     assert other.status == "missing" and "has no unet/, vae/, text_encoder/" in other.problem
     [typo] = model_checks("backbone sd2", "nobody/no-such-model", parts)
     assert typo.status == "missing" and "check the id" in typo.fix
+
+
+def test_the_public_upscalers_defaults_are_looked_up_on_the_hub_with_their_download_size(
+    monkeypatch, tmp_path
+):
+    from dp2o_core.registry import PluginManager
+    from dp2o_core.specs import resolve_spec
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached
+    _FakeHub(monkeypatch)
+    manager = PluginManager()
+    ldm = resolve_spec(manager, "backbone", "ldm-sr")
+    [check] = ldm.registration.cls.readiness(ldm.options)
+    assert check.status == "download" and check.size == 4000
+    assert check.source == "https://huggingface.co/CompVis/ldm-super-resolution-4x-openimages"
+    upscaler = resolve_spec(manager, "backbone", "sd-upscaler")  # not on this hub: named, with the fix
+    [gone] = upscaler.registration.cls.readiness(upscaler.options)
+    assert gone.status == "missing" and "no such repository" in gone.problem and "local folder" in gone.fix
