@@ -327,6 +327,8 @@ def backbone_spec(kind: str, model: Path, device: str, dtype: str, **options: ob
     spec = f"{kind}:model={model},device={device}" + ("" if kind == "ldm-sr" else f",dtype={dtype}")
     if kind == "flux":
         spec += f",max_sequence_length=512,controlnet={model / 'controlnet'}"
+    if kind in ("sd2", "flux"):  # --tiny runs small images: sampled at 4× their size, not enlarged
+        spec += ",geometry=exact"
     return spec + "".join(f",{key}={value}" for key, value in options.items())
 
 

@@ -150,7 +150,8 @@ def main() -> None:
             if args.only and kind != args.only:
                 continue
             folder = save(Path(tmp) / kind)
-            extra = {"flux": ",max_sequence_length=8,color_fix=none", "sd2": ",color_fix=none"}.get(kind, "")
+            exact = ",color_fix=none,geometry=exact"  # at 4× the LR, as the stock pipeline samples
+            extra = {"flux": f",max_sequence_length=8{exact}", "sd2": exact}.get(kind, "")
             spec = f"{kind}:model={folder},steps={args.steps},device=cpu,chunk_size={args.chunk}{extra}"
             model = resolve_spec(manager, "backbone", spec).build()
             pipe = whole_pipeline(kind, model)

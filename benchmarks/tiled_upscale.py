@@ -77,7 +77,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dp2o-tiled-"))
     backbones = {"tiny-sr": "tiny-sr:steps=2"}
     if args.only in (None, "sd2"):
-        backbones["sd2"] = f"sd2:model={save_tiny_sd(work / 'sd')},steps=2,device=cpu,controlnet=new"
+        model = save_tiny_sd(work / "sd")
+        backbones["sd2"] = f"sd2:model={model},steps=2,device=cpu,geometry=exact,controlnet=new"
     if args.only == "sd2":
         backbones.pop("tiny-sr")
     results = []

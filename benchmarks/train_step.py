@@ -344,7 +344,7 @@ def main() -> None:
         size = args.size or default_size
         with tempfile.TemporaryDirectory() as folder:
             model = make(Path(folder) / "model")
-            spec = f"{kind}:model={model},device=cpu{extra}"
+            spec = f"{kind}:model={model},device=cpu,geometry=exact{extra}"
             maker = resolve_spec(PluginManager(), "backbone", spec).build()
             run = make_preference_run(Path(folder), maker, held_out=0, size=size)
             del maker

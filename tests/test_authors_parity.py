@@ -1,6 +1,7 @@
 """dp2o's SD2 and FLUX candidates are the images the DP²O-SR authors' scripts make: the stock
-diffusers pipeline fed the LR enlarged ×4 by Pillow's bicubic (an 8-bit PIL image), its 8-bit
-output colour-fixed by AdaIN with std = sqrt(unbiased variance + 1e-5) and truncated to 8 bits."""
+diffusers pipeline fed the LR enlarged ×4 by Pillow's bicubic (an 8-bit PIL image) — small
+inputs enlarged first, sides rounded down to the grid —, its 8-bit output colour-fixed by AdaIN
+with std = sqrt(unbiased variance + 1e-5), truncated to 8 bits and resized back to 4× the LR."""
 
 from __future__ import annotations
 
@@ -78,24 +79,87 @@ def stock_output(backbone, name, control: Image.Image, seed: int) -> Image.Image
     return pipe(control_image=as_tensor, guidance_scale=2.5, max_sequence_length=8, **common).images[0]
 
 
+#: The scripts' process_size, scaled down with the tiny models: an LR side below 64 // 4 = 16
+#: is enlarged first.
+PROCESS_SIZE = 64
+
+
+def authors_control(lr_image: Image.Image, grid: int) -> Image.Image:
+    """The scripts' control image (upscale 4): a small input enlarged to a short side of
+    process_size // 4, then ×4, then its sides rounded down to ``grid`` — Image.resize's
+    default filter (bicubic) every time."""
+    width, height = lr_image.size
+    image = lr_image
+    if width < PROCESS_SIZE // 4 or height < PROCESS_SIZE // 4:
+        factor = (PROCESS_SIZE // 4) / min(width, height)
+        image = image.resize((int(factor * width), int(factor * height)))
+    image = image.resize((image.size[0] * 4, image.size[1] * 4))
+    return image.resize((image.size[0] // grid * grid, image.size[1] // grid * grid))
+
+
 @pytest.mark.parametrize("name", ["sd2", "flux"])
-@pytest.mark.parametrize("size", [(16, 16), (16, 32)])
+@pytest.mark.parametrize("size", [(16, 16), (16, 32), (17, 19), (12, 20)])
 def test_candidates_are_the_authors_images(models, name, size):
-    backbone = trained_backbone(name, models[name], ",color_fix=adain")
+    """Square and non-square on the grid; off the grid (sides rounded down, output resized back);
+    small (enlarged first). FLUX's grid is 16 (its script assumes square 512-px inputs)."""
+    backbone = trained_backbone(name, models[name], f",color_fix=adain,process_size={PROCESS_SIZE}")
     lr, lr_image = eight_bit_lr(*size)
-    control = lr_image.resize((size[1] * 4, size[0] * 4))  # the scripts' Image.resize: Pillow's bicubic
+    control = authors_control(lr_image, grid=8 if name == "sd2" else 16)
     assert np.array_equal(
         np.asarray(control), (backbone.upsample(lr)[0] * 255).round().byte().permute(1, 2, 0).numpy()
     )
     ours = backbone.sample(lr, [[5]]).images[0, 0]
+    assert ours.shape == (3, size[0] * 4, size[1] * 4)
     ours_8bit = (ours * 255).round().byte().permute(1, 2, 0).numpy().astype(int)
-    theirs = authors_adain(stock_output(backbone, name, control, seed=5), control).astype(int)
+    fixed = Image.fromarray(authors_adain(stock_output(backbone, name, control, seed=5), control))
+    theirs = np.asarray(fixed.resize((size[1] * 4, size[0] * 4))).astype(int)  # resized back, always
     difference = np.abs(ours_8bit - theirs)
     # our PNGs round where ToPILImage truncates: one grey level apart; two only in the odd pixel
     # where batched and one-by-one sampling round the pipeline's own 8-bit output differently
     assert (difference <= 1).mean() > 0.999 and difference.max() <= 2, np.bincount(difference.ravel())
-    # and the control image decides the output: torch's bicubic would have given another image
+
+
+@pytest.mark.parametrize("name", ["sd2", "flux"])
+def test_the_control_image_decides_the_output(models, name):
+    """Torch's bicubic (a = −0.75) instead of Pillow's (a = −0.5) gives another image: matching
+    the scripts' control image is not a formality."""
+    backbone = trained_backbone(name, models[name], f",color_fix=adain,process_size={PROCESS_SIZE}")
+    lr, lr_image = eight_bit_lr(16, 16)
+    control = authors_control(lr_image, grid=16)
+    theirs = authors_adain(stock_output(backbone, name, control, seed=5), control).astype(int)
     torch_control = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic").clamp(0, 1)
     torch_image = Image.fromarray((torch_control[0] * 255).round().byte().permute(1, 2, 0).numpy())
     other = authors_adain(stock_output(backbone, name, torch_image, seed=5), control).astype(int)
     assert np.abs(other - theirs).max() > 1
+
+
+@pytest.mark.parametrize("name", ["sd2", "flux"])
+def test_exact_geometry_samples_at_four_times_the_input_without_resampling(models, name):
+    """geometry=exact: an off-grid input is padded and cropped, a small one sampled at its size."""
+    backbone = trained_backbone(name, models[name], ",color_fix=none,geometry=exact")
+    lr, _ = eight_bit_lr(9, 13)
+    control = backbone.upsample(lr)
+    grid = backbone.size_multiple
+    assert control.shape[-2] % grid == 0 and control.shape[-1] % grid == 0 and control.shape[-2] < 64
+    assert backbone.sample(lr, [[5]]).images.shape == (1, 1, 3, 36, 52)
+
+
+@pytest.mark.parametrize("name", ["sd2", "flux"])
+def test_training_sees_the_geometry_sampling_used(models, name):
+    """A small input's candidates are written at 4× the LR, but their latents — and the LR's
+    control condition — are at the working size the networks sampled at, so they fit."""
+    from dp2o_core.training.objective import pair_errors
+
+    backbone = trained_backbone(name, models[name], f",color_fix=adain,process_size={PROCESS_SIZE}")
+    lr, _ = eight_bit_lr(12, 20)
+    result = backbone.sample(lr, [[5, 6]])
+    assert result.images.shape[-2:] == (48, 80)
+    working = (64, 104) if name == "sd2" else (64, 96)
+    assert tuple(backbone.upsample(lr).shape[-2:]) == working
+    x0 = result.latents[0]
+    assert torch.allclose(backbone.encode(result.images[0]).float().cpu(), x0, atol=1e-5)
+    condition = {**backbone.encode_condition(lr), **backbone.encode_prompts([""])}
+    backbone.prepare_training()
+    timesteps = backbone.sample_timesteps(1, generator=torch.Generator().manual_seed(0))
+    errors = pair_errors(backbone, x0[:1], x0[1:], condition, timesteps, torch.randn_like(x0[:1]))
+    assert torch.isfinite(errors.policy_winner).all() and torch.isfinite(errors.reference_loser).all()

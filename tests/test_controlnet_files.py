@@ -88,11 +88,11 @@ def test_no_controlnet_is_refused_unless_new_is_asked_for(dp2o_cli, tiny_sd, tmp
     assert "ignores the LR image" in missing["problem"] and "controlnet=new" in missing["fix"]
     sampled = dp2o_cli(
         "sample", str(tmp_path / "run"), "--data", f"hr:path={photos_folder},crop=64",
-        "--backbone", f"sd2:model={tiny_sd},steps=1,device=cpu", "-m", "2",
+        "--backbone", f"sd2:model={tiny_sd},steps=1,device=cpu,geometry=exact", "-m", "2",
     )  # fmt: skip
     assert sampled.exit_code == 2 and "ignores the LR image" in sampled.stderr
     assert not (tmp_path / "run").exists()
-    spec = f"sd2:model={tiny_sd},steps=1,device=cpu"
+    spec = f"sd2:model={tiny_sd},steps=1,device=cpu,geometry=exact"
     image, output = photos_folder / "astronaut.png", tmp_path / "x4.png"
     upscaled = dp2o_cli("upscale", str(image), str(output), "--backbone", spec)
     assert upscaled.exit_code == 2 and "ignores the LR image" in upscaled.stderr
@@ -103,7 +103,7 @@ def test_no_controlnet_is_refused_unless_new_is_asked_for(dp2o_cli, tiny_sd, tmp
 
 def test_a_file_that_does_not_fit_fails_to_load_with_what_it_is(tiny_sd, tmp_path):
     sd15 = sd_controlnet_file(tiny_sd, tmp_path / "sd15.safetensors", cross_attention_dim=48)
-    spec = f"sd2:model={tiny_sd},device=cpu,controlnet={sd15}"
+    spec = f"sd2:model={tiny_sd},device=cpu,geometry=exact,controlnet={sd15}"
     with pytest.raises(Dp2oError) as error:
         resolve_spec(PluginManager(), "backbone", spec).build()
     message = str(error.value)

@@ -19,7 +19,7 @@ def tiny_flux(tmp_path_factory):
 
 
 def backbone(manager, folder, extra=""):
-    spec = f"flux:model={folder},steps=3,device=cpu,max_sequence_length=8{extra}"
+    spec = f"flux:model={folder},steps=3,device=cpu,geometry=exact,max_sequence_length=8{extra}"
     return resolve_spec(manager, "backbone", spec).build()
 
 
@@ -163,7 +163,7 @@ def test_library_deprecation_notices_do_not_reach_the_user(dp2o_cli, tiny_flux, 
     from PIL import Image
 
     Image.new("RGB", (8, 8), (120, 60, 30)).save(tmp_path / "lr.png")
-    spec = f"flux:model={tiny_flux},steps=1,device=cpu,controlnet=new"
+    spec = f"flux:model={tiny_flux},steps=1,device=cpu,geometry=exact,controlnet=new"
     done = dp2o_cli("upscale", str(tmp_path / "lr.png"), str(tmp_path / "out.png"), "--backbone", spec)
     assert done.exit_code == 0, done.stderr
     assert not [w for w in recwarn if "FluxPosEmbed" in str(w.message)]

@@ -80,9 +80,9 @@ def backbones(tmp_path_factory):
     made = {}
     for kind in ("epsilon", "v_prediction"):
         folder = save_tiny_sd(tmp_path_factory.mktemp(f"sd-{kind}"), prediction_type=kind)
-        made[kind] = resolve_spec_build("sd2", f"model={folder},device=cpu")
+        made[kind] = resolve_spec_build("sd2", f"model={folder},device=cpu,geometry=exact")
     flux = save_tiny_flux(tmp_path_factory.mktemp("flux"))
-    made["flow"] = resolve_spec_build("flux", f"model={flux},device=cpu")
+    made["flow"] = resolve_spec_build("flux", f"model={flux},device=cpu,geometry=exact")
     return made
 
 
@@ -137,10 +137,12 @@ def test_loss_from_a_backbone_matches_the_formula_for_each_prediction_type(backb
 @pytest.mark.parametrize("kind", ["epsilon", "flow"])
 def test_policy_equal_to_reference_gives_log_2_and_accuracy_one_half(tmp_path, kind):
     if kind == "flow":
-        backbone = resolve_spec_build("flux", f"model={save_tiny_flux(tmp_path / 'm')},device=cpu")
+        model = save_tiny_flux(tmp_path / "m")
+        backbone = resolve_spec_build("flux", f"model={model},device=cpu,geometry=exact")
         latent = (4, 4, 4)
     else:
-        backbone = resolve_spec_build("sd2", f"model={save_tiny_sd(tmp_path / 'm')},device=cpu")
+        model = save_tiny_sd(tmp_path / "m")
+        backbone = resolve_spec_build("sd2", f"model={model},device=cpu,geometry=exact")
         latent = (4, 4, 4)
     backbone.prepare_training()
     generator = torch.Generator().manual_seed(3)

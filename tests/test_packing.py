@@ -25,7 +25,8 @@ class CountingBackbone:
 
 
 def sd2(folder, chunk):
-    spec = f"sd2:model={folder},steps=2,device=cpu,controlnet=new,color_fix=none,chunk_size={chunk}"
+    spec = f"sd2:model={folder},steps=2,device=cpu,geometry=exact,controlnet=new,color_fix=none"
+    spec += f",chunk_size={chunk}"
     return resolve_spec(PluginManager(), "backbone", spec).build()
 
 
@@ -60,7 +61,7 @@ def test_upscale_packs_a_folder_and_writes_what_each_input_gives_alone(dp2o_cli,
         model, plan_upscale(folder, tmp_path / "out", 1), [3], "error", lambda n: None
     )
     assert (written, skipped) == (4, []) and model.calls == [3, 1]
-    spec = f"sd2:model={tiny_sd},steps=2,device=cpu,controlnet=new,color_fix=none"
+    spec = f"sd2:model={tiny_sd},steps=2,device=cpu,geometry=exact,controlnet=new,color_fix=none"
     for name in "abcd":
         alone = tmp_path / f"{name}-alone.png"
         assert (

@@ -201,7 +201,7 @@ def test_a_controlnet_file_of_the_wrong_shape_is_refused_before_any_step(dp2o_cl
     wrong = sd_controlnet_file(model, tmp_path / "sd15.safetensors", cross_attention_dim=48)
     run = tmp_path / "run"
     args = pretrain_args(run, photos)
-    args[args.index("--backbone") + 1] = f"sd2:model={model},controlnet={wrong},device=cpu"
+    args[args.index("--backbone") + 1] = f"sd2:model={model},controlnet={wrong},device=cpu,geometry=exact"
     result = dp2o_cli(*args)
     assert result.exit_code == 2
     assert "cross-attention width 48" in result.stderr
@@ -246,7 +246,7 @@ def test_a_new_controlnet_learns_to_use_the_lr_image(dp2o_cli, photos, tmp_path,
     # VAE latents of unit scale, so that the latents carry the image (a random VAE's are tiny)
     vae = {"scaling_factor": 4.5} if kind == "sd2" else {"scaling_factor": 4.5, "shift_factor": -0.15}
     model = (save_tiny_sd if kind == "sd2" else save_tiny_flux)(tmp_path / "model", vae=vae)
-    spec = f"{kind}:model={model},device=cpu,controlnet=new"
+    spec = f"{kind}:model={model},device=cpu,geometry=exact,controlnet=new"
     run = tmp_path / "run"
     args = pretrain_args(run, photos, steps=12)
     args[args.index("--backbone") + 1] = spec

@@ -105,7 +105,8 @@ def test_a_round_with_the_base_reference_starts_from_the_previous_weights(kind, 
         from tiny_models import save_tiny_sd
 
         model = save_tiny_sd(tmp_path / "sd")
-        base_spec = f"sd2:model={model},steps=2,device=cpu,trainable=lora-controlnet,lora_rank=4"
+        base_spec = f"sd2:model={model},steps=2,device=cpu,geometry=exact"
+        base_spec += ",trainable=lora-controlnet,lora_rank=4"
     tuned = resolve_spec(manager, "backbone", base_spec).build()
     tuned.prepare_training()
     with torch.no_grad():

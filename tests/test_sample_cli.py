@@ -21,7 +21,7 @@ def photos(tmp_path):
 
 def test_sample_writes_candidates_seeds_latents_and_prompts_then_resumes(dp2o_cli, tiny_sd, photos, tmp_path):
     run = tmp_path / "run"
-    spec = f"sd2:model={tiny_sd},steps=3,device=cpu,controlnet=new"
+    spec = f"sd2:model={tiny_sd},steps=3,device=cpu,geometry=exact,controlnet=new"
     args = (
         "sample",
         str(run),
@@ -58,7 +58,7 @@ def test_shared_noise_bank_gives_every_group_the_same_seeds(dp2o_cli, tiny_sd, p
         "sample",
         str(run),
         "--backbone",
-        f"sd2:model={tiny_sd},steps=2,device=cpu,controlnet=new",
+        f"sd2:model={tiny_sd},steps=2,device=cpu,geometry=exact,controlnet=new",
         "--data",
         f"hr:path={photos},crop=64",
         "-m",
@@ -76,7 +76,7 @@ def test_shared_noise_bank_gives_every_group_the_same_seeds(dp2o_cli, tiny_sd, p
 
 
 def test_upscale_a_file_and_a_folder(dp2o_cli, tiny_sd, photos, tmp_path):
-    spec = f"sd2:model={tiny_sd},steps=2,device=cpu,controlnet=new"
+    spec = f"sd2:model={tiny_sd},steps=2,device=cpu,geometry=exact,controlnet=new"
     one = dp2o_cli("upscale", str(photos / "coffee.png"), str(tmp_path / "out.png"), "--backbone", spec)
     assert one.exit_code == 0, one.stderr
     assert read_image(tmp_path / "out.png").shape == (256, 256, 3)
@@ -103,7 +103,7 @@ def test_stored_prompt_embeddings_spare_the_text_encoder(dp2o_cli, tiny_sd, phot
     from dp2o_plugins.backbones.sd2_controlnet import Sd2ControlNetBackbone
 
     run = tmp_path / "run"
-    spec = f"sd2:model={tiny_sd},steps=2,device=cpu,controlnet=new"
+    spec = f"sd2:model={tiny_sd},steps=2,device=cpu,geometry=exact,controlnet=new"
     data = f"hr:path={photos},crop=64"
     assert dp2o_cli("sample", str(run), "--backbone", spec, "--data", data, "-m", "2").exit_code == 0
     stored = load_prompt_files(RunStore(run))
@@ -121,7 +121,7 @@ def test_stored_prompt_embeddings_spare_the_text_encoder(dp2o_cli, tiny_sd, phot
 
 
 def test_upscale_never_overwrites_an_input_and_keeps_outputs_apart(dp2o_cli, tiny_sd, photos, tmp_path):
-    spec = f"sd2:model={tiny_sd},steps=2,device=cpu,controlnet=new"
+    spec = f"sd2:model={tiny_sd},steps=2,device=cpu,geometry=exact,controlnet=new"
     coffee = photos / "coffee.png"
     before = coffee.read_bytes()
     same = dp2o_cli("upscale", str(coffee), str(coffee), "--backbone", spec)
@@ -154,7 +154,7 @@ def test_upscale_warns_before_a_large_input(dp2o_cli, tiny_sd, photos, tmp_path,
     from dp2o_cli import upscale_cmd
 
     monkeypatch.setattr(upscale_cmd, "LARGE_INPUT_PIXELS", 64 * 64 - 1)
-    spec = f"sd2:model={tiny_sd},steps=1,device=cpu,controlnet=new"
+    spec = f"sd2:model={tiny_sd},steps=1,device=cpu,geometry=exact,controlnet=new"
     result = dp2o_cli("upscale", str(photos / "coffee.png"), str(tmp_path / "o.png"), "--backbone", spec)
     assert result.exit_code == 0 and "coffee.png is 64×64 px" in result.stderr, result.stderr
 
@@ -179,7 +179,7 @@ def test_small_groups_are_sampled_together_with_the_candidates_they_get_alone(
         run = tmp_path / f"run-{chunk}"
         result = dp2o_cli(
             "sample", str(run),
-            "--backbone", f"sd2:model={tiny_sd},steps=2,device=cpu,controlnet=new,chunk_size={chunk}",
+            "--backbone", f"sd2:model={tiny_sd},steps=2,device=cpu,geometry=exact,controlnet=new,chunk_size={chunk}",  # noqa: E501
             "--data", f"hr:path={photos},crop=64", "-m", "2",
         )  # fmt: skip
         assert result.exit_code == 0, result.stderr

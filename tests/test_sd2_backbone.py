@@ -14,7 +14,8 @@ from dp2o_core.specs import resolve_spec
 
 
 def backbone(manager, folder, extra=""):
-    return resolve_spec(manager, "backbone", f"sd2:model={folder},steps=4,device=cpu{extra}").build()
+    spec = f"sd2:model={folder},steps=4,device=cpu,geometry=exact{extra}"
+    return resolve_spec(manager, "backbone", spec).build()
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,8 @@ def photos(tmp_path):
 
 
 def sampling(tiny_sd) -> tuple[str, ...]:
-    return ("--backbone", f"sd2:model={tiny_sd},steps=2,device=cpu,controlnet=new", "-m", "2", "--seed", "3")
+    spec = f"sd2:model={tiny_sd},steps=2,device=cpu,geometry=exact,controlnet=new"
+    return ("--backbone", spec, "-m", "2", "--seed", "3")
 
 
 def candidates(run: Path) -> list[tuple]:

@@ -23,7 +23,7 @@ def models(tmp_path_factory):
 @pytest.mark.parametrize("name", ["sd2", "flux"])
 def test_odd_sizes_sample_and_train_at_exactly_scale_times_the_input(models, name):
     backbone = resolve_spec(
-        PluginManager(), "backbone", f"{name}:model={models[name]},steps=2,device=cpu"
+        PluginManager(), "backbone", f"{name}:model={models[name]},steps=2,device=cpu,geometry=exact"
     ).build()
     for height, width in SIZES:
         lr = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(height * width))
@@ -46,7 +46,7 @@ def test_upscale_of_a_folder_of_odd_sizes_writes_every_output_at_its_exact_size(
     folder.mkdir()
     for height, width in SIZES:
         Image.new("RGB", (width, height), (height * 3, width * 3, 90)).save(folder / f"{height}x{width}.png")
-    spec = f"{name}:model={models[name]},steps=2,device=cpu,controlnet=new"
+    spec = f"{name}:model={models[name]},steps=2,device=cpu,geometry=exact,controlnet=new"
     done = dp2o_cli("upscale", str(folder), str(tmp_path / "out"), "--backbone", spec)
     assert done.exit_code == 0, done.stderr
     for height, width in SIZES:
@@ -56,7 +56,8 @@ def test_upscale_of_a_folder_of_odd_sizes_writes_every_output_at_its_exact_size(
 
 def test_an_input_on_the_grid_is_sampled_exactly_as_before(models):
     """Padding is a no-op on sizes that fit (the stock-pipeline equality tests rely on it)."""
-    backbone = resolve_spec(PluginManager(), "backbone", f"sd2:model={models['sd2']},device=cpu").build()
+    spec = f"sd2:model={models['sd2']},device=cpu,geometry=exact"
+    backbone = resolve_spec(PluginManager(), "backbone", spec).build()
     image = torch.rand(1, 3, 64, 48)
     assert backbone.pad_to_grid(image) is image
     padded = backbone.pad_to_grid(torch.rand(1, 3, 66, 50))

@@ -91,7 +91,7 @@ def test_diffusion_backbones_tile_latents_and_the_vae(family, tiny_sd, tmp_path_
         from tiny_models import save_tiny_flux
 
         model = save_tiny_flux(tmp_path_factory.mktemp("flux"))
-    spec = f"{family}:model={model},steps=3,device=cpu,controlnet=new"
+    spec = f"{family}:model={model},steps=3,device=cpu,geometry=exact,controlnet=new"
     lr = lr_image(64)  # a 256 × 256 output
     whole = build(f"{spec},tile=0").sample(lr, [[1, 2]])
     fitting = build(spec).sample(lr, [[1, 2]])  # tile 512: one window, the untiled computation

@@ -72,7 +72,7 @@ def test_train_runs_every_stage_then_skips_them_and_redoes_only_what_changed(
     dp2o_cli, tiny_sd, photos, tmp_path
 ):
     run = tmp_path / "run"
-    backbone = f"sd2:model={tiny_sd},steps=2,device=cpu,controlnet=new"
+    backbone = f"sd2:model={tiny_sd},steps=2,device=cpu,geometry=exact,controlnet=new"
     first = dp2o_cli(*train_args(run, backbone, photos))
     assert first.exit_code == 0, first.stderr + first.stdout
     store = RunStore(run)
@@ -118,7 +118,7 @@ def test_train_runs_every_stage_then_skips_them_and_redoes_only_what_changed(
 
 
 def test_training_killed_with_sigkill_resumes_to_the_same_weights(dp2o_cli, tiny_sd, photos, tmp_path):
-    backbone = f"sd2:model={tiny_sd},steps=2,device=cpu,controlnet=new"
+    backbone = f"sd2:model={tiny_sd},steps=2,device=cpu,geometry=exact,controlnet=new"
     whole = tmp_path / "whole"
     done = dp2o_cli(*train_args(whole, backbone, photos, steps=6))
     assert done.exit_code == 0, done.stderr
@@ -158,7 +158,7 @@ def test_training_killed_with_sigkill_resumes_to_the_same_weights(dp2o_cli, tiny
 def test_train_runs_every_stage_with_the_flux_backbone(dp2o_cli, photos, tmp_path):
     model = save_tiny_flux(tmp_path / "flux")
     run = tmp_path / "run"
-    spec = f"flux:model={model},steps=2,device=cpu,controlnet=new"
+    spec = f"flux:model={model},steps=2,device=cpu,geometry=exact,controlnet=new"
     result = dp2o_cli(*train_args(run, spec, photos, steps=3))
     assert result.exit_code == 0, result.stderr + result.stdout
     store = RunStore(run)
@@ -183,7 +183,8 @@ def test_two_processes_shard_the_stages_train_with_ddp_and_match_one_process(kin
     # the tiny FLUX model reads only the first of the ControlNet's 4 blocks: the unused ones
     # must not stall DDP
     model = save_tiny_flux(tmp_path / "flux") if kind == "flux" else tiny_sd
-    backbone = f"{kind.removesuffix('-rounds')}:model={model},steps=2,device=cpu,controlnet=new"
+    name = kind.removesuffix("-rounds")
+    backbone = f"{name}:model={model},steps=2,device=cpu,geometry=exact,controlnet=new"
     # two on-policy rounds, the second trained from round 1's ControlNet against the base model
     extra = ("--rounds", "2", "--reference", "base") if kind.endswith("-rounds") else ()
     # accelerate launch runs each process with one thread; so does the reference run, so

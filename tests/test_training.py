@@ -28,7 +28,7 @@ def x0_model(tmp_path_factory):
 
 
 def _backbone(model):
-    return resolve_spec(PluginManager(), "backbone", f"sd2:model={model},device=cpu").build()
+    return resolve_spec(PluginManager(), "backbone", f"sd2:model={model},device=cpu,geometry=exact").build()
 
 
 def _trainer(store, backbone, directory, **settings):
@@ -165,7 +165,7 @@ def fresh_accelerate_state():
     ids=["bf16-checkpointing", "lora", "bf16-frozen"],
 )
 def test_precision_checkpointing_lora_and_tensorboard(x0_model, tmp_path, backbone_options, settings, saved):
-    spec = f"sd2:model={x0_model},device=cpu,{backbone_options}"
+    spec = f"sd2:model={x0_model},device=cpu,geometry=exact,{backbone_options}"
     backbone = resolve_spec(PluginManager(), "backbone", spec).build()
     store = make_preference_run(tmp_path, backbone)
     options = TrainSettings(

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from dp2o_plugins.backbones.colorfix import color_fix
 from dp2o_plugins.backbones.controlnet_files import describe_state_dict, fit_problem
+from dp2o_plugins.backbones.geometry import AuthorsGeometry, resized
 from dp2o_plugins.backbones.loading import (
     drop_unknown_config_keys,
     load_component,
@@ -51,6 +52,16 @@ class ControlNetOptions(TiledSamplingOptions):
         ge=0,
         description="Strength of the ControlNet's residuals (diffusers' controlnet_conditioning_scale), in "
         "sampling and training alike: 1 for the DP²O-SR models, 0.6 in jasperai's FLUX upscaler example.",
+    )
+    geometry: Literal["authors", "exact"] = Field(
+        "authors",
+        description="How an LR's size becomes the size the networks work at. authors: as the DP²O-SR "
+        "scripts — an LR with a side below process_size/scale is first enlarged (Pillow bicubic), the "
+        "×scale control image's sides are rounded down to the grid and the output is resized back to "
+        "scale × the LR; exact: at scale × the LR, padded to the grid and cropped back (no resampling).",
+    )
+    process_size: int = Field(
+        512, ge=16, description="geometry=authors: the output size below which an input is enlarged first."
     )
     prompt: str = Field("", description="Prompt for every image that has no prompt of its own.")
     color_fix: Literal["adain", "wavelet", "none"] = Field(
@@ -196,6 +207,20 @@ class ControlNetBackbone(CachedPrompts, Backbone):
         pads the same way, so training sees the geometry sampling used."""
         return pad_to_multiple(images, self.size_multiple)
 
+    @property
+    def authors_geometry(self) -> AuthorsGeometry | None:
+        """The DP²O-SR scripts' input geometry (option ``geometry=authors``), or None (exact)."""
+        if self.options.geometry != "authors":
+            return None
+        return AuthorsGeometry(self.scale, self.options.process_size, self.size_multiple)
+
+    def to_working_size(self, images):
+        """Output-sized images (candidates, HR images) as the networks see them: resized to the
+        working size of their LR (``geometry=authors``) or padded to the grid (exact) — so
+        their latents fit the control image :meth:`upsample` makes of that LR."""
+        geometry = self.authors_geometry
+        return self.pad_to_grid(images) if geometry is None else geometry.working_images(images)
+
     def windows(self, height: int, width: int) -> list[Window]:
         """The latent tiles a ``height`` × ``width`` latent is denoised in (one: all of it, when
         the output fits the ``tile`` option); on the grid :attr:`size_multiple` sets."""
@@ -212,9 +237,13 @@ class ControlNetBackbone(CachedPrompts, Backbone):
         return vae_tiles(self.vae, on, self.options.tile, self.vae_scale)
 
     def upsample(self, lr):
-        """The control image, made as the DP²O-SR authors' scripts make it — the LR as 8-bit RGB
-        enlarged ×scale by Pillow's bicubic — in [0, 1], padded to the size grid."""
-        return self.pad_to_grid(upsample_pillow(lr, self.scale))
+        """The control image in [0, 1], from the LR as 8-bit RGB by Pillow's bicubic, as the
+        DP²O-SR authors' scripts make it: at their working size (``geometry=authors``), or
+        enlarged ×scale and padded to the size grid (exact)."""
+        geometry = self.authors_geometry
+        if geometry is None:
+            return self.pad_to_grid(upsample_pillow(lr, self.scale))
+        return geometry.control_images(lr)
 
     def sample(
         self, lr, seeds: Sequence[Sequence[int]], prompts: Sequence[str] | None = None
@@ -232,6 +261,8 @@ class ControlNetBackbone(CachedPrompts, Backbone):
             controls.append(control)
             prepared.append(self._prepare_group(control, text))
         height, width = lr.shape[-2] * self.scale, lr.shape[-1] * self.scale  # the outputs' exact size
+        if self.authors_geometry is not None:  # the networks' output is the control image's size
+            height, width = controls[0].shape[-2:] if controls else (height, width)
         jobs = [(index, int(seed)) for index in range(lr.shape[0]) for seed in seeds[index]]
         parts: list[list[Any]] = [[] for _ in controls]
         for start in range(0, len(jobs), self.options.chunk_size):
@@ -245,6 +276,10 @@ class ControlNetBackbone(CachedPrompts, Backbone):
         for index, control in enumerate(controls):
             unpadded = control[..., :height, :width]
             group = color_fix(torch.cat(parts[index]).float(), unpadded, self.options.color_fix)
+            if tuple(group.shape[-2:]) != (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale):
+                # the scripts resize their colour-fixed image, which ToPILImage truncated to 8 bits
+                eight_bit = group if self.options.color_fix == "none" else (group * 255).floor() / 255
+                group = resized(eight_bit, lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
             images.append(group.cpu())
             with torch.no_grad(), self.vae_tiling(self.is_tiled(control)):
                 latents.append(self.encode(group).float().cpu())
@@ -362,7 +397,7 @@ class ControlNetBackbone(CachedPrompts, Backbone):
                 f"the VAE encoder of this {self.name} backbone was released for training from cached "
                 "latents; build the backbone again to encode images"
             )
-        return self.vae.encode(self.pad_to_grid(images).to(self.device, self.dtype) * 2 - 1).latent_dist
+        return self.vae.encode(self.to_working_size(images).to(self.device, self.dtype) * 2 - 1).latent_dist
 
     def tuned_options(self, directory: Path) -> dict[str, str]:
         """``controlnet=DIR`` (the saved ControlNet), or ``lora=DIR/lora.safetensors``."""
