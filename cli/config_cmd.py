@@ -8,6 +8,7 @@ from dp2o_cli.options import (
     ConfigFile,
     DataSpec,
     DegradationSpec,
+    PrompterSpec,
     RewardSpec,
     Seed,
     SelectorSpec,
@@ -25,6 +26,7 @@ def config(
     config_file: ConfigFile = None,
     data: DataSpec = None,
     degradation: DegradationSpec = None,
+    prompter: PrompterSpec = None,
     backbone: BackboneSpec = None,
     reward: RewardSpec = None,
     selector: SelectorSpec = None,
@@ -42,6 +44,7 @@ def config(
     run_config = file_config.with_overrides(
         data=data,
         degradation=degradation,
+        prompter=prompter,
         backbone=backbone,
         reward=reward,
         selector=selector or paper.get("selector"),

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 from dp2o_cli.eval_view import print_evaluation
-from dp2o_cli.options import BackboneSpec, ConfigFile, DataSpec, DegradationSpec, RewardSpec
+from dp2o_cli.options import BackboneSpec, ConfigFile, DataSpec, DegradationSpec, PrompterSpec, RewardSpec
 from dp2o_cli.output import console
 from dp2o_cli.progress import stage_progress
 from dp2o_cli.run_config import load_run_config
@@ -66,6 +66,7 @@ def eval_command(
     backbone: BackboneSpec = None,
     data: DataSpec = None,
     degradation: DegradationSpec = None,
+    prompter: PrompterSpec = None,
     reward: RewardSpec = None,
     config_file: ConfigFile = None,
     metrics: Metrics = "paper",
@@ -85,13 +86,13 @@ def eval_command(
         check_per_input_path(per_input)
     manager = ctx.ensure_object(CliState).manager
     config = load_run_config(
-        config_file, backbone=backbone, data=data, degradation=degradation, reward=reward
+        config_file, backbone=backbone, data=data, degradation=degradation, prompter=prompter, reward=reward
     )
     if config.data.name is None:
         raise UsageError(
             "no data given: pass --data SPEC (e.g. --data photos:split=held-out or --data paired:path=RealSR)"
         )
-    resolved = config.resolve(manager, ("backbone", "data", "degradation"))
+    resolved = config.resolve(manager, ("backbone", "data", "degradation", "prompter"))
     # the backbone's weights and the data, before any sampling (metrics that cannot run are listed)
     dataset = resolved["data"].build()
     compared = compared_backbone(manager, compare) if compare is not None else None
@@ -103,7 +104,8 @@ def eval_command(
     reward_model = resolve_spec(manager, "reward", reward_spec, None).build()
     scorers, unavailable = build_scorers(manager, metrics, exclude=[i.name for i in reward_model.metrics()])
     prepared = prepared_reward(reward_model, unavailable)
-    inputs = load_inputs(dataset, resolved["degradation"].build() if dataset.synthesises_lr else None, seed)
+    degradation = resolved["degradation"].build() if dataset.synthesises_lr else None
+    inputs = load_inputs(dataset, degradation, seed, resolved["prompter"].build())
     models = [EvalModel("model", str(config.backbone) or "tiny-sr", resolved["backbone"].build())]
     if compare is not None:
         models = [models[0]._replace(label="base"), compared_model(manager, compare)]

@@ -45,6 +45,14 @@ DegradationSpec = Annotated[
         "--degradation", metavar="SPEC", help="How LR is made from HR: 'realesrgan' (default) or 'bicubic'."
     ),
 ]
+PrompterSpec = Annotated[
+    str | None,
+    typer.Option(
+        "--prompter",
+        metavar="SPEC",
+        help="The prompt of each LR input: 'sidecar' (its .txt or prompts file; default) or 'fixed:text=…'.",
+    ),
+]
 RunDir = Annotated[Path, typer.Argument(metavar="RUN", help="Run directory.")]
 
 #: M, the outputs per LR input of ``dp2o upscale``.

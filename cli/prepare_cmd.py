@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from dp2o_cli.options import ConfigFile, DataSpec, DegradationSpec, OnBadImage, RunDir, Seed
+from dp2o_cli.options import ConfigFile, DataSpec, DegradationSpec, OnBadImage, PrompterSpec, RunDir, Seed
 from dp2o_cli.output import console
 from dp2o_cli.run_config import load_run_config
 from dp2o_cli.runs import open_run
@@ -26,13 +26,16 @@ def prepare(
     run: RunDir,
     data: DataSpec = None,
     degradation: DegradationSpec = None,
+    prompter: PrompterSpec = None,
     config_file: ConfigFile = None,
     seed: Seed = None,
     on_bad_image: OnBadImage = "error",
     batch_size: DataBatchSize = 16,
 ) -> None:
     """Load the data set into RUN: LR inputs (degraded from HR where needed) and HR references."""
-    config = load_run_config(config_file, run=run, data=data, degradation=degradation, seed=seed)
+    config = load_run_config(
+        config_file, run=run, data=data, degradation=degradation, prompter=prompter, seed=seed
+    )
     if config.data.name is None:
         raise UsageError(
             "no data set given: pass --data SPEC (e.g. --data hr:path=imgs,crop=512) or set data in --config"

@@ -10,6 +10,7 @@ from dp2o_cli.options import (
     DegradationSpec,
     NumCandidates,
     OnBadImage,
+    PrompterSpec,
     Redo,
     RunDir,
     Seed,
@@ -33,6 +34,7 @@ def sample(
     backbone: BackboneSpec = None,
     data: DataSpec = None,
     degradation: DegradationSpec = None,
+    prompter: PrompterSpec = None,
     config_file: ConfigFile = None,
     seed: Seed = None,
     num_candidates: NumCandidates = None,
@@ -53,7 +55,8 @@ def sample(
         )
     base = recorded_config(RunStore(run)) if config_file is None else None
     config = load_run_config(
-        config_file, base=base, run=run, backbone=backbone, data=data, degradation=degradation, seed=seed,
+        config_file, base=base, run=run, backbone=backbone, data=data, degradation=degradation,
+        prompter=prompter, seed=seed,
         sample={"num_candidates": num_candidates, "shared_noise": shared_noise},
     )  # fmt: skip
     if data is None and config_file is None:

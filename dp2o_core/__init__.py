@@ -1,8 +1,8 @@
 """dp2o's core: the interfaces plugins implement, the plugin machinery, specs and config.
 
 Plugin authors need a few names from here: an interface (:class:`Backbone`,
-:class:`RewardModel`, :class:`PairSelector`, :class:`Weighting`, :class:`Dataset` or
-:class:`Degradation`), :class:`PluginOptions` for their options (with
+:class:`RewardModel`, :class:`PairSelector`, :class:`Weighting`, :class:`Dataset`,
+:class:`Degradation` or :class:`Prompter`), :class:`PluginOptions` for their options (with
 :func:`runtime_option` and :func:`training_option` for options that change no result) and
 :data:`hookimpl` to mark their ``register_<kind>s`` hook. See docs/plugins.md. Importing this
 package imports no torch.
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         MetricInfo,
         PairSelector,
         PairWeights,
+        Prompter,
         RewardModel,
         SampleResult,
         Weighting,
@@ -50,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "MetricInfo": "dp2o_core.interfaces",
     "PairSelector": "dp2o_core.interfaces",
     "PairWeights": "dp2o_core.interfaces",
+    "Prompter": "dp2o_core.interfaces",
     "RewardModel": "dp2o_core.interfaces",
     "SampleResult": "dp2o_core.interfaces",
     "Weighting": "dp2o_core.interfaces",
@@ -85,6 +87,7 @@ __all__ = [
     "PairSelector",
     "PairWeights",
     "PluginOptions",
+    "Prompter",
     "RewardModel",
     "SampleResult",
     "TiledSamplingOptions",

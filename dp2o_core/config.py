@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 COMPONENTS: dict[str, tuple[str, str | None]] = {
     "data": ("dataset", "photos"),
     "degradation": ("degradation", "realesrgan"),
+    "prompter": ("prompter", "sidecar"),
     "backbone": ("backbone", "tiny-sr"),
     "reward": ("reward", "hybrid"),
     "selector": ("selector", "ratio"),
@@ -74,6 +75,9 @@ class RunConfig(BaseModel):
     data: Spec = Field(Spec(None), description="Data set spec, e.g. 'hr:path=images,crop=512'.")
     degradation: Spec = Field(
         Spec(None), description="How LR is made from HR, e.g. 'realesrgan' or 'bicubic'."
+    )
+    prompter: Spec = Field(
+        Spec(None), description="What prompt each LR input gets: 'sidecar' (its .txt file) or 'fixed:text=…'."
     )
     backbone: Spec = Field(Spec(None), description="SR generator spec, e.g. 'flux' or 'sd2:steps=20'.")
     reward: Spec = Field(Spec(None), description="Reward spec, e.g. 'hybrid'.")

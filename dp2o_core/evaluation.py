@@ -48,11 +48,13 @@ RESULT_FILE = "held-out.json"
 
 @dataclass(frozen=True)
 class EvalInput:
-    """One evaluation input: LR (1×3×h×w in [0, 1]) and its HR when the data set has one."""
+    """One evaluation input: LR (1×3×h×w in [0, 1]), its HR when the data set has one, and the
+    prompt it is sampled with (the ``--prompter``'s, or the data set's own)."""
 
     id: str
     lr: torch.Tensor
     hr: torch.Tensor | None
+    prompt: str | None = None
 
 
 class EvalModel(NamedTuple):
@@ -443,26 +445,32 @@ def _sampled(backbone, inputs: Sequence[EvalInput], num_samples: int, seed: int,
     for batch in same_size_batches(inputs, per_call, lambda item: item.lr):
         chosen = [candidate_seeds(seed, seed_set, item.id, num_samples) for item, _ in batch]
         with torch.no_grad():
-            result = backbone.sample(torch.cat([lr for _, lr in batch]), chosen).images
+            prompts = [item.prompt or "" for item, _ in batch]
+            result = backbone.sample(torch.cat([lr for _, lr in batch]), chosen, prompts).images
         for row, (item, _) in enumerate(batch):
             yield item, result[row].float().clamp(0, 1)
 
 
-def load_inputs(dataset, degradation, seed: int) -> list[EvalInput]:
-    """A data set's items as evaluation inputs (LR synthesised by ``degradation`` where needed)."""
+def load_inputs(dataset, degradation, seed: int, prompter=None) -> list[EvalInput]:
+    """A data set's items as evaluation inputs (LR synthesised by ``degradation`` where needed),
+    each with its prompt (``prompter``'s, else the data set's own)."""
     from dp2o_core.errors import Dp2oError
     from dp2o_core.imageio import BadImageError, array_to_tensor
+    from dp2o_core.stages.data import prompts_of
 
     items = dataset.items()
     loaded = dataset.load(items, seed, degradation=degradation)
-    inputs = []
+    samples = []
     for item, sample in zip(items, loaded, strict=True):
         if isinstance(sample, BadImageError):  # evaluation has no --on-bad-image: every input counts
             raise Dp2oError(f"evaluation input {item.id!r}: {sample.unskippable()}")
         if isinstance(sample, Exception):
             raise Dp2oError(f"evaluation input {item.id!r}: {sample}")
+        samples.append(sample)
+    inputs = []
+    for sample, prompt in zip(samples, prompts_of(prompter, samples), strict=True):
         hr = None if sample.hr is None else array_to_tensor(sample.hr)
-        inputs.append(EvalInput(item.id, array_to_tensor(sample.lr), hr))
+        inputs.append(EvalInput(sample.item.id, array_to_tensor(sample.lr), hr, prompt))
     return inputs
 
 

@@ -61,3 +61,8 @@ def register_datasets(register: Register) -> None:
 @hookspec
 def register_degradations(register: Register) -> None:
     """Register Degradation subclasses: ways to synthesise LR inputs from HR images."""
+
+
+@hookspec
+def register_prompters(register: Register) -> None:
+    """Register Prompter subclasses: the text prompt of each LR input, written in the data stage."""

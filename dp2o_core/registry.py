@@ -38,6 +38,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "dp2o_plugins.selectors",
     "dp2o_plugins.datasets",
     "dp2o_plugins.degradations",
+    "dp2o_plugins.prompters",
     "dp2o_plugins.rewards",
     "dp2o_plugins.weightings",
     "dp2o_plugins.backbones",

@@ -51,6 +51,7 @@ def test_plugins_json_has_stable_keys(dp2o_cli):
             "weighting",
             "dataset",
             "degradation",
+            "prompter",
         }
     for impl in data["implementations"]:
         assert set(impl) == {"kind", "name", "aliases", "summary", "class", "distribution", "options"}

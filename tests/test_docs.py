@@ -20,6 +20,7 @@ def test_every_hook_is_documented_with_its_signature():
         "register_backbones",
         "register_datasets",
         "register_degradations",
+        "register_prompters",
         "register_rewards",
         "register_selectors",
         "register_weightings",

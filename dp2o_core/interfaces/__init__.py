@@ -1,9 +1,10 @@
-"""The six extension points of dp2o (one per plugin kind), one module each."""
+"""The seven extension points of dp2o (one per plugin kind), one module each."""
 
 from dp2o_core.interfaces.backbone import Backbone, SampleResult
 from dp2o_core.interfaces.base import Implementation
 from dp2o_core.interfaces.dataset import DataItem, DataSample, Dataset
 from dp2o_core.interfaces.degradation import Degradation
+from dp2o_core.interfaces.prompter import Prompter
 from dp2o_core.interfaces.reward import MetricInfo, RewardModel
 from dp2o_core.interfaces.selector import PairSelector
 from dp2o_core.interfaces.weighting import GroupPairs, PairWeights, Weighting
@@ -16,6 +17,7 @@ INTERFACES: dict[str, type[Implementation]] = {
     "weighting": Weighting,
     "dataset": Dataset,
     "degradation": Degradation,
+    "prompter": Prompter,
 }
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "MetricInfo",
     "PairSelector",
     "PairWeights",
+    "Prompter",
     "RewardModel",
     "SampleResult",
     "Weighting",

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class Implementation(ABC):  # noqa: B024 - abstract methods live in the interfaces
-    """Base of the six interfaces (:data:`dp2o_core.interfaces.INTERFACES`).
+    """Base of the seven interfaces (:data:`dp2o_core.interfaces.INTERFACES`).
 
     Subclasses set ``name`` (kebab-case, what users type), write a docstring whose first
     line ``dp2o plugins`` shows, and may nest an ``Options`` model. Instances are built

@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dp2o_core.errors import Dp2oError
 from dp2o_core.imageio import BadImageError, write_png
-from dp2o_core.interfaces import DataItem, DataSample, Dataset, Degradation
+from dp2o_core.interfaces import DataItem, DataSample, Dataset, Degradation, Prompter
 from dp2o_core.pipeline.checks import data_items, items_check
 from dp2o_core.pipeline.context import RunContext, StageRun
 from dp2o_core.pipeline.stage import Stage
@@ -32,19 +33,44 @@ class DataStageResult:
     total: int = 0
 
 
+#: The prompter that keeps the data set's own prompts: runs made with it keep the fingerprint
+#: they had before prompters existed.
+DEFAULT_PROMPTER = "sidecar"
+
+
 def data_stage_config(
     dataset: Dataset,
     dataset_record: Mapping[str, Any],
     degradation_record: Mapping[str, Any] | None,
     seed: int,
+    prompter_record: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What decides the whole stage's output: the data set's options, the degradation, the
-    seed. Each item's own files are in :func:`item_signatures`."""
-    return {
+    seed, the prompter (where it is not the default). Each item's own files are in
+    :func:`item_signatures`."""
+    config = {
         "dataset": dict(dataset_record),
         "degradation": dict(degradation_record) if degradation_record and dataset.synthesises_lr else None,
         "seed": seed,
     }
+    if prompter_record is not None and prompter_record.get("name") != DEFAULT_PROMPTER:
+        config["prompter"] = dict(prompter_record)
+    return config
+
+
+def prompts_of(prompter: Prompter | None, samples: list[DataSample]) -> list[str | None]:
+    """The prompt of each loaded sample: the prompter's (one call for the batch), or the data
+    set's own without a prompter. A prompter that answers with another count is named."""
+    given = [sample.item.prompt for sample in samples]
+    if prompter is None or not samples:
+        return given
+    texts: list[str | None] = list(prompter.prompts([sample.lr for sample in samples], given))
+    if len(texts) != len(samples) or not all(isinstance(text, str) for text in texts):
+        raise Dp2oError(
+            f"prompter {prompter.name!r} gave {len(texts)} prompts for {len(samples)} images (one string "
+            "per image expected): fix or replace the prompter"
+        )
+    return texts
 
 
 def item_signatures(dataset: Dataset, items: list[DataItem] | None = None) -> dict[str, str]:
@@ -59,6 +85,7 @@ def run_data_stage(
     *,
     degradation: Degradation | None,
     seed: int,
+    prompter: Prompter | None = None,
     process: ProcessInfo | None = None,
     on_bad_image: OnBadImage = "error",
     batch_size: int = 16,
@@ -71,7 +98,8 @@ def run_data_stage(
     With ``on_bad_image="error"`` the first unusable file stops the stage with a
     :class:`BadImageError` (groups finished before it stay committed); with ``"skip"`` it
     is listed in the ``bad_images`` table and the stage goes on. ``signatures`` are the items'
-    :func:`item_signatures` when the caller has them already.
+    :func:`item_signatures` when the caller has them already. ``prompter`` writes each input's
+    prompt (without one, the data set's own is kept).
     """
     items = dataset.items()
     by_id = {item.id: item for item in items}
@@ -89,7 +117,10 @@ def run_data_stage(
             on_start(len(todo))
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            for item, loaded in zip(batch, dataset.load(batch, seed, degradation=degradation), strict=True):
+            loaded_batch = list(dataset.load(batch, seed, degradation=degradation))
+            samples = [loaded for loaded in loaded_batch if not isinstance(loaded, BadImageError)]
+            prompts = iter(prompts_of(prompter, samples))
+            for item, loaded in zip(batch, loaded_batch, strict=True):
                 if isinstance(loaded, BadImageError):
                     if on_bad_image == "error":
                         raise loaded
@@ -98,14 +129,14 @@ def run_data_stage(
                     )
                     result.skipped.append((str(loaded.path), loaded.reason))
                 else:
-                    writer.add_group(item.id, groups=[_store_sample(store, loaded)])
+                    writer.add_group(item.id, groups=[_store_sample(store, loaded, next(prompts))])
                     result.written += 1
             if on_progress is not None:
                 on_progress(len(batch))
     return result
 
 
-def _store_sample(store: RunStore, sample: DataSample) -> dict[str, Any]:
+def _store_sample(store: RunStore, sample: DataSample, prompt: str | None) -> dict[str, Any]:
     group_id = sample.item.id
     lr_path = store.group_path("data", "lr", group_id, suffix=".png")
     write_png(lr_path, sample.lr)
@@ -119,7 +150,7 @@ def _store_sample(store: RunStore, sample: DataSample) -> dict[str, Any]:
         "hr": hr_rel,
         "source_lr": str(sample.item.lr) if sample.item.lr else None,
         "source_hr": str(sample.item.hr) if sample.item.hr else None,
-        "prompt": sample.item.prompt,
+        "prompt": prompt,
         "crop_top": sample.crop[0],
         "crop_left": sample.crop[1],
         "lr_height": sample.lr.shape[0],
@@ -135,7 +166,7 @@ class DataStage(Stage):
     unit = "images"
 
     def components(self, ctx: RunContext) -> tuple[str, ...]:
-        return () if self.kept(ctx) else ("data", "degradation")
+        return () if self.kept(ctx) else ("data", "degradation", "prompter")
 
     def kept(self, ctx: RunContext) -> str | None:
         if ctx.round is not None and not ctx.config.rounds.fresh_data:
@@ -148,6 +179,7 @@ class DataStage(Stage):
             ctx.component("data").as_record(),
             ctx.component("degradation").as_record(),
             ctx.seed,
+            ctx.component("prompter").as_record(),
         )
 
     def group_signatures(self, ctx: RunContext) -> Mapping[str, str]:
@@ -171,6 +203,7 @@ class DataStage(Stage):
                 config,
                 degradation=ctx.build("degradation") if dataset.synthesises_lr else None,
                 seed=ctx.seed,
+                prompter=ctx.build("prompter"),
                 process=ctx.process,
                 on_bad_image=ctx.options.on_bad_image,
                 batch_size=ctx.options.data_batch_size,

@@ -69,7 +69,7 @@ class EvalStage(Stage):
         )
         dataset = ctx.component("eval_data").build()
         degradation = ctx.build("degradation") if dataset.synthesises_lr else None
-        inputs = load_inputs(dataset, degradation, ctx.config.seed)
+        inputs = load_inputs(dataset, degradation, ctx.config.seed, ctx.build("prompter"))
         base = ctx.component(ctx.base_backbone)
         models = [
             EvalModel("base", str(configured_spec(base)), base.build()),

@@ -194,7 +194,8 @@ class _Validation:
             ctx, settings = self.ctx, self.ctx.config.pretrain
             dataset = ctx.component("eval_data").build()
             degradation = ctx.build("degradation") if dataset.synthesises_lr else None
-            inputs = load_inputs(dataset, degradation, ctx.config.seed)[: settings.validation_inputs]
+            inputs = load_inputs(dataset, degradation, ctx.config.seed, ctx.build("prompter"))
+            inputs = inputs[: settings.validation_inputs]
             if any(item.hr is None for item in inputs):
                 raise UsageError("pretraining validates against HR images; --eval-data has inputs without HR")
             scorers, unavailable = build_scorers(ctx.manager, settings.validation_metrics)
