@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
             sample = sampling(kind, model_dir, args, device, dtype)
             training_args = argparse.Namespace(
                 size=args.size, steps=args.train_steps, warmup=1, rounds=1, tiny=args.tiny,
-                flux_depth=args.flux_depth, t5_layers=T5_LAYERS,
+                flux_depth=args.flux_depth, t5_layers=T5_LAYERS, dtype="bfloat16",
             )  # fmt: skip
             train = training_benchmark(kind, Path(folder), training_args)
             flops = step_flops(kind, model_dir, Path(folder) / "run", device, dtype)

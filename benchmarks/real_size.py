@@ -332,10 +332,11 @@ def backbone_spec(kind: str, model: Path, device: str, dtype: str, **options: ob
     return spec + "".join(f",{key}={value}" for key, value in options.items())
 
 
-def specs(kind: str, model: Path, device: str) -> tuple[str, str]:
-    """(dp2o's backbone spec, the naive way's): same model, dp2o with its memory levers."""
+def specs(kind: str, model: Path, device: str, dtype: str = "bfloat16") -> tuple[str, str]:
+    """(dp2o's backbone spec, the naive way's): same model, dp2o with its memory levers (its
+    frozen networks in ``dtype``)."""
     return (
-        backbone_spec(kind, model, device, "bfloat16", gradient_checkpointing="true"),
+        backbone_spec(kind, model, device, dtype, gradient_checkpointing="true"),
         backbone_spec(kind, model, device, "float32", gradient_checkpointing="true"),
     )
 
@@ -361,7 +362,7 @@ def benchmark(kind: str, folder: Path, args) -> dict:
         write_flux(model, *flux_depth(args.flux_depth), tiny=args.tiny, t5_layers=args.t5_layers)
     else:
         WRITERS[kind](model, args.tiny)
-    ours, naive = specs(kind, model, device)
+    ours, naive = specs(kind, model, device, args.dtype)
     counts = parameter_counts(kind, naive)
     maker = resolve_spec(PluginManager(), "backbone", naive).build()
     run = make_preference_run(folder, maker, held_out=0, size=args.size)
@@ -428,6 +429,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="FLUX transformer double,single blocks[,ControlNet double blocks (default 4)].",
     )
     parser.add_argument("--t5-layers", type=int, default=T5_LAYERS, help="T5-XXL layers kept (of 24).")
+    parser.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=("bfloat16", "float32"),
+        help="dp2o's frozen networks: bfloat16 (default), or float32 on a CPU without fast bfloat16 "
+        "convolutions (torch's CPU falls back to a slow reference path for large bfloat16 convolutions).",
+    )
     parser.add_argument("--tiny", action="store_true", help="Small widths (a test of the code paths).")
     parser.add_argument("--json", action="store_true", help="End with one JSON line of the results.")
     args = parser.parse_args(argv)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from dp2o_cli.options import BackboneSpec, ConfigFile, NumOutputs
+from dp2o_cli.options import BackboneSpec, ConfigFile, NumOutputs, PrompterSpec
 from dp2o_cli.output import console, error_console
 from dp2o_cli.progress import stage_progress
 from dp2o_cli.run_config import load_run_config
@@ -101,6 +101,7 @@ def upscale(
     source: Annotated[Path, typer.Argument(metavar="INPUT", help="An LR image or a folder of them.")],
     target: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Output PNG (for one input) or folder.")],
     backbone: BackboneSpec = None,
+    prompter: PrompterSpec = None,
     config_file: ConfigFile = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first candidate.")] = 0,
     num_candidates: NumOutputs = 1,
@@ -112,18 +113,19 @@ def upscale(
     """Super-resolve INPUT (a file or a folder) with a backbone; several candidates get _m suffixes.
 
     Outputs are PNG; an output never replaces an input, and inputs that share a name
-    (a.jpg, a.png) get distinct outputs (a_jpg.png, a_png.png).
+    (a.jpg, a.png) get distinct outputs (a_jpg.png, a_png.png). Each input's prompt is the
+    --prompter's: by default its sidecar NAME.txt, else the backbone's prompt option.
     """
     manager = ctx.ensure_object(CliState).manager
-    config = load_run_config(config_file, backbone=backbone)
+    config = load_run_config(config_file, backbone=backbone, prompter=prompter)
     jobs = plan_upscale(source, target, num_candidates)
-    resolved = config.resolve(manager, ("backbone",))["backbone"]
-    ensure(component_checks(resolved))  # weights, files, a ControlNet that sees the LR: before loading
-    model = resolved.build()
+    resolved = config.resolve(manager, ("backbone", "prompter"))
+    ensure([*component_checks(resolved["backbone"]), *component_checks(resolved["prompter"])])
+    model, prompting = resolved["backbone"].build(), resolved["prompter"].build()
     seeds = [seed + m for m in range(num_candidates)]
     with stage_progress("upscale", True, unit="images") as (start, advance):
         start(len(jobs) * num_candidates)
-        written, skipped = upscale_jobs(model, jobs, seeds, on_bad_image, advance)
+        written, skipped = upscale_jobs(model, jobs, seeds, on_bad_image, advance, prompting)
     for bad in skipped:
         console.print(f"[yellow]skipped[/] {escape(str(bad.path))}: {escape(bad.reason)}")
     summary = f"upscale: {written} inputs × {num_candidates} → {target}"
@@ -132,11 +134,17 @@ def upscale(
     console.print(summary)
 
 
-def upscale_jobs(model, jobs: Sequence[UpscaleJob], seeds: list[int], on_bad_image: str, advance):
+def upscale_jobs(
+    model, jobs: Sequence[UpscaleJob], seeds: list[int], on_bad_image: str, advance, prompter=None
+):
     """Read, sample and write every job; returns (inputs written, bad inputs skipped). Inputs of
     one size are packed into one sampling call as the sample stage packs groups (with one
-    candidate each, SD2 samples eight inputs per batch), each read only when its batch fills."""
+    candidate each, SD2 samples eight inputs per batch), each read only when its batch fills;
+    each is sampled with ``prompter``'s prompt (given its sidecar ``.txt``)."""
     import torch
+    from dp2o_plugins.datasets.prompts import prompt_for
+
+    from dp2o_core.interfaces.prompter import prompts_for
 
     written, skipped = 0, []
     pending: list[tuple[UpscaleJob, Any]] = []  # (job, its LR tensor) waiting for a sampling call
@@ -146,7 +154,12 @@ def upscale_jobs(model, jobs: Sequence[UpscaleJob], seeds: list[int], on_bad_ima
         nonlocal written
         if not pending:
             return
-        images = model.sample(torch.cat([lr for _, lr in pending]), [seeds] * len(pending)).images
+        lrs = [lr for _, lr in pending]
+        given = [prompt_for(job.source, job.source.parent, {}) for job, _ in pending]
+        prompts = [
+            text or "" for text in prompts_for(prompter, [tensor_to_array(lr[0]) for lr in lrs], given)
+        ]
+        images = model.sample(torch.cat(lrs), [seeds] * len(pending), prompts).images
         for (job, _), candidates in zip(pending, images, strict=True):
             for image, output in zip(candidates, job.outputs, strict=True):
                 write_png(output, tensor_to_array(image))

@@ -122,3 +122,29 @@ def test_evaluation_inputs_carry_the_prompters_text(dp2o_plugin_manager, photos)
     assert {item.prompt for item in load_inputs(dataset, degradation, 0, fixed)} == {"a photo"}
     own = {item.id: item.prompt for item in load_inputs(dataset, degradation, 0)}
     assert sorted(own.values(), key=str) == [None, None, "a cup of coffee"]
+
+
+def test_upscale_samples_each_input_with_its_prompters_text(dp2o_cli, dp2o_add_plugin, tmp_path, monkeypatch):
+    from dp2o_plugins.backbones.tiny_sr.backbone import TinySrBackbone
+
+    seen: list[str] = []
+    original = TinySrBackbone.sample
+
+    def recording(self, lr, seeds, prompts=None):
+        seen.extend(prompts or [])
+        return original(self, lr, seeds, prompts)
+
+    monkeypatch.setattr(TinySrBackbone, "sample", recording)
+    write_photos(tmp_path / "lr", ("astronaut", "coffee", "chelsea"), size=16)
+    (tmp_path / "lr" / "coffee.txt").write_text("a cup of coffee\n")
+    backbone = ("--backbone", "tiny-sr:steps=1,device=cpu")
+    plain = dp2o_cli("upscale", str(tmp_path / "lr"), str(tmp_path / "sr"), *backbone)
+    assert plain.exit_code == 0, plain.stderr
+    assert sorted(seen) == ["", "", "a cup of coffee"]  # the sidecar prompter reads NAME.txt
+    seen.clear()
+    dp2o_add_plugin(PLUGIN, name="tagger")
+    tagged = dp2o_cli(
+        "upscale", str(tmp_path / "lr"), str(tmp_path / "sr2"), *backbone, "--prompter", "mean-grey"
+    )
+    assert tagged.exit_code == 0, tagged.stderr
+    assert len(seen) == 3 and all(text.startswith("grey ") for text in seen)

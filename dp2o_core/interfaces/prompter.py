@@ -6,6 +6,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+from dp2o_core.errors import Dp2oError
 from dp2o_core.interfaces.base import Implementation
 
 if TYPE_CHECKING:
@@ -45,3 +46,18 @@ class Prompter(Implementation):
     @abstractmethod
     def prompts(self, lr: Sequence[np.ndarray], given: Sequence[str | None]) -> list[str]:
         """One prompt per LR image."""
+
+
+def prompts_for(prompter: Prompter | None, lr: Sequence[np.ndarray], given: Sequence[str | None]) -> list:
+    """The prompt of each LR image: ``prompter``'s (one call for them all), or ``given`` (the
+    data set's own) without a prompter. A prompter that answers with another count, or with
+    something other than text, is named."""
+    if prompter is None or not lr:
+        return list(given)
+    texts = list(prompter.prompts(lr, given))
+    if len(texts) != len(lr) or not all(isinstance(text, str) for text in texts):
+        raise Dp2oError(
+            f"prompter {prompter.name!r} gave {len(texts)} prompts for {len(lr)} images (one string "
+            "per image expected): fix or replace the prompter"
+        )
+    return texts

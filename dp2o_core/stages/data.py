@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from dp2o_core.errors import Dp2oError
 from dp2o_core.imageio import BadImageError, write_png
 from dp2o_core.interfaces import DataItem, DataSample, Dataset, Degradation, Prompter
+from dp2o_core.interfaces.prompter import prompts_for
 from dp2o_core.pipeline.checks import data_items, items_check
 from dp2o_core.pipeline.context import RunContext, StageRun
 from dp2o_core.pipeline.stage import Stage
@@ -56,21 +56,6 @@ def data_stage_config(
     if prompter_record is not None and prompter_record.get("name") != DEFAULT_PROMPTER:
         config["prompter"] = dict(prompter_record)
     return config
-
-
-def prompts_of(prompter: Prompter | None, samples: list[DataSample]) -> list[str | None]:
-    """The prompt of each loaded sample: the prompter's (one call for the batch), or the data
-    set's own without a prompter. A prompter that answers with another count is named."""
-    given = [sample.item.prompt for sample in samples]
-    if prompter is None or not samples:
-        return given
-    texts: list[str | None] = list(prompter.prompts([sample.lr for sample in samples], given))
-    if len(texts) != len(samples) or not all(isinstance(text, str) for text in texts):
-        raise Dp2oError(
-            f"prompter {prompter.name!r} gave {len(texts)} prompts for {len(samples)} images (one string "
-            "per image expected): fix or replace the prompter"
-        )
-    return texts
 
 
 def item_signatures(dataset: Dataset, items: list[DataItem] | None = None) -> dict[str, str]:
@@ -119,7 +104,7 @@ def run_data_stage(
             batch = todo[start : start + batch_size]
             loaded_batch = list(dataset.load(batch, seed, degradation=degradation))
             samples = [loaded for loaded in loaded_batch if not isinstance(loaded, BadImageError)]
-            prompts = iter(prompts_of(prompter, samples))
+            prompts = iter(prompts_for(prompter, [s.lr for s in samples], [s.item.prompt for s in samples]))
             for item, loaded in zip(batch, loaded_batch, strict=True):
                 if isinstance(loaded, BadImageError):
                     if on_bad_image == "error":
