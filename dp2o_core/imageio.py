@@ -190,17 +190,24 @@ def upsample_pillow(lr: torch.Tensor, scale: int) -> torch.Tensor:
     back in [0, 1]: the control image the DP²O-SR authors' scripts make (``Image.resize``).
     Pillow's cubic kernel (a = −0.5) differs from torch's (a = −0.75) by a few grey levels at
     edges, which a released ControlNet would see."""
+    return resize_pillow(lr, lr.shape[-2] * scale, lr.shape[-1] * scale)
+
+
+def resize_pillow(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Images (N×3×H×W in [0, 1]) as 8-bit RGB resized to ``height`` × ``width`` by Pillow's
+    bicubic filter, back in [0, 1]; the same tensor when they have that size already (Pillow
+    would return a copy)."""
     import numpy as np
     import torch
     from PIL import Image
 
-    enlarged = []
-    for image in lr:
-        array = tensor_to_array(image)
-        size = (array.shape[1] * scale, array.shape[0] * scale)
-        resized = Image.fromarray(array).resize(size, Image.Resampling.BICUBIC)
-        enlarged.append(array_to_tensor(np.array(resized)))  # a writable copy for torch
-    return torch.cat(enlarged).to(lr.device)
+    if tuple(images.shape[-2:]) == (height, width):
+        return images
+    made = []
+    for image in images:
+        picture = Image.fromarray(tensor_to_array(image)).resize((width, height), Image.Resampling.BICUBIC)
+        made.append(array_to_tensor(np.array(picture)))  # a writable copy for torch
+    return torch.cat(made).to(images.device)
 
 
 def write_png(path: Path | str, array: np.ndarray) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from dp2o_plugins.backbones.colorfix import color_fix
 from dp2o_plugins.backbones.controlnet_files import describe_state_dict, fit_problem
-from dp2o_plugins.backbones.geometry import AuthorsGeometry, resized
+from dp2o_plugins.backbones.geometry import AuthorsGeometry
 from dp2o_plugins.backbones.loading import (
     drop_unknown_config_keys,
     load_component,
@@ -30,7 +30,7 @@ from pydantic import Field
 
 from dp2o_core import Backbone, SampleResult, TiledSamplingOptions, runtime_option, training_option
 from dp2o_core.errors import Dp2oError
-from dp2o_core.imageio import pad_to_multiple, upsample_pillow
+from dp2o_core.imageio import pad_to_multiple, resize_pillow, upsample_pillow
 from dp2o_core.tiling import Window, plan_model_windows
 
 #: The ``controlnet`` value that asks for a ControlNet made from the base model.
@@ -260,9 +260,11 @@ class ControlNetBackbone(CachedPrompts, Backbone):
             text = prompts[index] if prompts and prompts[index] else self.options.prompt
             controls.append(control)
             prepared.append(self._prepare_group(control, text))
-        height, width = lr.shape[-2] * self.scale, lr.shape[-1] * self.scale  # the outputs' exact size
-        if self.authors_geometry is not None:  # the networks' output is the control image's size
-            height, width = controls[0].shape[-2:] if controls else (height, width)
+        output = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)  # the outputs' exact size
+        # what the networks' outputs are cropped to: the output (exact: the control image is
+        # padded), or the control image's own size (authors: resized to the output below)
+        geometry = self.authors_geometry
+        height, width = output if geometry is None else geometry.working_size(*lr.shape[-2:])
         jobs = [(index, int(seed)) for index in range(lr.shape[0]) for seed in seeds[index]]
         parts: list[list[Any]] = [[] for _ in controls]
         for start in range(0, len(jobs), self.options.chunk_size):
@@ -276,10 +278,10 @@ class ControlNetBackbone(CachedPrompts, Backbone):
         for index, control in enumerate(controls):
             unpadded = control[..., :height, :width]
             group = color_fix(torch.cat(parts[index]).float(), unpadded, self.options.color_fix)
-            if tuple(group.shape[-2:]) != (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale):
+            if tuple(group.shape[-2:]) != output:
                 # the scripts resize their colour-fixed image, which ToPILImage truncated to 8 bits
                 eight_bit = group if self.options.color_fix == "none" else (group * 255).floor() / 255
-                group = resized(eight_bit, lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
+                group = resize_pillow(eight_bit, *output)
             images.append(group.cpu())
             with torch.no_grad(), self.vae_tiling(self.is_tiled(control)):
                 latents.append(self.encode(group).float().cpu())

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dp2o_core.imageio import array_to_tensor, tensor_to_array
+from dp2o_core.imageio import resize_pillow
 
 if TYPE_CHECKING:
     import torch
@@ -48,43 +48,16 @@ class AuthorsGeometry:
 
     def control_images(self, lr: torch.Tensor) -> torch.Tensor:
         """The control images of LR images (N×3×h×w in [0, 1]), in [0, 1] at the working size:
-        the scripts' three Pillow resizes of the 8-bit LR."""
-        import numpy as np
-        import torch
-        from PIL import Image
-
+        the scripts' three Pillow resizes of the 8-bit LR (one that keeps the size is a copy)."""
         height, width = lr.shape[-2:]
         first = self.enlarged(height, width)
-        final = self.working_size(height, width)
-        made = []
-        for image in lr:
-            picture = Image.fromarray(tensor_to_array(image))
-            if first != (height, width):
-                picture = picture.resize((first[1], first[0]), Image.Resampling.BICUBIC)
-            picture = picture.resize((first[1] * self.scale, first[0] * self.scale), Image.Resampling.BICUBIC)
-            picture = picture.resize((final[1], final[0]), Image.Resampling.BICUBIC)
-            made.append(array_to_tensor(np.array(picture)))
-        return torch.cat(made).to(lr.device)
+        enlarged = resize_pillow(lr, *first)
+        scaled = resize_pillow(enlarged, first[0] * self.scale, first[1] * self.scale)
+        return resize_pillow(scaled, *self.working_size(height, width))
 
     def working_images(self, images: torch.Tensor) -> torch.Tensor:
         """Output-sized images (N×3×(s·h)×(s·w)) at the working size of their LR — how a
         candidate or an HR image is encoded for training, so that its latents fit the control
         image's — or the same tensor where the sizes agree."""
         height, width = images.shape[-2] // self.scale, images.shape[-1] // self.scale
-        return resized(images, *self.working_size(height, width))
-
-
-def resized(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Images in [0, 1] as 8-bit RGB resized by Pillow's bicubic to ``height`` × ``width``, back in
-    [0, 1] (the same tensor when they have that size already)."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    if tuple(images.shape[-2:]) == (height, width):
-        return images
-    made = []
-    for image in images:
-        picture = Image.fromarray(tensor_to_array(image)).resize((width, height), Image.Resampling.BICUBIC)
-        made.append(array_to_tensor(np.array(picture)))
-    return torch.cat(made).to(images.device)
+        return resize_pillow(images, *self.working_size(height, width))
