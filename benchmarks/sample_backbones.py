@@ -107,7 +107,7 @@ def training_weight_bytes(model, pipe) -> tuple[int, int]:
     model.prepare_training()
     kept = [model.unet if hasattr(model, "unet") else model.base]
     kept += [getattr(model, name) for name in ("controlnet", "vae", "vqvae") if hasattr(model, name)]
-    dp2o = weight_bytes(*{id(m): m for m in kept}.values(), model._reference)
+    dp2o = weight_bytes(*kept, model._reference)  # each storage counted once
     networks = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
     copied = copy.deepcopy(networks)
     return dp2o, weight_bytes(*networks, *copied)

@@ -190,8 +190,9 @@ def naive_steps(
     trained = getattr(policy, "controlnet", None) or policy.unet
     trained.requires_grad_(True).train()
     if checkpointing:
-        for network in {id(n): n for n in (trained, getattr(policy, "base", trained))}.values():
-            network.enable_gradient_checkpointing()
+        trained.enable_gradient_checkpointing()
+        if hasattr(policy, "base"):  # the frozen base network a ControlNet steers
+            policy.base.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(trained.parameters(), lr=1e-5, weight_decay=0.01)
     data = TrainingData(run, policy, seed=0, cache=False)
     images = _candidate_images(run, data)

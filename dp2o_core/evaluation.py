@@ -456,7 +456,7 @@ def load_inputs(dataset, degradation, seed: int, prompter=None) -> list[EvalInpu
     each with its prompt (``prompter``'s, else the data set's own)."""
     from dp2o_core.errors import Dp2oError
     from dp2o_core.imageio import BadImageError, array_to_tensor
-    from dp2o_core.interfaces.prompter import prompts_for
+    from dp2o_core.interfaces.prompter import sample_prompts
 
     items = dataset.items()
     loaded = dataset.load(items, seed, degradation=degradation)
@@ -468,8 +468,7 @@ def load_inputs(dataset, degradation, seed: int, prompter=None) -> list[EvalInpu
             raise Dp2oError(f"evaluation input {item.id!r}: {sample}")
         samples.append(sample)
     inputs = []
-    prompts = prompts_for(prompter, [s.lr for s in samples], [s.item.prompt for s in samples])
-    for sample, prompt in zip(samples, prompts, strict=True):
+    for sample, prompt in zip(samples, sample_prompts(prompter, samples), strict=True):
         hr = None if sample.hr is None else array_to_tensor(sample.hr)
         inputs.append(EvalInput(sample.item.id, array_to_tensor(sample.lr), hr, prompt))
     return inputs

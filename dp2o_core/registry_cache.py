@@ -64,16 +64,12 @@ def write(records: list[dict[str, Any]]) -> None:
         pass
 
 
+@functools.cache
 def _key() -> str:
     """The cache key of this process's code: taken once, at its first use — a process that
     imported its code before the sources changed (a long test run during an edit, an upgrade
     under a running job) keeps reading and writing under the key of the code it runs, never
     under the new sources' key with the old registrations."""
-    return _key_at_first_use()
-
-
-@functools.cache
-def _key_at_first_use() -> str:
     from dp2o_core.registry import dp2o_version
 
     digest = hashlib.sha256(f"{FORMAT}\x1f{dp2o_version()}\x1f{sys.version}".encode())

@@ -12,6 +12,8 @@ from dp2o_core.interfaces.base import Implementation
 if TYPE_CHECKING:
     import numpy as np
 
+    from dp2o_core.interfaces.dataset import DataSample
+
 
 class Prompter(Implementation):
     """Writes the prompt of every LR input, once per input, in the data stage (``--prompter``).
@@ -61,3 +63,8 @@ def prompts_for(prompter: Prompter | None, lr: Sequence[np.ndarray], given: Sequ
             "per image expected): fix or replace the prompter"
         )
     return texts
+
+
+def sample_prompts(prompter: Prompter | None, samples: Sequence[DataSample]) -> list:
+    """:func:`prompts_for` the loaded samples of a data set: their LR images and own prompts."""
+    return prompts_for(prompter, [s.lr for s in samples], [s.item.prompt for s in samples])

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from dp2o_core.imageio import BadImageError, write_png
 from dp2o_core.interfaces import DataItem, DataSample, Dataset, Degradation, Prompter
-from dp2o_core.interfaces.prompter import prompts_for
+from dp2o_core.interfaces.prompter import sample_prompts
 from dp2o_core.pipeline.checks import data_items, items_check
 from dp2o_core.pipeline.context import RunContext, StageRun
 from dp2o_core.pipeline.stage import Stage
@@ -104,7 +104,7 @@ def run_data_stage(
             batch = todo[start : start + batch_size]
             loaded_batch = list(dataset.load(batch, seed, degradation=degradation))
             samples = [loaded for loaded in loaded_batch if not isinstance(loaded, BadImageError)]
-            prompts = iter(prompts_for(prompter, [s.lr for s in samples], [s.item.prompt for s in samples]))
+            prompts = iter(sample_prompts(prompter, samples))
             for item, loaded in zip(batch, loaded_batch, strict=True):
                 if isinstance(loaded, BadImageError):
                     if on_bad_image == "error":
