@@ -37,6 +37,7 @@ from tiny_models import (  # noqa: E402
     save_tiny_sd,
     save_tiny_upscaler,
     stock_pipeline,
+    stock_sample,
 )
 
 from dp2o_core.registry import PluginManager  # noqa: E402
@@ -55,34 +56,14 @@ def weight_bytes(*modules) -> int:
     return total
 
 
-def run_stock(pipe, model, kind: str, lr, seeds, steps: int):
+def run_stock(pipe, model, lr, seeds, steps: int):
     """The stock pipeline called once per seed, as the backbone's defaults drive it."""
-    images = []
-    for index in range(lr.shape[0]):
-        image = lr[index : index + 1]
-        for seed in seeds[index]:
-            generator = torch.Generator().manual_seed(seed)
-            images.append(_stock_call(pipe, model, kind, image, generator, steps).images[0])
+    images = [
+        stock_sample(pipe, model, lr[index : index + 1], seed, steps)
+        for index in range(lr.shape[0])
+        for seed in seeds[index]
+    ]
     return torch.stack(images)
-
-
-def _stock_call(pipe, model, kind: str, lr, generator, steps: int):
-    common = {"num_inference_steps": steps, "generator": generator, "output_type": "pt"}
-    if kind == "sd-upscaler":
-        return pipe(prompt="", image=lr, guidance_scale=model.options.guidance_scale, **common)
-    if kind == "ldm-sr":
-        return pipe(image=lr * 2 - 1, **common)
-    control = model.upsample(lr)
-    size = control.shape[-1]
-    if kind == "sd2":
-        return pipe(
-            prompt="", negative_prompt=model.options.negative_prompt, image=control, guidance_scale=3.5,
-            height=size, width=size, **common,
-        )  # fmt: skip
-    return pipe(
-        prompt="", control_image=control * 2 - 1,  # a tensor reaches the VAE as it is
-        guidance_scale=2.5, height=size, width=size, max_sequence_length=8, **common,
-    )  # fmt: skip
 
 
 def whole_pipeline(kind: str, model):
@@ -156,13 +137,11 @@ def main() -> None:
             model = resolve_spec(manager, "backbone", spec).build()
             pipe = whole_pipeline(kind, model)
             model.sample(lr[:1], [seeds[0][:2]])  # warm-up both
-            run_stock(pipe, model, kind, lr[:1], [seeds[0][:1]], args.steps)
+            run_stock(pipe, model, lr[:1], [seeds[0][:1]], args.steps)
             times, results = interleaved(
                 {
                     "dp2o": lambda model=model: model.sample(lr, seeds).images,
-                    "stock": lambda pipe=pipe, model=model, kind=kind: run_stock(
-                        pipe, model, kind, lr, seeds, args.steps
-                    ),
+                    "stock": lambda pipe=pipe, model=model: run_stock(pipe, model, lr, seeds, args.steps),
                 },
                 args.rounds,
                 warmup=False,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from tiny_models import save_tiny_flux, stock_pipeline
+from tiny_models import save_tiny_flux, stock_pipeline, stock_sample
 
 from dp2o_core.errors import UsageError
 from dp2o_core.specs import resolve_spec
@@ -30,18 +30,7 @@ def lr():
 
 def stock_image(model, lr, seed: int, **extra):
     """The stock FluxControlNetPipeline over ``model``'s modules, driven like ``model`` samples."""
-    return stock_pipeline(model)(
-        prompt="",
-        control_image=model.upsample(lr) * 2 - 1,  # a tensor reaches the VAE as it is
-        num_inference_steps=3,
-        guidance_scale=2.5,
-        generator=torch.Generator().manual_seed(seed),
-        output_type="pt",
-        height=64,
-        width=64,
-        max_sequence_length=8,
-        **extra,
-    ).images[0]
+    return stock_sample(stock_pipeline(model), model, lr, seed, steps=3, **extra)
 
 
 def test_batched_sampling_matches_the_stock_flux_controlnet_pipeline(dp2o_plugin_manager, tiny_flux, lr):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from tiny_models import save_tiny_sd, stock_pipeline
+from tiny_models import save_tiny_sd, stock_pipeline, stock_sample
 
 from dp2o_core.errors import Dp2oError
 from dp2o_core.specs import resolve_spec
@@ -40,18 +40,7 @@ def test_sampling_shapes_range_and_seed_reproducibility(dp2o_plugin_manager, tin
 def stock_image(model, lr, seed: int, **extra):
     """The stock StableDiffusionControlNetPipeline over ``model``'s modules, driven like ``model``
     samples (``lr``: one image)."""
-    return stock_pipeline(model)(
-        prompt="",
-        negative_prompt=model.options.negative_prompt,
-        image=model.upsample(lr),
-        num_inference_steps=4,
-        guidance_scale=3.5,
-        generator=torch.Generator().manual_seed(seed),
-        output_type="pt",
-        height=64,
-        width=64,
-        **extra,
-    ).images[0]
+    return stock_sample(stock_pipeline(model), model, lr, seed, steps=4, **extra)
 
 
 def test_batched_sampling_matches_the_stock_diffusers_pipeline(dp2o_plugin_manager, tiny_sd, lr):

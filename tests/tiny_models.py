@@ -94,6 +94,29 @@ def stock_pipeline(backbone):
     return pipe
 
 
+def stock_sample(pipe, model, lr, seed: int, steps: int, **extra):
+    """One image (3×H×W in [0, 1]) of the stock diffusers ``pipe`` for the LR image ``lr``,
+    driven as the dp2o backbone ``model`` samples by default — its control image, prompt "",
+    guidance — with the generator seeded ``seed``; ``extra`` adds or overrides arguments."""
+    import torch
+
+    arguments: dict = {"num_inference_steps": steps, "output_type": "pt", "prompt": ""}
+    if model.name == "sd-upscaler":
+        arguments |= {"image": lr, "guidance_scale": model.options.guidance_scale}
+    elif model.name == "ldm-sr":
+        arguments = {"image": lr * 2 - 1, "num_inference_steps": steps, "output_type": "pt"}  # no text
+    else:
+        control = model.upsample(lr)
+        arguments |= {"height": control.shape[-2], "width": control.shape[-1]}
+        if model.name == "sd2-controlnet":
+            negative = model.options.negative_prompt
+            arguments |= {"image": control, "negative_prompt": negative, "guidance_scale": 3.5}
+        else:  # FLUX: a tensor reaches the VAE as it is, so in [-1, 1]
+            arguments |= {"control_image": control * 2 - 1, "guidance_scale": 2.5, "max_sequence_length": 8}
+    generator = torch.Generator().manual_seed(seed)
+    return pipe(**(arguments | extra), generator=generator).images[0]
+
+
 def sd_scheduler(prediction_type: str = "epsilon"):
     """Stable Diffusion 2's DDPM training schedule (scaled-linear betas, 1000 steps)."""
     from diffusers import DDPMScheduler
