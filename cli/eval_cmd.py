@@ -93,12 +93,13 @@ def eval_command(
             "no data given: pass --data SPEC (e.g. --data photos:split=held-out or --data paired:path=RealSR)"
         )
     resolved = config.resolve(manager, ("backbone", "data", "degradation", "prompter"))
-    # the backbone's weights and the data, before any sampling (metrics that cannot run are listed)
+    # the backbone's and prompter's weights and the data, before any sampling (metrics that cannot
+    # run are listed)
     dataset = resolved["data"].build()
     compared = compared_backbone(manager, compare) if compare is not None else None
     ensure([
         *component_checks(resolved["backbone"]), *(component_checks(compared) if compared else []),
-        dataset_check("data", str(config.data), dataset.items),
+        *component_checks(resolved["prompter"]), dataset_check("data", str(config.data), dataset.items),
     ])  # fmt: skip
     reward_spec = config.reward if config.reward.name else parse_spec("hybrid-offline", "reward")
     reward_model = resolve_spec(manager, "reward", reward_spec, None).build()

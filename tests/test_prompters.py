@@ -32,10 +32,27 @@ class MiscountingTagger(Prompter):
         return ["a photo"] * (len(lr) - 1)
 
 
+class WeightlessTagger(Prompter):
+    """A tagger whose weights are not on this machine."""
+
+    name = "weightless"
+
+    @classmethod
+    def readiness(cls, options):
+        from dp2o_core.preflight import Check
+
+        return [Check("prompter weightless", "tagger weights tagger.pth", "missing", problem="not found",
+                      fix="download tagger.pth")]  # fmt: skip
+
+    def prompts(self, lr, given):
+        raise AssertionError("never called: the preflight stops first")
+
+
 @hookimpl
 def register_prompters(register):
     register(MeanGreyTagger)
     register(MiscountingTagger)
+    register(WeightlessTagger)
 
 
 PLUGIN = types.SimpleNamespace(register_prompters=register_prompters)
@@ -148,3 +165,18 @@ def test_upscale_samples_each_input_with_its_prompters_text(dp2o_cli, dp2o_add_p
     )
     assert tagged.exit_code == 0, tagged.stderr
     assert len(seen) == 3 and all(text.startswith("grey ") for text in seen)
+
+
+def test_a_prompter_without_its_weights_stops_prepare_and_eval_before_any_work(
+    dp2o_cli, dp2o_add_plugin, photos, tmp_path
+):
+    dp2o_add_plugin(PLUGIN, name="tagger")
+    run = tmp_path / "run"
+    refused = prepare(dp2o_cli, run, photos, "--prompter", "weightless")
+    assert refused.exit_code == 2 and "tagger.pth" in refused.stderr + refused.stdout
+    assert not RunStore(run).done_groups("data")
+    evaluated = dp2o_cli(
+        "eval", "--data", f"hr:path={photos},crop=64", "--degradation", "bicubic",
+        "--backbone", "tiny-sr:steps=1,device=cpu", "-m", "1", "--prompter", "weightless",
+    )  # fmt: skip
+    assert evaluated.exit_code == 2 and "tagger.pth" in evaluated.stderr + evaluated.stdout
