@@ -95,7 +95,12 @@ def test_a_second_job_on_the_same_shard_names_the_first(tmp_path):
     run = tmp_path / "run"
     first = shard_job(run, 0, 2, pause=0.2)
     lock = RunStore(run).stage_lock("data", ProcessInfo(shard=Shard(0, 2))).path
-    wait_until(lambda: lock.exists() and probe_holder(lock) is not None, first, "the first job's lock")
+    # the job takes its lock before it records the split (shards.json): wait for both
+    wait_until(
+        lambda: lock.exists() and probe_holder(lock) is not None and RunStore(run).shard_progress("data"),
+        first,
+        "the first job's lock and split",
+    )
     running = RunStore(run).shard_progress("data")[0]  # what dp2o status shows
     assert not running.finished and f"pid {first.pid}" in (running.holder or "")
     assert f"running (pid {first.pid} on host" in running.describe()
