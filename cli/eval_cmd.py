@@ -21,6 +21,7 @@ from dp2o_core.evaluation import (
     check_per_input_path,
     compared_backbone,
     compared_model,
+    ensure_sizes_fit,
     evaluate,
     load_inputs,
     prepared_reward,
@@ -35,8 +36,9 @@ Metrics = Annotated[
     typer.Option(
         "--metrics",
         metavar="NAMES",
-        help="Comma-separated pyiqa metrics; 'paper' is the paper's evaluation set (those that cannot run "
-        "are listed), 'fidelity' is PSNR/SSIM on Y.",
+        help="Comma-separated metrics: pyiqa names or vqr1, each with options as in a spec "
+        "(vqr1:model=DIR,thinking=false); 'paper' is the paper's fourteen (those that cannot run are "
+        "listed), 'fidelity' is PSNR/SSIM on Y.",
     ),
 ]
 NumSamples = Annotated[int, typer.Option("--num-samples", "-m", min=1, help="Samples per input (M).")]
@@ -109,7 +111,11 @@ def eval_command(
     inputs = load_inputs(dataset, degradation, seed, resolved["prompter"].build())
     models = [EvalModel("model", str(config.backbone) or "tiny-sr", resolved["backbone"].build())]
     if compare is not None:
-        models = [models[0]._replace(label="base"), compared_model(manager, compare)]
+        models = [
+            models[0]._replace(label="base"),
+            compared_model(manager, compare, scale=models[0].backbone.scale),
+        ]
+    ensure_sizes_fit(inputs, models)
     with stage_progress("eval", not as_json, unit=progress_unit(len(models), seeds)) as (start, advance):
         start(len(inputs) * len(models) * seeds)
         evaluation = evaluate(

@@ -35,10 +35,11 @@ if TYPE_CHECKING:
     from dp2o_core.registry import PluginManager
     from dp2o_core.store import RunStore
 
-#: The paper's evaluation metrics: trained FR, trained NR, untrained NR, fidelity (VQ-R1 is not in pyiqa).
+#: The paper's fourteen evaluation metrics: trained FR, trained NR, untrained NR (VQ-R1 is dp2o's
+#: ``vqr1`` reward, the rest pyiqa's), fidelity.
 PAPER_METRICS = (
     "lpips", "topiq_fr", "afine_fr", "maniqa", "musiq", "clipiqa+", "topiq_nr", "afine_nr", "qalign",
-    "nima", "topiq_iaa", "psnry", "ssim",
+    "vqr1", "nima", "topiq_iaa", "psnry", "ssim",
 )  # fmt: skip
 #: Y-channel PSNR and SSIM (the Real-ISR protocol): pyiqa's ``psnry`` and ``ssim``.
 FIDELITY_METRICS = ("psnry", "ssim")
@@ -478,27 +479,53 @@ def load_inputs(dataset, degradation, seed: int, prompter=None) -> list[EvalInpu
 def metric_names(text: str | Sequence[str]) -> list[str]:
     """Metric names from a comma-separated list (or a list); ``paper`` and ``fidelity`` expand
     to :data:`PAPER_METRICS` and :data:`FIDELITY_METRICS`; duplicates are dropped."""
+    return list(metric_specs(text))
+
+
+def metric_specs(text: str | Sequence[str]) -> dict[str, str]:
+    """Metric name → the spec it is built from, from a comma-separated list (or a list).
+
+    A name may carry options as a plugin spec does — ``vqr1:model=/models/VQ-R1,thinking=false``:
+    a part with ``=`` and no ``:`` is the previous metric's next option. ``paper`` and
+    ``fidelity`` expand to :data:`PAPER_METRICS` and :data:`FIDELITY_METRICS`; a name given
+    again keeps its place, and its options when it has some (``paper,vqr1:model=…``)."""
     parts = text.split(",") if isinstance(text, str) else list(text)
-    names: list[str] = []
+    specs: dict[str, str] = {}
+    last = None
     for part in (p.strip() for p in parts):
-        expanded = {"paper": PAPER_METRICS, "fidelity": FIDELITY_METRICS}.get(part, (part,) if part else ())
-        names += [n for n in expanded if n not in names]
-    return names
+        if not part:
+            continue
+        if last is not None and "=" in part and ":" not in part.partition("=")[0]:
+            specs[last] += f",{part}"
+            continue
+        name = part.partition(":")[0].strip()
+        for expanded in {"paper": PAPER_METRICS, "fidelity": FIDELITY_METRICS}.get(name, (name,)):
+            if expanded not in specs or (expanded == name and ":" in part):
+                specs[expanded] = part if expanded == name else expanded
+        last = name if name in specs else None
+    return specs
 
 
 def build_scorers(
     manager: PluginManager, names: Sequence[str], exclude: Sequence[str] = ()
 ) -> tuple[list[RewardModel], dict[str, str]]:
-    """A prepared ``pyiqa`` reward per metric name (not in ``exclude``), and name → reason for
-    the metrics that cannot run (missing weights, missing package)."""
+    """A prepared reward per metric (:func:`metric_specs`; not in ``exclude``), and name → reason
+    for the metrics that cannot run (missing weights, missing package). A name is a registered
+    reward that scores images itself (``vqr1``), else a pyiqa metric (its options: the pyiqa
+    reward's, ``lpips:device=cpu``)."""
     from dp2o_core.specs import parse_spec, resolve_spec
 
     scorers: list[RewardModel] = []
     unavailable: dict[str, str] = {}
-    for name in metric_names(names):
+    for name, given in metric_specs(names).items():
         if name in exclude:
             continue
-        resolved = resolve_spec(manager, "reward", parse_spec(f"pyiqa:metric={name}", "reward"), None)
+        options = given.partition(":")[2]
+        if _scoring_reward(manager, name):
+            spec = given
+        else:
+            spec = f"pyiqa:metric={name}" + (f",{options}" if options else "")
+        resolved = resolve_spec(manager, "reward", parse_spec(spec, "reward"), None)
         missing = [c for c in resolved.registration.cls.readiness(resolved.options) if not c.ok]
         if missing:  # named without loading anything (a missing file, a metric that cannot run here)
             unavailable[name] = "; ".join(f"{check.item}: {check.problem}" for check in missing)
@@ -511,6 +538,15 @@ def build_scorers(
             continue
         scorers.append(scorer)
     return scorers, unavailable
+
+
+def _scoring_reward(manager: PluginManager, name: str) -> bool:
+    """Whether ``name`` is a registered reward, other than ``pyiqa`` itself, that scores images
+    (a composite such as ``hybrid`` leaves scoring to its members and is no metric)."""
+    registration = manager.implementations("reward").get(name)
+    if registration is None or registration.name == "pyiqa":
+        return False
+    return getattr(registration.cls, "score", None) is not RewardModel.score
 
 
 def prepared_reward(reward: RewardModel, unavailable: dict[str, str]) -> RewardModel | None:
@@ -541,10 +577,41 @@ def compared_backbone(manager: PluginManager, spec: str) -> Any:
     return resolve_spec(manager, "backbone", parsed, None)
 
 
-def compared_model(manager: PluginManager, spec: str, label: str = "compared") -> EvalModel:
-    """A model from a backbone spec; ``bicubic`` is the plain-upsampling baseline."""
+def compared_model(manager: PluginManager, spec: str, label: str = "compared", scale: int = 4) -> EvalModel:
+    """A model from a backbone spec; ``bicubic`` is the plain-upsampling baseline (×``scale``,
+    the base model's)."""
     resolved = compared_backbone(manager, spec)
-    return EvalModel(label, spec, BicubicBaseline() if resolved is None else resolved.build())
+    return EvalModel(label, spec, BicubicBaseline(scale) if resolved is None else resolved.build())
+
+
+def ensure_sizes_fit(inputs: Sequence[EvalInput], models: Sequence[EvalModel]) -> None:
+    """Stop with :class:`~dp2o_core.errors.UsageError` (before any sampling) when a model's
+    outputs would not have the HR images' size."""
+    from dp2o_core.errors import UsageError
+
+    for model in models:
+        problem = size_problem(inputs, model)
+        if problem is not None:
+            raise UsageError(problem)
+
+
+def size_problem(inputs: Sequence[EvalInput], model: EvalModel) -> str | None:
+    """Why ``model``'s outputs cannot be compared with the inputs' HR images (another size:
+    data ``scale`` and the backbone's upscaling differ), or None."""
+    for item in inputs:
+        if item.hr is None:
+            continue
+        scale = model.backbone.scale
+        out = (item.lr.shape[-2] * scale, item.lr.shape[-1] * scale)
+        if out != tuple(item.hr.shape[-2:]):
+            return (
+                f"{model.label} ({model.spec}) makes {out[1]}×{out[0]} images of the "
+                f"{item.lr.shape[-1]}×{item.lr.shape[-2]} input {item.id!r}, whose HR is "
+                f"{item.hr.shape[-1]}×{item.hr.shape[-2]}: "
+                f"give the data scale={scale}, or a backbone that upscales by the data's scale "
+                "(upscale=1 for LR images registered at the HR's size)"
+            )
+    return None
 
 
 # -- the eval stage's record --------------------------------------------------------------------

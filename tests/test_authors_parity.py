@@ -84,35 +84,41 @@ def stock_output(backbone, name, control: Image.Image, seed: int) -> Image.Image
 PROCESS_SIZE = 64
 
 
-def authors_control(lr_image: Image.Image, grid: int) -> Image.Image:
-    """The scripts' control image (upscale 4): a small input enlarged to a short side of
-    process_size // 4, then ×4, then its sides rounded down to ``grid`` — Image.resize's
-    default filter (bicubic) every time."""
+def authors_control(lr_image: Image.Image, grid: int, upscale: int = 4) -> Image.Image:
+    """The scripts' control image: a small input enlarged to a short side of
+    process_size // upscale, then ×upscale, then its sides rounded down to ``grid`` —
+    Image.resize's default filter (bicubic) every time."""
     width, height = lr_image.size
     image = lr_image
-    if width < PROCESS_SIZE // 4 or height < PROCESS_SIZE // 4:
-        factor = (PROCESS_SIZE // 4) / min(width, height)
+    if width < PROCESS_SIZE // upscale or height < PROCESS_SIZE // upscale:
+        factor = (PROCESS_SIZE // upscale) / min(width, height)
         image = image.resize((int(factor * width), int(factor * height)))
-    image = image.resize((image.size[0] * 4, image.size[1] * 4))
+    image = image.resize((image.size[0] * upscale, image.size[1] * upscale))
     return image.resize((image.size[0] // grid * grid, image.size[1] // grid * grid))
 
 
 @pytest.mark.parametrize("name", ["sd2", "flux"])
-@pytest.mark.parametrize("size", [(16, 16), (16, 32), (17, 19), (12, 20)])
-def test_candidates_are_the_authors_images(models, name, size):
+@pytest.mark.parametrize(
+    ("upscale", "size"),
+    [(4, (16, 16)), (4, (16, 32)), (4, (17, 19)), (4, (12, 20)), (1, (64, 80)), (1, (70, 66))],
+)
+def test_candidates_are_the_authors_images(models, name, upscale, size):
     """Square and non-square on the grid; off the grid (sides rounded down, output resized back);
-    small (enlarged first). FLUX's grid is 16 (its script assumes square 512-px inputs)."""
-    backbone = trained_backbone(name, models[name], f",color_fix=adain,process_size={PROCESS_SIZE}")
+    small (enlarged first). FLUX's grid is 16 (its script assumes square 512-px inputs).
+    ``upscale=1``: an LR stored at the output size (RealSR's) is the control image itself, as
+    the scripts' default ``--upscale 1`` takes it."""
+    extra = f",color_fix=adain,process_size={PROCESS_SIZE},upscale={upscale}"
+    backbone = trained_backbone(name, models[name], extra)
     lr, lr_image = eight_bit_lr(*size)
-    control = authors_control(lr_image, grid=8 if name == "sd2" else 16)
+    control = authors_control(lr_image, grid=8 if name == "sd2" else 16, upscale=upscale)
     assert np.array_equal(
         np.asarray(control), (backbone.upsample(lr)[0] * 255).round().byte().permute(1, 2, 0).numpy()
     )
     ours = backbone.sample(lr, [[5]]).images[0, 0]
-    assert ours.shape == (3, size[0] * 4, size[1] * 4)
+    assert ours.shape == (3, size[0] * upscale, size[1] * upscale)
     ours_8bit = (ours * 255).round().byte().permute(1, 2, 0).numpy().astype(int)
     fixed = Image.fromarray(authors_adain(stock_output(backbone, name, control, seed=5), control))
-    theirs = np.asarray(fixed.resize((size[1] * 4, size[0] * 4))).astype(int)  # resized back, always
+    theirs = np.asarray(fixed.resize((size[1] * upscale, size[0] * upscale))).astype(int)  # resized back
     difference = np.abs(ours_8bit - theirs)
     # our PNGs round where ToPILImage truncates: one grey level apart; two only in the odd pixel
     # where batched and one-by-one sampling round the pipeline's own 8-bit output differently

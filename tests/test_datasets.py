@@ -107,6 +107,13 @@ def test_realsrs_own_layout_pairs_files_side_by_side_and_reduces_an_lr_at_hr_siz
     ]
     for sample in dataset.load(items, seed=0):
         assert sample.lr.shape == (32, 32, 3) and sample.hr.shape == (128, 128, 3)
+    # scale=1: the registered LR is kept at the HR's size, as the authors' --upscale 1 takes it
+    kept = build(dp2o_plugin_manager, f"paired:path={tmp_path},scale=1").load(items[:1], seed=0)[0]
+    assert np.array_equal(kept.lr, registered) and kept.hr.shape == (128, 128, 3)
+    # … and a pair of two sizes is named, not cropped into a misaligned pair
+    wrong = build(dp2o_plugin_manager, f"paired:path={tmp_path},scale=1").load(items[1:], seed=0)[0]
+    assert isinstance(wrong, BadImageError) and "Nikon_002_LR4.png" in str(wrong)
+    assert "is 32×32 but its HR" in str(wrong) and "scale=1" in str(wrong)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UsageError, match=r"holds no \*_HR / \*_LR<scale> files side by side"):

@@ -231,3 +231,19 @@ def test_a_compared_backbone_that_is_not_ready_fails_before_the_evaluation(dp2o_
     assert result.exit_code == 2
     assert str(missing) in result.stderr
     assert "eval" not in result.stdout  # nothing was sampled
+
+
+def test_outputs_of_another_size_than_the_hr_images_stop_before_sampling(dp2o_cli, tmp_path):
+    """LR images registered at the HR's size read with scale=1 (as the DP²O-SR authors run
+    RealSR) need a backbone with upscale=1: a ×4 one is stopped, naming both fixes."""
+    from images import photo
+    from PIL import Image
+
+    hr = photo("astronaut", 96)
+    Image.fromarray(hr).save(tmp_path / "Canon_001_HR.png")
+    Image.fromarray(hr).save(tmp_path / "Canon_001_LR4.png")
+    data = ("--data", f"paired:path={tmp_path},scale=1")
+    result = dp2o_cli("eval", *data, "--backbone", "tiny-sr:steps=2", "-m", "1", "--metrics", "psnry")
+    assert result.exit_code == 2
+    assert "makes 384×384 images of the 96×96 input 'Canon_001', whose HR is 96×96" in result.stderr
+    assert "scale=4" in result.stderr and "upscale=1" in result.stderr

@@ -91,6 +91,12 @@ class Backbone(Implementation):
     #: step, the decoded image and the colour fix (what tiling does not shrink).
     sampling_full_bytes_per_pixel: ClassVar[int] = 128
 
+    @classmethod
+    def output_scale(cls, options: Any) -> int:
+        """The upscaling factor an instance made with ``options`` will have, known before it is
+        built (the preflight's size and disk checks): :attr:`scale` unless an option sets it."""
+        return int(cls.scale)
+
     # -- sampling -----------------------------------------------------------------
     @abstractmethod
     def sample(

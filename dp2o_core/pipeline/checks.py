@@ -87,8 +87,10 @@ def candidates_bytes(ctx: RunContext) -> int | None:
 
 
 def backbone_scale(ctx: RunContext) -> int:
-    """The configured backbone's upscaling factor, from its class (nothing is loaded)."""
-    return int(getattr(ctx.component("backbone").registration.cls, "scale", 4))
+    """The configured backbone's upscaling factor, from its class and options (nothing is loaded)."""
+    resolved = ctx.component("backbone")
+    backbone: Any = resolved.registration.cls
+    return int(backbone.output_scale(resolved.options))
 
 
 def lr_sizes(store: Any) -> list[tuple[int, int]]:

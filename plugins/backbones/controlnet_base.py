@@ -63,6 +63,14 @@ class ControlNetOptions(TiledSamplingOptions):
     process_size: int = Field(
         512, ge=16, description="geometry=authors: the output size below which an input is enlarged first."
     )
+    upscale: int = Field(
+        4,
+        ge=1,
+        le=8,
+        description="The output's size over the input's (the authors' scripts' --upscale): 4 for LR images "
+        "at their own size; 1 for LR images stored at the output size (RealSR's registered LR), which are "
+        "the control image as they are.",
+    )
     prompt: str = Field("", description="Prompt for every image that has no prompt of its own.")
     color_fix: Literal["adain", "wavelet", "none"] = Field(
         "adain", description="Colour correction against the upsampled LR."
@@ -100,6 +108,14 @@ class ControlNetBackbone(CachedPrompts, Backbone):
     #: the VAE's downsampling factor (8), set by each backbone's constructor from its config
     vae_scale: int
     _text: Any = None
+
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        self.scale = self.options.upscale
+
+    @classmethod
+    def output_scale(cls, options: Any) -> int:
+        return int(options.upscale)
 
     @classmethod
     def readiness(cls, options: Any) -> list:

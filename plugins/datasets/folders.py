@@ -274,7 +274,9 @@ class PairedFolderDataset(_FolderDataset):
     def load(self, items, seed, degradation=None):
         """Read both images, align HR to LR×scale and crop both at matching positions. An LR
         registered at the HR's size (RealSR's LR4 files are) is reduced ×scale first (Pillow's
-        bicubic), so the backbone's own ×scale upsampling gives the HR geometry back."""
+        bicubic), so the backbone's own ×scale upsampling gives the HR geometry back; with
+        ``scale=1`` it is kept as it is (for a backbone with ``upscale=1``, as the DP²O-SR
+        authors run RealSR), and a pair of two sizes is refused."""
         scale, crop = self.options.scale, self.options.crop
 
         def read(item: DataItem):
@@ -284,6 +286,11 @@ class PairedFolderDataset(_FolderDataset):
                 lr = read_image(item.lr, min_size=1)
                 if lr.shape[:2] == hr.shape[:2] and scale > 1:
                     lr = reduce_registered_lr(lr, scale)
+                elif scale == 1 and lr.shape[:2] != hr.shape[:2]:
+                    raise BadImageError(
+                        item.lr, f"is {lr.shape[1]}×{lr.shape[0]} but its HR {item.hr} is {hr.shape[1]}×"
+                        f"{hr.shape[0]}: with scale=1 each LR must be registered at its HR's size"
+                    )  # fmt: skip
                 if crop and min(lr.shape[:2]) < crop // scale:
                     raise BadImageError(
                         item.lr, f"too small: {lr.shape[1]}×{lr.shape[0]} pixels, at least "
