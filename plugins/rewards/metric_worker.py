@@ -3,7 +3,8 @@
 A metric whose code needs other package versions than dp2o's (Q-Align and its transformers)
 runs in its own virtual environment: ``pyiqa:metric=qalign,python=/opt/qalign/bin/python``.
 dp2o starts ``PYTHON metric_worker.py``; this file imports only the standard library, numpy,
-torch and pyiqa, never dp2o, so that environment needs nothing else.
+torch, pyiqa and ``worker_protocol.py`` from its parent folder, never dp2o, so that environment
+needs nothing else.
 
 Protocol (stdin → requests, stdout → replies): every message is frames of an 8-byte
 big-endian length and that many bytes. A request or reply starts with a JSON frame; arrays
@@ -23,49 +24,19 @@ its tail when the worker fails.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
-import struct
 import sys
 from pathlib import Path
 
-#: What the worker writes first on the protocol stream (dp2o skips anything before it).
-HELLO = b"\x00DP2O-METRIC-WORKER/1\n"
+if __package__:  # imported by dp2o (its client side)
+    from dp2o_plugins.worker_protocol import HELLO, array_bytes, bytes_array, read_frame, write_frame
+else:  # run as a script by another interpreter, without dp2o: the protocol module beside its folder
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+    from worker_protocol import HELLO, array_bytes, bytes_array, read_frame, write_frame  # type: ignore[no-redef]
 
-
-def read_frame(stream) -> bytes | None:
-    """One frame, or None at the end of the stream."""
-    head = stream.read(8)
-    if len(head) < 8:
-        return None
-    (size,) = struct.unpack(">Q", head)
-    data = stream.read(size)
-    if len(data) < size:
-        return None
-    return data
-
-
-def write_frame(stream, data: bytes) -> None:
-    """One frame."""
-    stream.write(struct.pack(">Q", len(data)) + data)
-
-
-def array_bytes(array) -> bytes:
-    """An array as ``.npy`` bytes."""
-    import numpy as np
-
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def bytes_array(data: bytes):
-    """``.npy`` bytes as an array."""
-    import numpy as np
-
-    return np.load(io.BytesIO(data), allow_pickle=False)
+__all__ = ["HELLO", "array_bytes", "bytes_array", "read_frame", "write_frame", "main"]
 
 
 def create(request: dict):

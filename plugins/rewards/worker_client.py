@@ -1,10 +1,11 @@
-"""dp2o's side of a metric worker (:mod:`dp2o_plugins.rewards.metric_worker`).
+"""dp2o's side of a worker process (:mod:`dp2o_plugins.worker_protocol`).
 
-:class:`MetricWorker` starts ``PYTHON metric_worker.py``, asks it to create the metric and
-sends it each group's candidates. A worker that exits, answers with an error or is silent
-for longer than the timeout is stopped, and the error names the metric, the interpreter and
-the last lines it wrote to stderr. Nothing of the group is stored then, so a rerun scores
-that group again (the score stage resumes per group).
+:class:`WorkerProcess` starts ``PYTHON SCRIPT`` and exchanges requests and replies with it;
+:class:`MetricWorker` is the one of :mod:`dp2o_plugins.rewards.metric_worker`: it asks the
+worker to create the metric and sends it each group's candidates. A worker that exits, answers
+with an error or is silent for longer than the timeout is stopped, and the error names what it
+serves, the interpreter and the last lines it wrote to stderr. Nothing of the group is stored
+then, so a rerun scores that group again (the score stage resumes per group).
 
 Replies are not trusted: a frame may claim at most :data:`MAX_FRAME` bytes, a header must be
 a UTF-8 JSON object, the scores one finite number per candidate; anything else is a
@@ -24,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from dp2o_plugins.rewards.metric_worker import HELLO, array_bytes, bytes_array, write_frame
+from dp2o_plugins.worker_protocol import HELLO, array_bytes, bytes_array, write_frame
 
 from dp2o_core.errors import Dp2oError
 
@@ -38,28 +39,22 @@ STDERR_LINE_LIMIT = 2000
 
 
 class WorkerError(Dp2oError):
-    """A metric worker failed: crashed, hung or raised."""
+    """A worker process failed: crashed, hung or raised."""
 
 
-class MetricWorker:
-    """One pyiqa metric served by a worker process of another interpreter."""
+class WorkerProcess:
+    """A worker script run by another interpreter, and the requests dp2o sends it.
 
-    def __init__(
-        self,
-        python: Path,
-        metric: str,
-        *,
-        device: str,
-        weights: Path | None,
-        folders: list[Path],
-        kwargs: dict[str, Any],
-        timeout: float,
-    ) -> None:
-        self.python, self.metric_name, self.timeout = Path(python), metric, timeout
+    ``label`` names what it serves in every error (``metric 'qalign'``); ``hint`` is added to
+    the error when the interpreter cannot start (which option names it).
+    """
+
+    def __init__(self, python: Path, script: Path, label: str, *, timeout: float, hint: str) -> None:
+        self.python, self.label, self.timeout = Path(python), label, timeout
         self._stderr: collections.deque[str] = collections.deque(maxlen=30)
         try:
             self.process = subprocess.Popen(
-                [str(self.python), str(WORKER_SCRIPT)],
+                [str(self.python), str(script)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -67,52 +62,11 @@ class MetricWorker:
             )
         except OSError as error:
             raise Dp2oError(
-                f"metric {metric!r}: cannot start the interpreter {self.python} ({error.strerror or error}); "
-                "check the python option"
+                f"{label}: cannot start the interpreter {self.python} ({error.strerror or error}); {hint}"
             ) from None
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
         self._drain.start()
         self._greeting()
-        reply, _ = self._call(
-            {
-                "op": "create",
-                "metric": metric,
-                "device": device,
-                "weights": str(weights) if weights is not None else None,
-                "folders": [str(f) for f in folders],
-                "kwargs": kwargs,
-            },
-            [],
-            results=0,
-        )
-        if not isinstance(reply.get("lower_better"), bool):
-            raise self._failure(f"answered the metric's creation with {_show(reply)} (no lower_better flag)")
-        self.lower_better = reply["lower_better"]
-        self.pyiqa_version = str(reply.get("pyiqa", ""))
-
-    def score(self, candidates: Any, reference: Any, batch_size: int) -> list[float]:
-        """Raw scores of ``candidates`` (N×3×H×W in [0, 1]; ``reference`` 1×3×H×W or 3×H×W)."""
-        arrays = [candidates.detach().float().cpu().numpy()]
-        if reference is not None:
-            arrays.append(reference.detach().float().cpu().reshape(3, *reference.shape[-2:]).numpy())
-        request = {"op": "score", "reference": reference is not None, "batch_size": batch_size}
-        _, results = self._call(request, arrays, results=1)
-        return self._scores(results[0], len(arrays[0]))
-
-    def _scores(self, values: Any, count: int) -> list[float]:
-        """The reply's scores: a 1-D numeric array of ``count`` finite values, else the worker
-        is stopped and the error says what came instead."""
-        import numpy as np
-
-        if values.ndim != 1 or values.dtype.kind not in "fiu" or len(values) != count:
-            raise self._failure(
-                f"answered {count} candidates with a {values.dtype} array of shape {tuple(values.shape)} "
-                f"(one number per candidate expected)"
-            )
-        bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
-        if len(bad):
-            raise self._failure(f"scored candidate {int(bad[0])} of {count} {values[bad[0]]}")
-        return [float(v) for v in values]
 
     def close(self) -> None:
         """End the worker (closing its stdin ends it)."""
@@ -211,7 +165,7 @@ class MetricWorker:
             self._drain.join(timeout=5)  # the last lines it wrote
         tail = "\n".join(self._stderr)
         return WorkerError(
-            f"metric {self.metric_name!r} in the worker of {self.python} {what}"
+            f"{self.label} in the worker of {self.python} {what}"
             + (f". Its last output:\n{tail}" if tail else "")
         )
 
@@ -237,6 +191,66 @@ class MetricWorker:
 
     def _keep_line(self, line: bytes, cut: bool) -> None:
         self._stderr.append(line.decode("utf-8", "replace").rstrip() + (" […]" if cut else ""))
+
+
+class MetricWorker(WorkerProcess):
+    """One pyiqa metric served by a worker process of another interpreter."""
+
+    def __init__(
+        self,
+        python: Path,
+        metric: str,
+        *,
+        device: str,
+        weights: Path | None,
+        folders: list[Path],
+        kwargs: dict[str, Any],
+        timeout: float,
+    ) -> None:
+        super().__init__(
+            python, WORKER_SCRIPT, f"metric {metric!r}", timeout=timeout, hint="check the python option"
+        )
+        self.metric_name = metric
+        reply, _ = self._call(
+            {
+                "op": "create",
+                "metric": metric,
+                "device": device,
+                "weights": str(weights) if weights is not None else None,
+                "folders": [str(f) for f in folders],
+                "kwargs": kwargs,
+            },
+            [],
+            results=0,
+        )
+        if not isinstance(reply.get("lower_better"), bool):
+            raise self._failure(f"answered the metric's creation with {_show(reply)} (no lower_better flag)")
+        self.lower_better = reply["lower_better"]
+        self.pyiqa_version = str(reply.get("pyiqa", ""))
+
+    def score(self, candidates: Any, reference: Any, batch_size: int) -> list[float]:
+        """Raw scores of ``candidates`` (N×3×H×W in [0, 1]; ``reference`` 1×3×H×W or 3×H×W)."""
+        arrays = [candidates.detach().float().cpu().numpy()]
+        if reference is not None:
+            arrays.append(reference.detach().float().cpu().reshape(3, *reference.shape[-2:]).numpy())
+        request = {"op": "score", "reference": reference is not None, "batch_size": batch_size}
+        _, results = self._call(request, arrays, results=1)
+        return self._scores(results[0], len(arrays[0]))
+
+    def _scores(self, values: Any, count: int) -> list[float]:
+        """The reply's scores: a 1-D numeric array of ``count`` finite values, else the worker
+        is stopped and the error says what came instead."""
+        import numpy as np
+
+        if values.ndim != 1 or values.dtype.kind not in "fiu" or len(values) != count:
+            raise self._failure(
+                f"answered {count} candidates with a {values.dtype} array of shape {tuple(values.shape)} "
+                f"(one number per candidate expected)"
+            )
+        bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
+        if len(bad):
+            raise self._failure(f"scored candidate {int(bad[0])} of {count} {values[bad[0]]}")
+        return [float(v) for v in values]
 
 
 def _show(value: Any) -> str:
