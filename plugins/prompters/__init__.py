@@ -1,9 +1,10 @@
-"""Built-in prompters: the data set's own prompt files (the default) and a fixed text."""
+"""Built-in prompters: the data set's own prompt files (the default), a fixed text, RAM + DAPE tags."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dp2o_plugins.prompters.ram_dape import RamDapePrompter
 from pydantic import Field
 
 from dp2o_core import PluginOptions, Prompter, hookimpl
@@ -44,3 +45,4 @@ class FixedPrompter(Prompter):
 def register_prompters(register) -> None:
     register(SidecarPrompter)
     register(FixedPrompter)
+    register(RamDapePrompter)

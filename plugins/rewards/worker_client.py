@@ -83,7 +83,7 @@ class WorkerProcess:
             process.kill()
 
     # -- the protocol ---------------------------------------------------------------------------
-    def _call(self, header: dict, arrays: list, results: int) -> tuple[dict, list]:
+    def call(self, header: dict, arrays: list, results: int) -> tuple[dict, list]:
         try:
             stdin = self.process.stdin
             write_frame(stdin, json.dumps(header).encode("utf-8"))
@@ -94,18 +94,18 @@ class WorkerProcess:
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                raise self._failure("stopped reading its requests") from None
-            raise self._failure(f"exited with status {self.process.returncode}") from None
+                raise self.failure("stopped reading its requests") from None
+            raise self.failure(f"exited with status {self.process.returncode}") from None
         reply = self._header(self._read())
         if not reply.get("ok"):
-            raise self._failure(f"raised {str(reply.get('error', '?'))[:2000]}", keep_running=True)
+            raise self.failure(f"raised {str(reply.get('error', '?'))[:2000]}", keep_running=True)
         arrays = []
         for _ in range(results):
             frame = self._read()
             try:
                 arrays.append(bytes_array(frame))
             except (ValueError, EOFError, OSError) as error:
-                raise self._failure(f"sent an array frame that is not a .npy array ({error})") from None
+                raise self.failure(f"sent an array frame that is not a .npy array ({error})") from None
         return reply, arrays
 
     def _header(self, frame: bytes) -> dict:
@@ -113,9 +113,11 @@ class WorkerProcess:
         try:
             reply = json.loads(frame.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise self._failure(f"sent a reply header that is not UTF-8 JSON: {_show(frame)}") from None
+            raise self.failure(f"sent a reply header that is not UTF-8 JSON: {show_reply(frame)}") from None
         if not isinstance(reply, dict):
-            raise self._failure(f"sent a reply header that is a JSON {type(reply).__name__}: {_show(reply)}")
+            raise self.failure(
+                f"sent a reply header that is a JSON {type(reply).__name__}: {show_reply(reply)}"
+            )
         return reply
 
     def _greeting(self) -> None:
@@ -124,8 +126,8 @@ class WorkerProcess:
         seen = b""
         while not seen.endswith(HELLO):
             if len(seen) > MAX_PREAMBLE:
-                raise self._failure(
-                    f"did not start the worker protocol; its output began {_show(seen[:200])}"
+                raise self.failure(
+                    f"did not start the worker protocol; its output began {show_reply(seen[:200])}"
                 )
             seen += self._read_exact(1)
         preamble = seen[: -len(HELLO)].decode("utf-8", "replace").strip()
@@ -136,7 +138,7 @@ class WorkerProcess:
         """One frame of the reply, waiting at most the timeout for each part of it."""
         (size,) = struct.unpack(">Q", self._read_exact(8))
         if size > MAX_FRAME:
-            raise self._failure(
+            raise self.failure(
                 f"announced a reply of {size} bytes (more than the {MAX_FRAME >> 20} MiB any reply "
                 "needs): something other than the worker wrote to its protocol stream"
             )
@@ -149,16 +151,16 @@ class WorkerProcess:
             ready, _, _ = select.select([fd], [], [], self.timeout)
             if not ready:
                 self.process.kill()
-                raise self._failure(f"gave no answer within {self.timeout:g} s and was stopped")
+                raise self.failure(f"gave no answer within {self.timeout:g} s and was stopped")
             data = os.read(fd, min(remaining, 1 << 20))
             if not data:
                 self.process.wait(timeout=10)
-                raise self._failure(f"exited with status {self.process.returncode}")
+                raise self.failure(f"exited with status {self.process.returncode}")
             chunks.append(data)
             remaining -= len(data)
         return b"".join(chunks)
 
-    def _failure(self, what: str, keep_running: bool = False) -> WorkerError:
+    def failure(self, what: str, keep_running: bool = False) -> WorkerError:
         if not keep_running:
             if self.process.poll() is None:
                 self.process.kill()
@@ -211,7 +213,7 @@ class MetricWorker(WorkerProcess):
             python, WORKER_SCRIPT, f"metric {metric!r}", timeout=timeout, hint="check the python option"
         )
         self.metric_name = metric
-        reply, _ = self._call(
+        reply, _ = self.call(
             {
                 "op": "create",
                 "metric": metric,
@@ -224,7 +226,9 @@ class MetricWorker(WorkerProcess):
             results=0,
         )
         if not isinstance(reply.get("lower_better"), bool):
-            raise self._failure(f"answered the metric's creation with {_show(reply)} (no lower_better flag)")
+            raise self.failure(
+                f"answered the metric's creation with {show_reply(reply)} (no lower_better flag)"
+            )
         self.lower_better = reply["lower_better"]
         self.pyiqa_version = str(reply.get("pyiqa", ""))
 
@@ -234,7 +238,7 @@ class MetricWorker(WorkerProcess):
         if reference is not None:
             arrays.append(reference.detach().float().cpu().reshape(3, *reference.shape[-2:]).numpy())
         request = {"op": "score", "reference": reference is not None, "batch_size": batch_size}
-        _, results = self._call(request, arrays, results=1)
+        _, results = self.call(request, arrays, results=1)
         return self._scores(results[0], len(arrays[0]))
 
     def _scores(self, values: Any, count: int) -> list[float]:
@@ -243,17 +247,17 @@ class MetricWorker(WorkerProcess):
         import numpy as np
 
         if values.ndim != 1 or values.dtype.kind not in "fiu" or len(values) != count:
-            raise self._failure(
+            raise self.failure(
                 f"answered {count} candidates with a {values.dtype} array of shape {tuple(values.shape)} "
                 f"(one number per candidate expected)"
             )
         bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
         if len(bad):
-            raise self._failure(f"scored candidate {int(bad[0])} of {count} {values[bad[0]]}")
+            raise self.failure(f"scored candidate {int(bad[0])} of {count} {values[bad[0]]}")
         return [float(v) for v in values]
 
 
-def _show(value: Any) -> str:
+def show_reply(value: Any) -> str:
     """A short, printable form of what a worker sent."""
     text = repr(value)
     return text if len(text) <= 200 else text[:197] + "..."
