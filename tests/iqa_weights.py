@@ -206,7 +206,7 @@ def install_tiny_qalign(hub_cache: Path) -> None:
     visual = {
         "visual_model": configs.MplugOwlVisionConfig(**layer, image_size=28, patch_size=14).to_dict(),
         "visual_abstractor": configs.MplugOwlVisualAbstractorConfig(
-            **layer, num_learnable_queries=4, encoder_hidden_size=32
+            **layer, num_learnable_queries=4, encoder_hidden_size=32, grid_size=2
         ).to_dict(),
     }
     config = configs.MPLUGOwl2Config(visual_config=visual, **layer, num_key_value_heads=2, vocab_size=64)

@@ -3,8 +3,8 @@ built with random stand-ins for its downloads (tests/iqa_weights.py) and scores 
 candidates through dp2o's scorer — after the preflight has found every file it needs.
 
 Covered here: LPIPS, TOPIQ-FR, TOPIQ-NR, MANIQA, MUSIQ, CLIPIQA+, AFINE-FR and AFINE-NR. Q-Align
-(a 7 B mPLUG-Owl2 model with its own tokenizer) is not yet: its code imports under the pinned
-transformers, and docs/rewards.md says how to run it in its own environment.
+(a 7 B mPLUG-Owl2 model with its own tokenizer) imports under the pinned transformers but cannot
+score there (below); tests/test_qalign_worker.py scores it in its worker environment.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_a_paper_metric_scores_through_dp2o_with_random_weights(metric, offline_
 def test_qalign_cannot_run_under_dp2os_transformers_and_the_preflight_says_so(offline_homes, tmp_path):
     """Q-Align loads here (a tiny random mPLUG-Owl2 in its place) but fails on its first image;
     the preflight names that and points to a worker in its own environment, which is what
-    tests/test_metric_worker.py proves works."""
+    tests/test_qalign_worker.py proves works."""
     from iqa_weights import install_tiny_qalign
 
     _, hub_cache, _ = offline_homes

@@ -128,6 +128,16 @@ def _qalign_problem() -> str | None:
 INCOMPATIBILITIES = {"qalign": _qalign_problem}
 
 
+#: What Q-Align's worker needs besides dp2o's own environment, installed with ``pip install
+#: --no-deps --target FOLDER`` and put first on the worker's path (docs/rewards.md): transformers 4.x
+#: with the hub client and tokenizers it accepts, and icecream, which pyiqa's mPLUG-Owl2 code imports.
+#: tests/test_qalign_worker.py builds exactly this and scores through it.
+QALIGN_WORKER_PACKAGES = (
+    "transformers==4.57.6", "huggingface-hub==0.36.2", "tokenizers==0.22.2",
+    "icecream==2.2.0", "executing==2.3.0", "asttokens==3.0.2", "colorama==0.4.6",
+)  # fmt: skip
+
+
 #: Metrics whose pyiqa code needs other package versions than dp2o's, as a worker interpreter
 #: must have them: metric → (distribution, highest major version that works, why).
 WORKER_NEEDS = {
