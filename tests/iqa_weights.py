@@ -215,82 +215,13 @@ def install_tiny_qalign(hub_cache: Path) -> None:
     MPLUGOwl2LlamaForCausalLM(config).save_pretrained(snapshot)
 
 
-#: The special tokens of Qwen2.5-VL's tokenizer that its processor and chat template use.
-QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
-    "<|video_pad|>",
-)  # fmt: skip
-#: A chat template with what VQ-R1's prompt needs of Qwen2.5-VL's: user turns of images and text,
-#: "Picture N: " before each image with ``add_vision_id``, the assistant's generation prompt.
-QWEN_CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% for part in message['content'] %}{% if part['type'] == 'image' %}"
-    "{% if add_vision_id %}Picture {{ loop.index }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% else %}{{ part['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def install_tiny_vqr1(folder: Path) -> None:
-    """A tiny random VisualQuality-R1 in ``folder`` as the real one is laid out: a
-    Qwen2.5-VL model (two text and two vision layers of width 32) with its processor — a
-    byte-level BPE tokenizer of single characters, Qwen's special tokens and a chat template."""
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2Tokenizer,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    byte_chars = bytes_to_unicode()
-    vocab: dict[str, int] = {}
-    for char in "0123456789.<>/ :,?\nabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ":
-        vocab.setdefault("".join(byte_chars[b] for b in char.encode()), len(vocab))
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS)})
-    special_ids = tokenizer.convert_tokens_to_ids(list(QWEN_SPECIAL_TOKENS))
-    ids = dict(zip(QWEN_SPECIAL_TOKENS, special_ids, strict=True))
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 64),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
-        chat_template=QWEN_CHAT_TEMPLATE,
-    )
-    text = {
-        "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
-        "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]},
-        "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"], "bos_token_id": None,
-    }  # fmt: skip
-    vision = {
-        "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
-        "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
-        "fullatt_block_indexes": [1],
-    }  # fmt: skip
-    config = Qwen2_5_VLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-        bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-
-
 def install_tiny_vqr1_in_cache(hub_cache: Path) -> None:
-    """:func:`install_tiny_vqr1` as a download of ``TianheWu/VisualQuality-R1-7B`` in a Hugging
-    Face cache."""
+    """A tiny random Qwen2.5-VL (:func:`tiny_vlms.save_tiny_qwen_vl`) as a download of
+    ``TianheWu/VisualQuality-R1-7B`` in a Hugging Face cache."""
+    from tiny_vlms import save_tiny_qwen_vl
+
     revision = "0" * 40
     folder = hub_cache / "models--TianheWu--VisualQuality-R1-7B"
-    install_tiny_vqr1(folder / "snapshots" / revision)
+    save_tiny_qwen_vl(folder / "snapshots" / revision)
     (folder / "refs").mkdir(exist_ok=True)
     (folder / "refs" / "main").write_text(revision)

@@ -10,7 +10,8 @@ import re
 
 import pytest
 import torch
-from iqa_weights import install_tiny_vqr1, install_tiny_vqr1_in_cache
+from iqa_weights import install_tiny_vqr1_in_cache
+from tiny_vlms import save_tiny_qwen_vl
 
 from dp2o_core.errors import Dp2oError
 from dp2o_core.evaluation import PAPER_METRICS, metric_names, metric_specs
@@ -30,7 +31,7 @@ AUTHORS_PROMPT = (
 @pytest.fixture(scope="module")
 def tiny_vqr1(tmp_path_factory):
     folder = tmp_path_factory.mktemp("vqr1") / "VisualQuality-R1-7B"
-    install_tiny_vqr1(folder)
+    save_tiny_qwen_vl(folder)
     return folder
 
 

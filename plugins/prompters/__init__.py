@@ -1,9 +1,11 @@
-"""Built-in prompters: the data set's own prompt files (the default), a fixed text, RAM + DAPE tags."""
+"""Built-in prompters: the data set's own prompt files (the default), a fixed text, RAM + DAPE tags,
+and a Hugging Face image-to-text model's text."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dp2o_plugins.prompters.caption import CaptionPrompter
 from dp2o_plugins.prompters.ram_dape import RamDapePrompter
 from pydantic import Field
 
@@ -46,3 +48,4 @@ def register_prompters(register) -> None:
     register(SidecarPrompter)
     register(FixedPrompter)
     register(RamDapePrompter)
+    register(CaptionPrompter)

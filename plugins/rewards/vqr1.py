@@ -28,7 +28,6 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from importlib import metadata
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -123,17 +122,9 @@ class VisualQualityR1(RewardModel):
     def readiness(cls, options: Any) -> list:
         """The model's files: a local folder with its config, or the hub id (cached, or
         downloadable unless offline)."""
-        from dp2o_plugins.network import cached_or_hub_check
+        from dp2o_plugins.hf_models import model_source_check
 
-        from dp2o_core.preflight import Check
-
-        who = f"reward {cls.name}"
-        path = Path(options.model).expanduser()
-        if path.exists():
-            if (path / "config.json").is_file():
-                return [Check(who, f"model folder {path}", "present")]
-            return [Check(who, f"model folder {path}", "missing", problem="has no config.json")]
-        return [cached_or_hub_check(who, options.model, ("config.json",), local="model")]
+        return [model_source_check(f"reward {cls.name}", options.model)]
 
     def metrics(self) -> Sequence[MetricInfo]:
         o = self.options
@@ -144,27 +135,17 @@ class VisualQualityR1(RewardModel):
         """Load the model and its processor (once)."""
         if self._model is not None:
             return
-        import torch
-        from dp2o_plugins.backbones.loading import quiet_libraries
+        from dp2o_plugins.hf_models import load_processor_and_model
         from dp2o_plugins.rewards.pyiqa_metric import resolve_device
-        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+        from transformers import Qwen2_5_VLForConditionalGeneration
 
-        quiet_libraries()
         o = self.options
-        path = Path(o.model).expanduser()
-        source = str(path) if path.exists() else o.model
-        try:
-            processor = AutoProcessor.from_pretrained(source)
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, dtype=getattr(torch, o.dtype))
-        except (OSError, ValueError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise Dp2oError(
-                f"reward vqr1: cannot load the VisualQuality-R1 model {source!r} ({first}); download it "
-                f"(`hf download {DEFAULT_MODEL}`) or pass model=/path/to/its/folder"
-            ) from None
+        processor, model = load_processor_and_model(
+            f"reward {self.name}", o.model, Qwen2_5_VLForConditionalGeneration, o.dtype
+        )
         processor.tokenizer.padding_side = "left"
         self._processor = processor
-        self._model = model.to(resolve_device(o.device)).eval()
+        self._model = model.to(resolve_device(o.device))
 
     def score(self, candidates, reference=None) -> Mapping[str, Sequence[float]]:
         """The model's rating of each candidate (N×3×H×W in [0, 1])."""
