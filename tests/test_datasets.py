@@ -110,8 +110,14 @@ def test_realsrs_own_layout_pairs_files_side_by_side_and_reduces_an_lr_at_hr_siz
     # scale=1: the registered LR is kept at the HR's size, as the authors' --upscale 1 takes it
     kept = build(dp2o_plugin_manager, f"paired:path={tmp_path},scale=1").load(items[:1], seed=0)[0]
     assert np.array_equal(kept.lr, registered) and kept.hr.shape == (128, 128, 3)
-    # … and a pair of two sizes is named, not cropped into a misaligned pair
-    wrong = build(dp2o_plugin_manager, f"paired:path={tmp_path},scale=1").load(items[1:], seed=0)[0]
+    # … and a pair of two sizes is named before any work (from the headers), not cropped into a
+    # misaligned pair; load() refuses it too
+    registered = build(dp2o_plugin_manager, f"paired:path={tmp_path},scale=1")
+    with pytest.raises(
+        UsageError, match=r"1 LR image\(s\) do not have their HR's size \(.*Nikon_002_LR4.png is 32×32"
+    ):
+        registered.items()
+    wrong = registered.load(items[1:], seed=0)[0]
     assert isinstance(wrong, BadImageError) and "Nikon_002_LR4.png" in str(wrong)
     assert "is 32×32 but its HR" in str(wrong) and "scale=1" in str(wrong)
     empty = tmp_path / "empty"

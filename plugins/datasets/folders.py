@@ -248,7 +248,10 @@ class PairedFolderDataset(_FolderDataset):
                 f"paired data: no LR file in {lr_root} matches an HR file in {hr_root} "
                 f"(names are compared without the endings {self.options.strip})"
             )
-        return self._limit(items)
+        items = self._limit(items)
+        if self.options.scale == 1:
+            _refuse_unregistered(items)
+        return items
 
     def _folders(self, root: Path) -> tuple[Path, Path]:
         """The HR and LR folders: the options', else the first known layout present under root."""
@@ -328,6 +331,30 @@ def _layout_hint(root: Path) -> str:
             if found:
                 return f"; did you mean path={found[0]}?"
     return ""
+
+
+def _refuse_unregistered(items: list[DataItem]) -> None:
+    """With ``scale=1`` every LR must have its HR's size (a registered pair, RealSR's LR4 files);
+    the pairs that do not are all named at once, from the files' headers, before any work. A
+    file whose header cannot be read is left to :meth:`load` (and ``--on-bad-image``)."""
+    from dp2o_core.imageio import BadImageError, image_size
+
+    differing = []
+    for item in items:
+        assert item.lr is not None and item.hr is not None  # paired items have both
+        try:
+            lr, hr = image_size(item.lr), image_size(item.hr)
+        except BadImageError:
+            continue
+        if lr != hr:
+            differing.append(f"{item.lr} is {lr[0]}×{lr[1]}, {item.hr.name} {hr[0]}×{hr[1]}")
+    if differing:
+        shown = "; ".join(differing[:5]) + (f"; and {len(differing) - 5} more" if len(differing) > 5 else "")
+        raise UsageError(
+            f"paired data with scale=1: {len(differing)} LR image(s) do not have their HR's size ({shown}). "
+            "scale=1 is for LR images registered at the HR's size; fix or remove those pairs, or give "
+            "the data the LR's real scale (scale=4)"
+        )
 
 
 def reduce_registered_lr(lr, scale: int):
