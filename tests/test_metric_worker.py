@@ -91,7 +91,7 @@ def test_pythons_puts_one_hybrid_member_in_a_worker():
 FAKE_WORKER = """
 import json, struct, sys
 import numpy as np
-from dp2o_plugins.rewards.metric_worker import HELLO, array_bytes, read_frame, write_frame
+from dp2o_plugins.worker_protocol import HELLO, array_bytes, read_frame, write_frame
 
 mode = sys.argv[1]
 out = sys.stdout.buffer

@@ -25,16 +25,15 @@ Protocol (see :mod:`dp2o_plugins.worker_protocol` for the framing):
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
+from typing import Any
 
 if __package__:  # imported by dp2o (tests, the docs)
-    from dp2o_plugins.worker_protocol import HELLO, bytes_array, read_frame, write_frame
+    from dp2o_plugins.worker_protocol import serve
 else:  # run as a script by another interpreter, without dp2o: the protocol module beside its folder
     sys.path.append(str(Path(__file__).resolve().parents[1]))
-    from worker_protocol import HELLO, bytes_array, read_frame, write_frame  # type: ignore[no-redef]
+    from worker_protocol import serve  # type: ignore[no-redef]
 
 #: The side RAM Swin-L sees (their ``image_size=384``) and ImageNet's normalisation.
 IMAGE_SIZE = 384
@@ -86,37 +85,30 @@ def tag(model, images) -> list[str]:
     return texts
 
 
+class TaggerServer:
+    """The requests of one tagger worker: ``create`` the model, then ``tag`` batches."""
+
+    def __init__(self) -> None:
+        self.model: Any = None
+
+    @staticmethod
+    def arrays_in(request: dict) -> int:
+        """The images of a ``tag`` request."""
+        return int(request.get("count", 0)) if request.get("op") == "tag" else 0
+
+    def handle(self, request: dict, images: list) -> tuple[dict, list]:
+        if request.get("op") == "create":
+            self.model = create(request)
+            return {"ok": True}, []
+        if request.get("op") == "tag" and self.model is not None:
+            return {"ok": True, "tags": tag(self.model, images)}, []
+        return {"ok": False, "error": f"unexpected request {request.get('op')!r}"}, []
+
+
 def main() -> None:
     """Serve requests until stdin ends."""
-    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # prints from libraries go to stderr
-    protocol.write(HELLO)
-    protocol.flush()
-    requests = sys.stdin.buffer
-    model = None
-
-    def reply(header: dict) -> None:
-        write_frame(protocol, json.dumps(header).encode("utf-8"))
-        protocol.flush()
-
-    while True:
-        frame = read_frame(requests)
-        if frame is None:
-            return
-        request = json.loads(frame)
-        images = []
-        if request.get("op") == "tag":
-            images = [bytes_array(read_frame(requests) or b"") for _ in range(int(request.get("count", 0)))]
-        try:
-            if request.get("op") == "create":
-                model = create(request)
-                reply({"ok": True})
-            elif request.get("op") == "tag" and model is not None:
-                reply({"ok": True, "tags": tag(model, images)})
-            else:
-                reply({"ok": False, "error": f"unexpected request {request.get('op')!r}"})
-        except Exception as error:  # noqa: BLE001 - every failure goes back to dp2o with its text
-            reply({"ok": False, "error": f"{type(error).__name__}: {error}"})
+    server = TaggerServer()
+    serve(server.handle, server.arrays_in)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ follow as ``.npy`` frames (``allow_pickle=False``).
   (+ reference 3×H×W) → ``{"ok": true}`` + scores (N float64)
 * any failure → ``{"ok": false, "error": "Type: message"}``; end of stdin ends the worker.
 
-Before its first reply the worker writes :data:`HELLO` on the protocol stream: whatever the
+Before its first reply the worker writes ``worker_protocol.HELLO`` on the protocol stream: whatever the
 interpreter printed before it (a banner from a start-up hook) is skipped by dp2o, not read as
 a frame. From then on library output goes to stderr (the protocol owns stdout); dp2o shows
 its tail when the worker fails.
@@ -24,19 +24,16 @@ its tail when the worker fails.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 if __package__:  # imported by dp2o (its client side)
-    from dp2o_plugins.worker_protocol import HELLO, array_bytes, bytes_array, read_frame, write_frame
+    from dp2o_plugins.worker_protocol import serve
 else:  # run as a script by another interpreter, without dp2o: the protocol module beside its folder
     sys.path.append(str(Path(__file__).resolve().parents[1]))
-    from worker_protocol import HELLO, array_bytes, bytes_array, read_frame, write_frame  # type: ignore[no-redef]
-
-__all__ = ["HELLO", "array_bytes", "bytes_array", "read_frame", "write_frame", "main"]
+    from worker_protocol import serve  # type: ignore[no-redef]
 
 
 def create(request: dict):
@@ -100,46 +97,40 @@ def score(metric, candidates, reference, batch_size: int) -> list[float]:
     return values
 
 
+class MetricServer:
+    """The requests of one metric worker: ``create`` the metric, then ``score`` groups."""
+
+    def __init__(self) -> None:
+        self.metric: Any = None
+
+    @staticmethod
+    def arrays_in(request: dict) -> int:
+        """Candidates, and the reference when the request says it comes."""
+        return (2 if request.get("reference") else 1) if request.get("op") == "score" else 0
+
+    def handle(self, request: dict, arrays: list) -> tuple[dict, list]:
+        if request.get("op") == "create":
+            import pyiqa
+
+            self.metric = create(request)
+            return {
+                "ok": True,
+                "lower_better": bool(self.metric.lower_better),
+                "pyiqa": pyiqa.__version__,
+            }, []
+        if request.get("op") == "score" and self.metric is not None:
+            import numpy as np
+
+            reference = arrays[1] if len(arrays) > 1 else None
+            values = score(self.metric, arrays[0], reference, int(request.get("batch_size") or 1))
+            return {"ok": True}, [np.asarray(values, dtype=np.float64)]
+        return {"ok": False, "error": f"unexpected request {request.get('op')!r}"}, []
+
+
 def main() -> None:
     """Serve requests until stdin ends."""
-    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # prints from libraries go to stderr
-    protocol.write(HELLO)
-    protocol.flush()
-    requests = sys.stdin.buffer
-    metric = None
-
-    def reply(header: dict, *arrays) -> None:
-        write_frame(protocol, json.dumps(header).encode("utf-8"))
-        for array in arrays:
-            write_frame(protocol, array_bytes(array))
-        protocol.flush()
-
-    while True:
-        frame = read_frame(requests)
-        if frame is None:
-            return
-        request = json.loads(frame)
-        arrays = []
-        if request.get("op") == "score":
-            count = 2 if request.get("reference") else 1
-            arrays = [bytes_array(read_frame(requests) or b"") for _ in range(count)]
-        try:
-            if request.get("op") == "create":
-                import pyiqa
-
-                metric = create(request)
-                reply({"ok": True, "lower_better": bool(metric.lower_better), "pyiqa": pyiqa.__version__})
-            elif request.get("op") == "score" and metric is not None:
-                import numpy as np
-
-                reference = arrays[1] if len(arrays) > 1 else None
-                values = score(metric, arrays[0], reference, int(request.get("batch_size") or 1))
-                reply({"ok": True}, np.asarray(values, dtype=np.float64))
-            else:
-                reply({"ok": False, "error": f"unexpected request {request.get('op')!r}"})
-        except Exception as error:  # noqa: BLE001 - every failure goes back to dp2o with its text
-            reply({"ok": False, "error": f"{type(error).__name__}: {error}"})
+    server = MetricServer()
+    serve(server.handle, server.arrays_in)
 
 
 if __name__ == "__main__":
