@@ -60,14 +60,23 @@ def install_random_weights(metric: str, weights_dir: Path, hub_cache: Path, torc
     for net, url, key in pyiqa_files:
         state = {k: v.clone() for k, v in net.state_dict().items()}
         torch.save({key: state} if key else state, weights_dir / url.rsplit("/", 1)[-1])
-    for model, repo in timm_models:
-        _write_hub_model(hub_cache, repo, model)
+    for model, source in timm_models:
+        if source.startswith("https://"):  # a timm config of pyiqa's own with a download URL
+            target = torch_home / "hub" / "checkpoints" / source.rsplit("/", 1)[-1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), target)
+        else:
+            _write_hub_model(hub_cache, source, model)
 
 
 def _hub_id(pretrained_cfg) -> str:
-    if isinstance(pretrained_cfg, dict):
-        return str(pretrained_cfg["hf_hub_id"])
-    return str(pretrained_cfg.hf_hub_id)
+    """Where timm would fetch the weights: the Hugging Face repository, else the URL."""
+    get = (
+        pretrained_cfg.get
+        if isinstance(pretrained_cfg, dict)
+        else lambda key: getattr(pretrained_cfg, key, None)
+    )
+    return str(get("hf_hub_id") or get("url"))
 
 
 def _write_hub_model(hub_cache: Path, repo: str, model: torch.nn.Module) -> None:

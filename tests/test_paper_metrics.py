@@ -2,7 +2,8 @@
 built with random stand-ins for its downloads (tests/iqa_weights.py) and scores a group of
 candidates through dp2o's scorer — after the preflight has found every file it needs.
 
-Covered here: LPIPS, TOPIQ-FR, TOPIQ-NR, MANIQA, MUSIQ, CLIPIQA+, AFINE-FR and AFINE-NR. Q-Align
+Covered here: LPIPS, TOPIQ-FR, TOPIQ-NR, MANIQA, MUSIQ, CLIPIQA+, AFINE-FR and AFINE-NR (the reward's), and
+NIMA and TOPIQ-IAA (two of the evaluation's untrained metrics). Q-Align
 (a 7 B mPLUG-Owl2 model with its own tokenizer) imports under the pinned transformers but cannot
 score there (below); tests/test_qalign_worker.py scores it in its worker environment.
 """
@@ -43,7 +44,19 @@ def offline_homes(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "metric", ["lpips", "topiq_fr", "topiq_nr", "maniqa", "musiq", "clipiqa+", "afine_fr", "afine_nr"]
+    "metric",
+    [
+        "lpips",
+        "topiq_fr",
+        "topiq_nr",
+        "maniqa",
+        "musiq",
+        "clipiqa+",
+        "afine_fr",
+        "afine_nr",
+        "nima",
+        "topiq_iaa",
+    ],
 )
 def test_a_paper_metric_scores_through_dp2o_with_random_weights(metric, offline_homes, tmp_path):
     weights_dir, hub_cache, torch_home = offline_homes

@@ -36,10 +36,12 @@ PYIQA_FILE_KEYS = {
     "afine_fr": "afine",
     "afine_nr": "afine",
     "niqe": "niqe",
+    "nima": "inception_resnet_v2-ava",
 }
 
 #: The backbone weights of the paper's metrics: (kind, name). torchvision: a weights enum;
-#: timm: a model name (its pretrained weights live on the Hugging Face hub); clip / afine-clip:
+#: timm: a model name (its pretrained weights live on the Hugging Face hub); pyiqa-swin: a Swin
+#: configuration of pyiqa's own (TOPIQ-IAA's), downloaded from its URL; clip / afine-clip:
 #: OpenAI CLIP files as pyiqa's two CLIP loaders fetch them; hub: a Hugging Face model.
 BACKBONES: dict[str, list[tuple[str, str]]] = {
     "lpips": [("torchvision", "AlexNet_Weights.IMAGENET1K_V1")],
@@ -50,6 +52,8 @@ BACKBONES: dict[str, list[tuple[str, str]]] = {
     "afine_fr": [("afine-clip", "ViT-B/32")],
     "afine_nr": [("afine-clip", "ViT-B/32")],
     "qalign": [("hub", "q-future/one-align")],
+    "nima": [("timm", "inception_resnet_v2")],
+    "topiq_iaa": [("pyiqa-swin", "swin_base_patch4_window12_384")],
 }
 
 
@@ -295,6 +299,13 @@ def _backbone_check(who: str, kind: str, name: str, folders: list[Path]) -> Chec
         url = importlib.import_module(module)._MODELS[name]
         place = hub_dir / "clip" if kind == "clip" else Path(os.path.expanduser("~/.cache/clip"))
         return _file_check(who, url, [place], str(place))
+    if kind == "pyiqa-swin":  # pyiqa's own Swin configurations download from a URL into torch's cache
+        from pyiqa.archs.topiq_swin import default_cfgs
+
+        url = default_cfgs[name]["url"]
+        return _file_check(
+            who, url, [*folders, hub_dir / "checkpoints"], f"torch's cache {hub_dir / 'checkpoints'}"
+        )
     if kind == "timm":
         import timm
 
