@@ -38,7 +38,7 @@ Metrics = Annotated[
         metavar="NAMES",
         help="Comma-separated metrics: pyiqa names or vqr1, each with options as in a spec "
         "(vqr1:model=DIR,thinking=false); 'paper' is the paper's fourteen (those that cannot run are "
-        "listed), 'fidelity' is PSNR/SSIM on Y.",
+        "listed), 'fidelity' is PSNR/SSIM on Y; -NAME leaves one out (paper,-vqr1).",
     ),
 ]
 NumSamples = Annotated[int, typer.Option("--num-samples", "-m", min=1, help="Samples per input (M).")]

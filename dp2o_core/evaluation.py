@@ -488,12 +488,18 @@ def metric_specs(text: str | Sequence[str]) -> dict[str, str]:
     A name may carry options as a plugin spec does — ``vqr1:model=/models/VQ-R1,thinking=false``:
     a part with ``=`` and no ``:`` is the previous metric's next option. ``paper`` and
     ``fidelity`` expand to :data:`PAPER_METRICS` and :data:`FIDELITY_METRICS`; a name given
-    again keeps its place, and its options when it has some (``paper,vqr1:model=…``)."""
+    again keeps its place, and its options when it has some (``paper,vqr1:model=…``); ``-NAME``
+    leaves a metric out (``paper,-vqr1,-qalign``: the paper's set without its two 7 B models)."""
     parts = text.split(",") if isinstance(text, str) else list(text)
     specs: dict[str, str] = {}
     last = None
     for part in (p.strip() for p in parts):
         if not part:
+            continue
+        if part.startswith("-"):
+            for left_out in {"paper": PAPER_METRICS, "fidelity": FIDELITY_METRICS}.get(part[1:], (part[1:],)):
+                specs.pop(left_out, None)
+            last = None
             continue
         if last is not None and "=" in part and ":" not in part.partition("=")[0]:
             specs[last] += f",{part}"

@@ -137,6 +137,9 @@ def test_paper_metrics_are_the_fourteen_with_vqr1_and_a_metric_takes_options():
     assert list(specs) == ["psnry", *[m for m in PAPER_METRICS if m != "psnry"]]  # paper's order, no repeat
     assert specs["vqr1"] == "vqr1:model=/m/VQ-R1,thinking=false" and specs["lpips"] == "lpips:net=vgg"
     assert specs["ssim"] == "ssim" and specs["maniqa"] == "maniqa"
+    # -NAME leaves a metric out: the paper's set without its two 7 B models, or without fidelity
+    assert metric_names("paper,-vqr1,-qalign") == [m for m in PAPER_METRICS if m not in ("vqr1", "qalign")]
+    assert metric_names("paper,-fidelity") == [m for m in PAPER_METRICS if m not in ("psnry", "ssim")]
 
 
 def test_dp2o_eval_runs_vqr1_from_the_hugging_face_cache(dp2o_cli, tmp_path, monkeypatch):
