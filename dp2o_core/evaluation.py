@@ -43,6 +43,8 @@ PAPER_METRICS = (
 )  # fmt: skip
 #: Y-channel PSNR and SSIM (the Real-ISR protocol): pyiqa's ``psnry`` and ``ssim``.
 FIDELITY_METRICS = ("psnry", "ssim")
+#: The names ``--metrics`` expands to a set of metrics.
+METRIC_SETS = {"paper": PAPER_METRICS, "fidelity": FIDELITY_METRICS}
 #: Where the stored evaluation of a run's ``eval`` stage lives, inside the stage folder.
 RESULT_FILE = "held-out.json"
 
@@ -487,9 +489,9 @@ def metric_specs(text: str | Sequence[str]) -> dict[str, str]:
 
     A name may carry options as a plugin spec does — ``vqr1:model=/models/VQ-R1,thinking=false``:
     a part with ``=`` and no ``:`` is the previous metric's next option. ``paper`` and
-    ``fidelity`` expand to :data:`PAPER_METRICS` and :data:`FIDELITY_METRICS`; a name given
-    again keeps its place, and its options when it has some (``paper,vqr1:model=…``); ``-NAME``
-    leaves a metric out (``paper,-vqr1,-qalign``: the paper's set without its two 7 B models)."""
+    ``fidelity`` expand to their :data:`METRIC_SETS`; a name given again keeps its place, and its
+    options when it has some (``paper,vqr1:model=…``); ``-NAME`` leaves a metric (or a set) out
+    (``paper,-vqr1,-qalign``: the paper's set without its two 7 B models)."""
     parts = text.split(",") if isinstance(text, str) else list(text)
     specs: dict[str, str] = {}
     last = None
@@ -497,7 +499,7 @@ def metric_specs(text: str | Sequence[str]) -> dict[str, str]:
         if not part:
             continue
         if part.startswith("-"):
-            for left_out in {"paper": PAPER_METRICS, "fidelity": FIDELITY_METRICS}.get(part[1:], (part[1:],)):
+            for left_out in METRIC_SETS.get(part[1:], (part[1:],)):
                 specs.pop(left_out, None)
             last = None
             continue
@@ -505,7 +507,7 @@ def metric_specs(text: str | Sequence[str]) -> dict[str, str]:
             specs[last] += f",{part}"
             continue
         name = part.partition(":")[0].strip()
-        for expanded in {"paper": PAPER_METRICS, "fidelity": FIDELITY_METRICS}.get(name, (name,)):
+        for expanded in METRIC_SETS.get(name, (name,)):
             if expanded not in specs or (expanded == name and ":" in part):
                 specs[expanded] = part if expanded == name else expanded
         last = name if name in specs else None
@@ -596,28 +598,17 @@ def ensure_sizes_fit(inputs: Sequence[EvalInput], models: Sequence[EvalModel]) -
     from dp2o_core.errors import UsageError
 
     for model in models:
-        problem = size_problem(inputs, model)
-        if problem is not None:
-            raise UsageError(problem)
-
-
-def size_problem(inputs: Sequence[EvalInput], model: EvalModel) -> str | None:
-    """Why ``model``'s outputs cannot be compared with the inputs' HR images (another size:
-    data ``scale`` and the backbone's upscaling differ), or None."""
-    for item in inputs:
-        if item.hr is None:
-            continue
         scale = model.backbone.scale
-        out = (item.lr.shape[-2] * scale, item.lr.shape[-1] * scale)
-        if out != tuple(item.hr.shape[-2:]):
-            return (
-                f"{model.label} ({model.spec}) makes {out[1]}×{out[0]} images of the "
-                f"{item.lr.shape[-1]}×{item.lr.shape[-2]} input {item.id!r}, whose HR is "
-                f"{item.hr.shape[-1]}×{item.hr.shape[-2]}: "
-                f"give the data scale={scale}, or a backbone that upscales by the data's scale "
-                "(upscale=1 for LR images registered at the HR's size)"
-            )
-    return None
+        for item in inputs:
+            out = (item.lr.shape[-2] * scale, item.lr.shape[-1] * scale)
+            if item.hr is not None and out != tuple(item.hr.shape[-2:]):
+                raise UsageError(
+                    f"{model.label} ({model.spec}) makes {out[1]}×{out[0]} images of the "
+                    f"{item.lr.shape[-1]}×{item.lr.shape[-2]} input {item.id!r}, whose HR is "
+                    f"{item.hr.shape[-1]}×{item.hr.shape[-2]}: give the data scale={scale}, or a "
+                    "backbone that upscales by the data's scale (upscale=1 for LR images registered "
+                    "at the HR's size)"
+                )
 
 
 # -- the eval stage's record --------------------------------------------------------------------

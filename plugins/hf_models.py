@@ -36,12 +36,15 @@ def model_source_check(who: str, source: str, option: str = "model") -> Any:
 
 
 def load_processor_and_model(
-    who: str, source: str, model_class: Any, dtype: str, option: str = "model"
+    who: str, source: str, model_class: Any, dtype: str, device: str, option: str = "model"
 ) -> tuple:
-    """``AutoProcessor`` and ``model_class`` from ``source`` (a folder or a hub id) in ``dtype``;
-    a model that cannot be loaded is named with the download command and the option."""
+    """``AutoProcessor`` and ``model_class`` from ``source`` (a folder or a hub id) in ``dtype`` on
+    ``device`` (``auto``: the process's GPU, else the CPU), ready to generate for a batch: the
+    tokenizer pads on the left, where decoder-only models do not continue. A model that cannot be
+    loaded is named with the download command and the option."""
     import torch
     from dp2o_plugins.backbones.loading import quiet_libraries
+    from dp2o_plugins.rewards.pyiqa_metric import resolve_device
     from transformers import AutoProcessor
 
     quiet_libraries()
@@ -56,4 +59,7 @@ def load_processor_and_model(
             f"{who}: cannot load the model {where!r} ({first}); download it (`hf download {source}`) "
             f"or pass {option}=/path/to/its/folder"
         ) from None
-    return processor, model.eval()
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.padding_side = "left"
+    return processor, model.eval().to(resolve_device(device))

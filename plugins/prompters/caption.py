@@ -68,17 +68,12 @@ class CaptionPrompter(Prompter):
         if self._model is not None:
             return
         from dp2o_plugins.hf_models import load_processor_and_model
-        from dp2o_plugins.rewards.pyiqa_metric import resolve_device
         from transformers import AutoModelForImageTextToText
 
         o = self.options
-        processor, model = load_processor_and_model(
-            f"prompter {self.name}", o.model, AutoModelForImageTextToText, o.dtype
+        self._processor, self._model = load_processor_and_model(
+            f"prompter {self.name}", o.model, AutoModelForImageTextToText, o.dtype, o.device
         )
-        tokenizer = getattr(processor, "tokenizer", None)
-        if tokenizer is not None:
-            tokenizer.padding_side = "left"  # decoder-only models continue after the last token
-        self._processor, self._model = processor, model.to(resolve_device(o.device))
 
     def _captions(self, arrays: Sequence) -> list[str]:
         import torch

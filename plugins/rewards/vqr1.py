@@ -136,16 +136,12 @@ class VisualQualityR1(RewardModel):
         if self._model is not None:
             return
         from dp2o_plugins.hf_models import load_processor_and_model
-        from dp2o_plugins.rewards.pyiqa_metric import resolve_device
         from transformers import Qwen2_5_VLForConditionalGeneration
 
         o = self.options
-        processor, model = load_processor_and_model(
-            f"reward {self.name}", o.model, Qwen2_5_VLForConditionalGeneration, o.dtype
+        self._processor, self._model = load_processor_and_model(
+            f"reward {self.name}", o.model, Qwen2_5_VLForConditionalGeneration, o.dtype, o.device
         )
-        processor.tokenizer.padding_side = "left"
-        self._processor = processor
-        self._model = model.to(resolve_device(o.device))
 
     def score(self, candidates, reference=None) -> Mapping[str, Sequence[float]]:
         """The model's rating of each candidate (N×3×H×W in [0, 1])."""
