@@ -169,3 +169,20 @@ def test_training_sees_the_geometry_sampling_used(models, name):
     timesteps = backbone.sample_timesteps(1, generator=torch.Generator().manual_seed(0))
     errors = pair_errors(backbone, x0[:1], x0[1:], condition, timesteps, torch.randn_like(x0[:1]))
     assert torch.isfinite(errors.policy_winner).all() and torch.isfinite(errors.reference_loser).all()
+
+
+@pytest.mark.parametrize("name", ["sd2", "flux"])
+def test_the_preflight_knows_the_upscale_before_the_backbone_is_built(models, name):
+    """The disk estimate and the metrics' size check read the factor from the options (nothing
+    loaded); the built backbone has the same."""
+    for upscale in (1, 4):
+        resolved = resolve_spec(
+            PluginManager(), "backbone", f"{name}:model={models[name]},controlnet=new,upscale={upscale}"
+        )
+        assert resolved.registration.cls.output_scale(resolved.options) == upscale
+    assert resolved.build().scale == 4
+    from dp2o_plugins.backbones.tiny_sr.backbone import TinySrBackbone
+
+    assert (
+        TinySrBackbone.output_scale(TinySrBackbone.Options()) == TinySrBackbone.scale == 4
+    )  # the class attribute
